@@ -1,0 +1,1 @@
+//! The snodo hub library.

@@ -1,0 +1,165 @@
+//! A signing identity: a private key, its certificate, and the algorithm that key signs with.
+
+use std::path::Path;
+
+use openssl::pkey::{Id, PKey, Private};
+use openssl::x509::X509;
+
+use crate::error::{Error, Result};
+use crate::pki::{load_certs, load_key};
+use crate::trust::Identity;
+
+/// The signature algorithms on the allow-list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256 (JWS `RS256`, XML-DSig `rsa-sha256`).
+    Rs256,
+    /// ECDSA on P-256 with SHA-256 (JWS `ES256`, XML-DSig `ecdsa-sha256`).
+    Es256,
+}
+
+/// XML-DSig identifier of RSA-SHA256.
+pub const XMLDSIG_RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
+/// XML-DSig identifier of ECDSA-SHA256.
+pub const XMLDSIG_ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
+
+impl Algorithm {
+    /// The JWS `alg` name.
+    #[must_use]
+    pub fn jws_name(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => "RS256",
+            Algorithm::Es256 => "ES256",
+        }
+    }
+
+    /// The XML-DSig `SignatureMethod` URI.
+    #[must_use]
+    pub fn xmldsig_uri(self) -> &'static str {
+        match self {
+            Algorithm::Rs256 => XMLDSIG_RSA_SHA256,
+            Algorithm::Es256 => XMLDSIG_ECDSA_SHA256,
+        }
+    }
+
+    /// The allowed algorithm a JWS `alg` names.
+    ///
+    /// # Errors
+    /// [`Error::AlgorithmNotAllowed`] for anything but RS256 and ES256 (`none`, HMAC, PS256…).
+    pub fn from_jws(alg: &str) -> Result<Self> {
+        match alg {
+            "RS256" => Ok(Algorithm::Rs256),
+            "ES256" => Ok(Algorithm::Es256),
+            other => Err(Error::AlgorithmNotAllowed(other.to_owned())),
+        }
+    }
+
+    /// The allowed algorithm an XML-DSig `SignatureMethod` URI names.
+    ///
+    /// # Errors
+    /// [`Error::AlgorithmNotAllowed`] for anything but RSA-SHA256 and ECDSA-SHA256.
+    pub fn from_xmldsig(uri: &str) -> Result<Self> {
+        match uri {
+            XMLDSIG_RSA_SHA256 => Ok(Algorithm::Rs256),
+            XMLDSIG_ECDSA_SHA256 => Ok(Algorithm::Es256),
+            other => Err(Error::AlgorithmNotAllowed(other.to_owned())),
+        }
+    }
+
+    /// The algorithm a key of this type signs with.
+    ///
+    /// # Errors
+    /// [`Error::AlgorithmNotAllowed`] for keys other than RSA ≥ 2048 bits and EC P-256.
+    pub fn for_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
+        match key.id() {
+            Id::RSA if key.bits() >= 2048 => Ok(Algorithm::Rs256),
+            Id::RSA => Err(Error::AlgorithmNotAllowed(format!("RSA-{} (at least 2048 bits)", key.bits()))),
+            Id::EC => {
+                let ec = key.ec_key()?;
+                if ec.group().curve_name() == Some(openssl::nid::Nid::X9_62_PRIME256V1) {
+                    Ok(Algorithm::Es256)
+                } else {
+                    Err(Error::AlgorithmNotAllowed("ECDSA on a curve other than P-256".into()))
+                }
+            }
+            other => Err(Error::AlgorithmNotAllowed(format!("key type {other:?}"))),
+        }
+    }
+}
+
+/// The key and certificate an entity (or the hub) signs with.
+#[derive(Clone)]
+pub struct Signer {
+    /// The private key.
+    pub(crate) key: PKey<Private>,
+    /// The key in PEM, for libxmlsec1.
+    pub(crate) key_pem: Vec<u8>,
+    /// The signer certificate, DER, embedded in every signature.
+    pub(crate) cert_der: Vec<u8>,
+    /// Intermediate certificates, DER, embedded after the signer's.
+    pub(crate) chain_der: Vec<Vec<u8>>,
+    /// Who the certificate names.
+    pub identity: Identity,
+    /// What the key signs with.
+    pub algorithm: Algorithm,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("Signer").field("identity", &self.identity).field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// A signer from a key and its certificate chain (signer first).
+    ///
+    /// # Errors
+    /// [`Error::Key`] when the key does not match the certificate, or the certificate names no
+    /// snodo identity.
+    pub fn new(key: PKey<Private>, chain: &[X509]) -> Result<Self> {
+        let cert = chain.first().ok_or_else(|| Error::Key("no certificate given".into()))?;
+        if !cert.public_key()?.public_eq(&key) {
+            return Err(Error::Key("the private key does not match the certificate".into()));
+        }
+        let identity = crate::trust::identity_of(cert).map_err(|e| Error::Key(e.to_string()))?;
+        Ok(Signer {
+            algorithm: Algorithm::for_key(&key)?,
+            key_pem: key.private_key_to_pem_pkcs8()?,
+            cert_der: cert.to_der()?,
+            chain_der: chain[1..].iter().map(|c| c.to_der()).collect::<Result<_, _>>()?,
+            key,
+            identity,
+        })
+    }
+
+    /// Loads a signer from PEM files: the private key and the certificate (optionally followed
+    /// by intermediates).
+    ///
+    /// # Errors
+    /// [`Error::Io`] or [`Error::Key`].
+    pub fn load(key_path: &Path, cert_path: &Path) -> Result<Self> {
+        Self::new(load_key(key_path)?, &load_certs(cert_path)?)
+    }
+
+    /// Signs `data` with SHA-256 in the JWS encoding of the signature value (PKCS#1 v1.5 bytes
+    /// for RS256, fixed-width `r || s` for ES256).
+    ///
+    /// # Errors
+    /// [`Error::Crypto`] if the library fails.
+    pub fn sign_jws(&self, data: &[u8]) -> Result<Vec<u8>> {
+        let digest = openssl::sha::sha256(data);
+        match self.algorithm {
+            Algorithm::Rs256 => {
+                let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key)?;
+                Ok(s.sign_oneshot_to_vec(data)?)
+            }
+            Algorithm::Es256 => {
+                let sig = openssl::ecdsa::EcdsaSig::sign(&digest, &*self.key.ec_key()?)?;
+                let mut out = sig.r().to_vec_padded(32)?;
+                out.extend(sig.s().to_vec_padded(32)?);
+                Ok(out)
+            }
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The XML encoding of an envelope (quick-xml), with a hardened parser: UTF-8 only, no DTD, no
+//! entities beyond the five predefined, no comments or processing instructions, bounded size and
+//! depth, a fixed structure `Envelope(Header, Body, ds:Signature?)`.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+use quick_xml::NsReader;
+use quick_xml::escape::{escape, partial_escape};
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use uuid::Uuid;
+
+use crate::entity::{EntityId, Recipient};
+use crate::envelope::{Body, Envelope};
+use crate::error::{Error, Result};
+use crate::header::{ContentType, Header, Profile, format_time, parse_time};
+use crate::limits::Limits;
+
+/// The namespace of the envelope's own elements.
+pub const ENVELOPE_NS: &str = "urn:snodo:envelope:1";
+/// The XML-DSig namespace.
+pub const DSIG_NS: &str = "http://www.w3.org/2000/09/xmldsig#";
+
+/// Encodes an envelope without signature.
+#[must_use]
+pub fn encode(envelope: &Envelope) -> String {
+    encode_with_signature(envelope, "")
+}
+
+/// Encodes an envelope with `signature` (a serialized `ds:Signature` element, or nothing) as the
+/// last child of the root.
+pub(crate) fn encode_with_signature(envelope: &Envelope, signature: &str) -> String {
+    let h = &envelope.header;
+    let mut out = String::with_capacity(512 + signature.len() + body_len_hint(&envelope.body));
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Envelope xmlns=\"");
+    out.push_str(ENVELOPE_NS);
+    out.push_str("\"><Header>");
+    let mut field = |name: &str, value: &str| {
+        let _ = write!(out, "<{name}>{}</{name}>", escape(value));
+    };
+    field("id", &h.id.to_string());
+    field("sender", h.sender.as_str());
+    field("recipient", h.recipient.as_str());
+    field("service", &h.service);
+    field("action", &h.action);
+    field("conversation", &h.conversation);
+    if let Some(r) = h.in_reply_to {
+        field("in_reply_to", &r.to_string());
+    }
+    field("profile", h.profile.as_str());
+    field("created_at", &format_time(h.created_at));
+    if let Some(t) = h.expires_at {
+        field("expires_at", &format_time(t));
+    }
+    if let Some(n) = h.sequence {
+        field("sequence", &n.to_string());
+    }
+    field("content_type", h.content_type.as_str());
+    out.push_str("</Header><Body>");
+    match &envelope.body {
+        Body::Json(v) => out.push_str(&partial_escape(v.to_string())),
+        Body::Xml(x) => out.push_str(x),
+    }
+    out.push_str("</Body>");
+    out.push_str(signature);
+    out.push_str("</Envelope>");
+    out
+}
+
+fn body_len_hint(body: &Body) -> usize {
+    match body {
+        Body::Json(_) => 256,
+        Body::Xml(x) => x.len(),
+    }
+}
+
+/// One element of a parsed `ds:Signature`, kept as a small tree for structural checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Element {
+    /// Namespace URI, if the element is in one.
+    pub ns: Option<String>,
+    /// Local name.
+    pub name: String,
+    /// Attributes other than namespace declarations, unescaped.
+    pub attrs: Vec<(String, String)>,
+    /// Concatenated text content directly inside this element.
+    pub text: String,
+    /// Child elements in document order.
+    pub children: Vec<Element>,
+}
+
+impl Element {
+    /// True when this element is `local` in the XML-DSig namespace.
+    #[must_use]
+    pub fn is_dsig(&self, local: &str) -> bool {
+        self.ns.as_deref() == Some(DSIG_NS) && self.name == local
+    }
+
+    /// The value of attribute `name`.
+    #[must_use]
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The XML-DSig children named `local`.
+    pub fn dsig_children<'a>(&'a self, local: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.is_dsig(local))
+    }
+}
+
+/// A parsed XML envelope.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The envelope model.
+    pub envelope: Envelope,
+    /// The `ds:Signature` that is the last child of the root, if any.
+    pub signature: Option<Element>,
+    /// How many `ds:Signature` elements the whole document holds, wherever they are.
+    pub signature_count: usize,
+}
+
+/// Decodes an XML envelope, signed or not, without verifying anything cryptographic.
+///
+/// # Errors
+/// A precise [`Error`] for the first fault: size, depth, forbidden construct, structure, or a
+/// header field.
+pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
+    limits.check_size(input.len())?;
+    let text = std::str::from_utf8(input)
+        .map_err(|e| Error::malformed_xml(format!("not UTF-8: {e}")))?;
+    if text.starts_with('\u{feff}') {
+        return Err(Error::malformed_xml("byte order mark before the document"));
+    }
+    let mut p = Parser::new(text, limits);
+    let envelope_start = p.prolog()?;
+    let (envelope, signature) = p.envelope(&envelope_start)?;
+    p.epilog()?;
+    let signature_count = p.signatures;
+    Ok(Decoded { envelope, signature, signature_count })
+}
+
+/// Checks that `xml` is a self-contained well-formed fragment: elements and text only, every
+/// namespace prefix bound inside it, nesting within `limits`. Returns how many `ds:Signature`
+/// elements it holds.
+///
+/// # Errors
+/// [`Error::InvalidBody`] naming the fault, or [`Error::TooDeep`].
+pub fn check_fragment(xml: &str, limits: &Limits) -> Result<usize> {
+    check_fragment_at(xml, limits, 0)
+}
+
+fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<usize> {
+    let mut reader = NsReader::from_str(xml);
+    let mut depth = base_depth;
+    let mut signatures = 0;
+    let bad = |e: &dyn std::fmt::Display| Error::InvalidBody(format!("XML body: {e}"));
+    loop {
+        let (ns, event) = reader.read_resolved_event().map_err(|e| bad(&e))?;
+        match event {
+            Event::Start(ref s) | Event::Empty(ref s) => {
+                let ns = namespace(ns).map_err(|e| Error::InvalidBody(format!("XML body: {e}")))?;
+                for a in s.attributes() {
+                    let a = a.map_err(|e| bad(&e))?;
+                    let (ans, _) = reader.resolve_attribute(a.key);
+                    if let ResolveResult::Unknown(p) = ans {
+                        return Err(bad(&format!(
+                            "attribute prefix `{}` is not bound to a namespace",
+                            String::from_utf8_lossy(&p)
+                        )));
+                    }
+                    a.unescape_value().map_err(|e| bad(&e))?;
+                }
+                if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
+                    signatures += 1;
+                }
+                if matches!(event, Event::Start(_)) {
+                    depth += 1;
+                    if depth > limits.max_depth {
+                        return Err(Error::TooDeep { limit: limits.max_depth });
+                    }
+                }
+            }
+            Event::End(_) => depth -= 1,
+            Event::Text(t) => {
+                t.unescape().map_err(|e| bad(&e))?;
+            }
+            Event::CData(_) => {}
+            Event::Comment(_) => return Err(Error::InvalidBody("XML body holds a comment".into())),
+            Event::PI(_) | Event::Decl(_) => {
+                return Err(Error::InvalidBody("XML body holds a processing instruction".into()));
+            }
+            Event::DocType(_) => return Err(Error::DoctypeForbidden),
+            Event::Eof => break,
+        }
+    }
+    if depth != base_depth {
+        return Err(Error::InvalidBody("XML body has unclosed elements".into()));
+    }
+    Ok(signatures)
+}
+
+fn namespace(r: ResolveResult<'_>) -> std::result::Result<Option<String>, String> {
+    match r {
+        ResolveResult::Bound(ns) => Ok(Some(String::from_utf8_lossy(ns.as_ref()).into_owned())),
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(p) => Err(format!(
+            "prefix `{}` is not bound to a namespace",
+            String::from_utf8_lossy(&p)
+        )),
+    }
+}
+
+/// A pull parser over the envelope document that applies the hardening rules on every event.
+struct Parser<'i> {
+    input: &'i str,
+    reader: NsReader<&'i [u8]>,
+    limits: &'i Limits,
+    depth: usize,
+    signatures: usize,
+}
+
+/// One significant event: a start tag with its resolved namespace, an end tag, or text.
+enum Item<'i> {
+    Start(Option<String>, BytesStart<'i>, bool),
+    End,
+    Text(Cow<'i, str>),
+    Eof,
+}
+
+impl<'i> Parser<'i> {
+    fn new(input: &'i str, limits: &'i Limits) -> Self {
+        let mut reader = NsReader::from_reader(input.as_bytes());
+        let config = reader.config_mut();
+        config.check_end_names = true;
+        config.check_comments = true;
+        Parser { input, reader, limits, depth: 0, signatures: 0 }
+    }
+
+    /// Reads the next event, refusing what the format forbids and keeping track of depth.
+    fn next(&mut self) -> Result<Item<'i>> {
+        let (ns, event) = match self.reader.read_resolved_event() {
+            Ok((ns, event)) => (namespace(ns), event),
+            Err(e) => return Err(self.syntax(e)),
+        };
+        let (s, empty) = match event {
+            Event::Start(s) => (s, false),
+            Event::Empty(s) => (s, true),
+            other => return self.other(other),
+        };
+        let ns = ns.map_err(Error::malformed_xml)?;
+        if !empty {
+            self.depth += 1;
+            if self.depth > self.limits.max_depth {
+                return Err(Error::TooDeep { limit: self.limits.max_depth });
+            }
+        }
+        if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
+            self.signatures += 1;
+        }
+        Ok(Item::Start(ns, s, empty))
+    }
+
+    fn other(&mut self, event: Event<'i>) -> Result<Item<'i>> {
+        Ok(match event {
+            Event::Start(_) | Event::Empty(_) => {
+                return Err(Error::malformed_xml("internal: start tag routed as other"));
+            }
+            Event::End(_) => {
+                self.depth -= 1;
+                Item::End
+            }
+            Event::Text(t) => Item::Text(t.unescape().map_err(|e| self.syntax(e))?),
+            Event::CData(c) => Item::Text(
+                match c.into_inner() {
+                    Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default()),
+                    Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+                },
+            ),
+            Event::DocType(_) => return Err(Error::DoctypeForbidden),
+            Event::Comment(_) => return Err(Error::XmlForbidden("comment")),
+            Event::PI(_) => return Err(Error::XmlForbidden("processing instruction")),
+            Event::Decl(_) => return Err(Error::XmlForbidden("XML declaration after the start")),
+            Event::Eof => Item::Eof,
+        })
+    }
+
+    fn syntax(&self, e: impl std::fmt::Display) -> Error {
+        Error::malformed_xml(format!("at byte {}: {e}", self.reader.buffer_position()))
+    }
+
+    /// Skips the XML declaration and whitespace, returns the root start tag.
+    fn prolog(&mut self) -> Result<BytesStart<'i>> {
+        let first = match self.reader.read_resolved_event() {
+            Ok((_, event)) => event,
+            Err(e) => return Err(self.syntax(e)),
+        };
+        match first {
+            Event::Decl(d) => {
+                if let Some(enc) = d.encoding() {
+                    let enc = enc.map_err(|e| self.syntax(e))?;
+                    if !enc.eq_ignore_ascii_case(b"utf-8") {
+                        return Err(Error::malformed_xml(format!(
+                            "encoding `{}` is not UTF-8",
+                            String::from_utf8_lossy(&enc)
+                        )));
+                    }
+                }
+            }
+            Event::Start(s) => return self.root(None, s),
+            Event::Empty(_) => return Err(Error::malformed_xml("the root element is empty")),
+            Event::Text(t) if is_blank(&t) => {}
+            Event::DocType(_) => return Err(Error::DoctypeForbidden),
+            Event::Comment(_) => return Err(Error::XmlForbidden("comment")),
+            Event::PI(_) => return Err(Error::XmlForbidden("processing instruction")),
+            Event::Eof => return Err(Error::malformed_xml("empty document")),
+            _ => return Err(Error::malformed_xml("content before the root element")),
+        }
+        loop {
+            match self.next()? {
+                Item::Text(t) if t.trim().is_empty() => {}
+                Item::Start(ns, s, false) => return self.root(ns, s),
+                Item::Eof => return Err(Error::malformed_xml("no root element")),
+                _ => return Err(Error::malformed_xml("content before the root element")),
+            }
+        }
+    }
+
+    fn root(&mut self, ns: Option<String>, s: BytesStart<'i>) -> Result<BytesStart<'i>> {
+        let ns = match ns {
+            Some(ns) => Some(ns),
+            None => {
+                // The very first event bypassed `next`: account for it here.
+                self.depth += 1;
+                let (r, _) = self.reader.resolve_element(s.name());
+                namespace(r).map_err(Error::malformed_xml)?
+            }
+        };
+        if ns.as_deref() != Some(ENVELOPE_NS) || s.local_name().as_ref() != b"Envelope" {
+            return Err(Error::malformed_xml(format!(
+                "root element is `{}`, expected Envelope in namespace {ENVELOPE_NS}",
+                String::from_utf8_lossy(s.name().as_ref())
+            )));
+        }
+        Ok(s)
+    }
+
+    /// Everything after the root: whitespace only.
+    fn epilog(&mut self) -> Result<()> {
+        loop {
+            match self.next()? {
+                Item::Eof => return Ok(()),
+                Item::Text(t) if t.trim().is_empty() => {}
+                _ => return Err(Error::malformed_xml("content after the root element")),
+            }
+        }
+    }
+
+    /// The next start tag or end tag, skipping whitespace; text is refused.
+    fn structural(&mut self, context: &str) -> Result<Item<'i>> {
+        loop {
+            match self.next()? {
+                Item::Text(t) if t.trim().is_empty() => {}
+                Item::Text(_) => {
+                    return Err(Error::malformed_xml(format!("unexpected text inside {context}")));
+                }
+                Item::Eof => return Err(Error::malformed_xml(format!("document ends inside {context}"))),
+                other => return Ok(other),
+            }
+        }
+    }
+
+    fn envelope(&mut self, root: &BytesStart<'i>) -> Result<(Envelope, Option<Element>)> {
+        self.no_attributes(root, "Envelope")?;
+        let header = match self.structural("Envelope")? {
+            Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Header") => {
+                self.no_attributes(&s, "Header")?;
+                if empty { return Err(Error::MissingField("id")) }
+                self.header()?
+            }
+            _ => return Err(Error::malformed_xml("Envelope must begin with Header")),
+        };
+        let body = match self.structural("Envelope")? {
+            Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Body") => {
+                self.no_attributes(&s, "Body")?;
+                self.body(header.content_type, &s, empty)?
+            }
+            _ => return Err(Error::malformed_xml("Header must be followed by Body")),
+        };
+        let signature = match self.structural("Envelope")? {
+            Item::End => None,
+            Item::Start(ns, s, empty) if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" => {
+                let sig = self.element(ns, &s, empty)?;
+                match self.structural("Envelope")? {
+                    Item::End => {}
+                    _ => return Err(Error::SignatureScope("Signature must be the last child of Envelope".into())),
+                }
+                Some(sig)
+            }
+            Item::Start(_, s, _) => {
+                return Err(Error::malformed_xml(format!(
+                    "unexpected element `{}` after Body",
+                    String::from_utf8_lossy(s.name().as_ref())
+                )));
+            }
+            _ => return Err(Error::malformed_xml("unexpected content in Envelope")),
+        };
+        Ok((Envelope { header, body }, signature))
+    }
+
+    fn is_env(&self, ns: &Option<String>, s: &BytesStart<'_>, local: &[u8]) -> bool {
+        ns.as_deref() == Some(ENVELOPE_NS) && s.local_name().as_ref() == local
+    }
+
+    fn no_attributes(&self, s: &BytesStart<'_>, what: &str) -> Result<()> {
+        for a in s.attributes() {
+            let a = a.map_err(|e| self.syntax(e))?;
+            let key = a.key.as_ref();
+            if key != b"xmlns" && !key.starts_with(b"xmlns:") {
+                return Err(Error::malformed_xml(format!(
+                    "{what} takes no attribute `{}`",
+                    String::from_utf8_lossy(key)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn header(&mut self) -> Result<Header> {
+        let mut fields = HeaderFields::default();
+        loop {
+            match self.structural("Header")? {
+                Item::End => break,
+                Item::Start(ns, s, empty) => {
+                    if ns.as_deref() != Some(ENVELOPE_NS) {
+                        return Err(Error::malformed_xml(format!(
+                            "header element `{}` is not in namespace {ENVELOPE_NS}",
+                            String::from_utf8_lossy(s.name().as_ref())
+                        )));
+                    }
+                    self.no_attributes(&s, "a header field")?;
+                    let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
+                    let value = if empty { String::new() } else { self.text_only(&name)? };
+                    fields.set(&name, value)?;
+                }
+                _ => return Err(Error::malformed_xml("unexpected content in Header")),
+            }
+        }
+        fields.into_header()
+    }
+
+    /// Text content up to the end of the current element; child elements are refused.
+    fn text_only(&mut self, what: &str) -> Result<String> {
+        let mut value = String::new();
+        loop {
+            match self.next()? {
+                Item::Text(t) => value.push_str(&t),
+                Item::End => return Ok(value),
+                Item::Start(..) => {
+                    return Err(Error::malformed_xml(format!("`{what}` must hold text only")));
+                }
+                Item::Eof => return Err(Error::malformed_xml(format!("document ends inside `{what}`"))),
+            }
+        }
+    }
+
+    fn body(&mut self, content_type: ContentType, start: &BytesStart<'_>, empty: bool) -> Result<Body> {
+        match content_type {
+            ContentType::Json => {
+                let text = if empty {
+                    String::new()
+                } else {
+                    self.text_only("Body").map_err(|_| {
+                        Error::InvalidBody("a JSON body holds JSON text, not XML elements".into())
+                    })?
+                };
+                crate::json::check_depth(text.as_bytes(), self.limits.max_depth)?;
+                let value = serde_json::from_str(&text)
+                    .map_err(|e| Error::InvalidBody(format!("JSON body: {e}")))?;
+                Ok(Body::Json(value))
+            }
+            ContentType::Xml => {
+                if empty {
+                    return Ok(Body::Xml(String::new()));
+                }
+                let span = self.reader.read_to_end(start.to_end().name()).map_err(|e| self.syntax(e))?;
+                self.depth -= 1;
+                let inner = &self.input[span.start as usize..span.end as usize];
+                self.signatures += check_fragment_at(inner, self.limits, self.depth + 1)?;
+                Ok(Body::Xml(inner.to_owned()))
+            }
+        }
+    }
+
+    /// A whole element as a small tree (used for `ds:Signature`).
+    fn element(&mut self, ns: Option<String>, s: &BytesStart<'_>, empty: bool) -> Result<Element> {
+        let mut el = Element {
+            ns,
+            name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
+            ..Element::default()
+        };
+        for a in s.attributes() {
+            let a = a.map_err(|e| self.syntax(e))?;
+            let key = a.key.as_ref();
+            if key == b"xmlns" || key.starts_with(b"xmlns:") {
+                continue;
+            }
+            let value = a.unescape_value().map_err(|e| self.syntax(e))?.into_owned();
+            el.attrs.push((String::from_utf8_lossy(key).into_owned(), value));
+        }
+        if empty {
+            return Ok(el);
+        }
+        loop {
+            match self.next()? {
+                Item::Text(t) => el.text.push_str(&t),
+                Item::Start(ns, s, empty) => el.children.push(self.element(ns, &s, empty)?),
+                Item::End => return Ok(el),
+                Item::Eof => return Err(Error::malformed_xml("document ends inside Signature")),
+            }
+        }
+    }
+}
+
+fn is_blank(t: &quick_xml::events::BytesText<'_>) -> bool {
+    t.iter().all(u8::is_ascii_whitespace)
+}
+
+/// Header field values as read, before they are checked together.
+#[derive(Default)]
+struct HeaderFields {
+    id: Option<String>,
+    sender: Option<String>,
+    recipient: Option<String>,
+    service: Option<String>,
+    action: Option<String>,
+    conversation: Option<String>,
+    in_reply_to: Option<String>,
+    profile: Option<String>,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+    sequence: Option<String>,
+    content_type: Option<String>,
+}
+
+impl HeaderFields {
+    fn set(&mut self, name: &str, value: String) -> Result<()> {
+        let slot = match name {
+            "id" => &mut self.id,
+            "sender" => &mut self.sender,
+            "recipient" => &mut self.recipient,
+            "service" => &mut self.service,
+            "action" => &mut self.action,
+            "conversation" => &mut self.conversation,
+            "in_reply_to" => &mut self.in_reply_to,
+            "profile" => &mut self.profile,
+            "created_at" => &mut self.created_at,
+            "expires_at" => &mut self.expires_at,
+            "sequence" => &mut self.sequence,
+            "content_type" => &mut self.content_type,
+            other => return Err(Error::malformed_xml(format!("unknown header field `{other}`"))),
+        };
+        if slot.is_some() {
+            return Err(Error::malformed_xml(format!("header field `{name}` appears twice")));
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    fn into_header(self) -> Result<Header> {
+        let req = |v: Option<String>, f: &'static str| v.ok_or(Error::MissingField(f));
+        let uuid = |s: &str, f: &'static str| {
+            Uuid::parse_str(s).map_err(|e| Error::invalid(f, format!("`{s}` is not a UUID: {e}")))
+        };
+        Ok(Header {
+            id: uuid(&req(self.id, "id")?, "id")?,
+            sender: EntityId::parse_field(&req(self.sender, "sender")?, "sender")?,
+            recipient: Recipient::parse(&req(self.recipient, "recipient")?)?,
+            service: req(self.service, "service")?,
+            action: req(self.action, "action")?,
+            conversation: req(self.conversation, "conversation")?,
+            in_reply_to: self.in_reply_to.map(|s| uuid(&s, "in_reply_to")).transpose()?,
+            profile: req(self.profile, "profile")?.parse::<Profile>()?,
+            created_at: parse_time("created_at", &req(self.created_at, "created_at")?)?,
+            expires_at: self.expires_at.map(|s| parse_time("expires_at", &s)).transpose()?,
+            sequence: self
+                .sequence
+                .map(|s| s.parse::<u64>().map_err(|e| Error::invalid("sequence", format!("`{s}`: {e}"))))
+                .transpose()?,
+            content_type: req(self.content_type, "content_type")?.parse()?,
+        })
+    }
+}
+

@@ -1,0 +1,245 @@
+//! The XML envelope's signature: enveloped XML-DSig through libxmlsec1 (OpenSSL backend), with
+//! the structure checked first so that only a signature over the whole document is accepted.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use libxml::parser::{Parser as XmlParser, ParserOptions};
+use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
+
+use crate::envelope::Envelope;
+use crate::error::{Error, Result};
+use crate::limits::Limits;
+use crate::signer::{Algorithm, Signer};
+use crate::trust::VerifiedCert;
+use crate::xml::{self, DSIG_NS, Element};
+
+/// Exclusive XML canonicalization 1.0 (without comments).
+pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+/// The enveloped-signature transform.
+pub const ENVELOPED: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
+/// SHA-256 digests.
+pub const SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
+
+/// How many verification keys each thread keeps loaded in libxmlsec1.
+const KEY_CACHE_CAPACITY: usize = 4096;
+
+thread_local! {
+    /// libxmlsec1 keys are not `Send`: each thread keeps its own, by certificate fingerprint.
+    static KEYS: RefCell<HashMap<[u8; 32], XmlSecKey>> = RefCell::new(HashMap::new());
+}
+
+/// Signs `envelope` with an enveloped signature over the whole document.
+///
+/// # Errors
+/// [`Error::Crypto`] if libxmlsec1 refuses the key or fails.
+pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<String> {
+    let template = format!(
+        concat!(
+            "<ds:Signature xmlns:ds=\"{ns}\"><ds:SignedInfo>",
+            "<ds:CanonicalizationMethod Algorithm=\"{c14n}\"/>",
+            "<ds:SignatureMethod Algorithm=\"{alg}\"/>",
+            "<ds:Reference URI=\"\"><ds:Transforms>",
+            "<ds:Transform Algorithm=\"{env}\"/><ds:Transform Algorithm=\"{c14n}\"/>",
+            "</ds:Transforms><ds:DigestMethod Algorithm=\"{sha}\"/><ds:DigestValue/>",
+            "</ds:Reference></ds:SignedInfo><ds:SignatureValue/>",
+            "<ds:KeyInfo><ds:X509Data>{certs}</ds:X509Data></ds:KeyInfo></ds:Signature>"
+        ),
+        ns = DSIG_NS,
+        c14n = EXC_C14N,
+        alg = signer.algorithm.xmldsig_uri(),
+        env = ENVELOPED,
+        sha = SHA256,
+        certs = std::iter::once(&signer.cert_der)
+            .chain(&signer.chain_der)
+            .map(|c| format!("<ds:X509Certificate>{}</ds:X509Certificate>", STANDARD.encode(c)))
+            .collect::<String>(),
+    );
+    let unsigned = xml::encode_with_signature(envelope, &template);
+    let doc = parse_libxml(unsigned.as_bytes())?;
+    let key = XmlSecKey::from_memory(&signer.key_pem, XmlSecKeyFormat::Pem, None)
+        .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the signing key: {e}")))?;
+    let mut ctx = XmlSecSignatureContext::new();
+    ctx.insert_key(key);
+    ctx.sign_document(&doc).map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
+    Ok(doc.to_string())
+}
+
+/// What an XML envelope claims before anything is trusted.
+pub(crate) struct Parsed {
+    pub(crate) algorithm: Algorithm,
+    pub(crate) leaf: Vec<u8>,
+    pub(crate) intermediates: Vec<Vec<u8>>,
+    pub(crate) envelope: Envelope,
+}
+
+/// Parses an XML envelope and checks that it carries exactly one signature, the last child of
+/// the root, that covers the whole document with allowed algorithms only.
+pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
+    let decoded = xml::decode(input, limits)?;
+    match (decoded.signature_count, &decoded.signature) {
+        (0, _) => return Err(Error::SignatureMissing),
+        (1, Some(_)) => {}
+        (1, None) => {
+            return Err(Error::SignatureScope("the only Signature is not a child of Envelope".into()));
+        }
+        (n, _) => return Err(Error::MultipleSignatures(n)),
+    }
+    let sig = decoded.signature.as_ref().ok_or(Error::SignatureMissing)?;
+    let (algorithm, mut certs) = check_structure(sig)?;
+    let leaf = certs.remove(0);
+    Ok(Parsed { algorithm, leaf, intermediates: certs, envelope: decoded.envelope })
+}
+
+impl Parsed {
+    /// Checks the signature with libxmlsec1 and the verified signer's key.
+    pub(crate) fn verify(self, input: &[u8], signer: &VerifiedCert) -> Result<Envelope> {
+        let key_alg = Algorithm::for_key(&signer.public_key)?;
+        if key_alg != self.algorithm {
+            return Err(Error::AlgorithmNotAllowed(format!(
+                "{} with a key that signs {}",
+                self.algorithm.xmldsig_uri(),
+                key_alg.xmldsig_uri()
+            )));
+        }
+        let doc = parse_libxml(input)?;
+        let key = verification_key(signer)?;
+        let mut ctx = XmlSecSignatureContext::new();
+        ctx.insert_key(key);
+        match ctx.verify_document(&doc) {
+            Ok(true) => Ok(self.envelope),
+            Ok(false) => Err(Error::SignatureInvalid(
+                "the digest or the signature value does not match the document".into(),
+            )),
+            Err(e) => Err(Error::SignatureInvalid(format!("libxmlsec1: {e}"))),
+        }
+    }
+}
+
+/// The signer's public key as a libxmlsec1 key, loaded once per thread.
+fn verification_key(signer: &VerifiedCert) -> Result<XmlSecKey> {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(k) = keys.get(&signer.fingerprint) {
+            return Ok(k.clone());
+        }
+        let k = XmlSecKey::from_memory(&signer.der, XmlSecKeyFormat::CertDer, None)
+            .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the signer certificate: {e}")))?;
+        if keys.len() >= KEY_CACHE_CAPACITY {
+            keys.clear();
+        }
+        keys.insert(signer.fingerprint, k.clone());
+        Ok(k)
+    })
+}
+
+/// Parses with libxml2 for libxmlsec1: no recovery, no network, no DTD loading, no entity
+/// substitution (the input has already been refused if it holds a DOCTYPE).
+fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
+    let options = ParserOptions {
+        recover: false,
+        no_def_dtd: true,
+        no_error: true,
+        no_warning: true,
+        pedantic: false,
+        no_blanks: false,
+        no_net: true,
+        no_implied: false,
+        huge: false,
+        compact: false,
+        ignore_enc: false,
+        encoding: Some("UTF-8"),
+    };
+    XmlParser::default()
+        .parse_string_with_options(input, options)
+        .map_err(|e| Error::malformed_xml(format!("libxml2: {e:?}")))
+}
+
+/// Checks the `ds:Signature` tree: one `Reference URI=""` with the enveloped and exclusive-c14n
+/// transforms, SHA-256, an allowed signature method, and the signer certificate in `KeyInfo`.
+/// Returns the algorithm and the certificates (signer first).
+fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
+    let names: Vec<&str> = sig.children.iter().map(|c| c.name.as_str()).collect();
+    if sig.children.iter().any(|c| c.ns.as_deref() != Some(DSIG_NS))
+        || names != ["SignedInfo", "SignatureValue", "KeyInfo"]
+    {
+        return Err(Error::SignatureScope(format!(
+            "Signature must hold exactly SignedInfo, SignatureValue, KeyInfo; it holds {names:?}"
+        )));
+    }
+    let signed_info = &sig.children[0];
+    let c14n = only(signed_info, "CanonicalizationMethod")?;
+    let c14n_alg = algorithm_attr(c14n)?;
+    if c14n_alg != EXC_C14N {
+        return Err(Error::AlgorithmNotAllowed(c14n_alg.to_owned()));
+    }
+    let algorithm = Algorithm::from_xmldsig(algorithm_attr(only(signed_info, "SignatureMethod")?)?)?;
+    let references: Vec<&Element> = signed_info.dsig_children("Reference").collect();
+    if references.len() != 1 || signed_info.children.len() != 3 {
+        return Err(Error::SignatureScope(format!(
+            "SignedInfo must hold one Reference and nothing else; it holds {} Reference(s) in {} elements",
+            references.len(),
+            signed_info.children.len()
+        )));
+    }
+    let reference = references[0];
+    match reference.attr("URI") {
+        Some("") => {}
+        Some(uri) => {
+            return Err(Error::SignatureScope(format!(
+                "Reference URI `{uri}` does not cover the whole envelope; it must be \"\""
+            )));
+        }
+        None => return Err(Error::SignatureScope("Reference has no URI; it must be \"\"".into())),
+    }
+    let transforms: Vec<&str> = match reference.dsig_children("Transforms").next() {
+        Some(t) => t.children.iter().map(algorithm_attr).collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    if transforms != [ENVELOPED] && transforms != [ENVELOPED, EXC_C14N] {
+        return Err(Error::SignatureScope(format!(
+            "Reference transforms must be enveloped-signature then exclusive c14n; they are {transforms:?}"
+        )));
+    }
+    let digest = algorithm_attr(only(reference, "DigestMethod")?)?;
+    if digest != SHA256 {
+        return Err(Error::AlgorithmNotAllowed(digest.to_owned()));
+    }
+    let key_info = &sig.children[2];
+    let x509 = match key_info.children.as_slice() {
+        [only] if only.is_dsig("X509Data") => only,
+        _ => {
+            return Err(Error::CertificateMissing(
+                "KeyInfo must hold exactly one X509Data with the signer certificate".into(),
+            ));
+        }
+    };
+    let certs = x509
+        .children
+        .iter()
+        .filter(|c| c.is_dsig("X509Certificate"))
+        .map(|c| {
+            let b64: String = c.text.split_ascii_whitespace().collect();
+            STANDARD.decode(b64).map_err(|e| Error::CertificateMalformed(format!("X509Certificate is not base64: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if certs.is_empty() {
+        return Err(Error::CertificateMissing("X509Data holds no X509Certificate".into()));
+    }
+    Ok((algorithm, certs))
+}
+
+fn only<'a>(parent: &'a Element, local: &'static str) -> Result<&'a Element> {
+    let mut it = parent.dsig_children(local);
+    match (it.next(), it.next()) {
+        (Some(e), None) => Ok(e),
+        (None, _) => Err(Error::SignatureScope(format!("{} has no {local}", parent.name))),
+        (Some(_), Some(_)) => Err(Error::SignatureScope(format!("{} has more than one {local}", parent.name))),
+    }
+}
+
+fn algorithm_attr(e: &Element) -> Result<&str> {
+    e.attr("Algorithm").ok_or_else(|| Error::SignatureScope(format!("{} has no Algorithm", e.name)))
+}

@@ -1,0 +1,1 @@
+//! Payload types of every snodo service, with their JSON Schemas and XSDs: they arrive with the first services.

@@ -1,0 +1,1 @@
+//! The simulator: the Piedmont federation in motion. It arrives once the hub and the connectors run.
