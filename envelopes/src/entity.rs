@@ -24,7 +24,10 @@ impl EntityId {
     /// [`Error::InvalidField`] naming `field` when the syntax is wrong.
     pub fn parse_field(s: &str, field: &'static str) -> Result<Self> {
         let Some((class, code)) = s.split_once(':') else {
-            return Err(Error::invalid(field, format!("`{s}` is not of the form class:code")));
+            return Err(Error::invalid(
+                field,
+                format!("`{s}` is not of the form class:code"),
+            ));
         };
         if class.is_empty() || class.len() > 32 || !class.bytes().all(|b| b.is_ascii_lowercase()) {
             return Err(Error::invalid(
@@ -34,7 +37,9 @@ impl EntityId {
         }
         if code.is_empty()
             || code.len() > 64
-            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(Error::invalid(
                 field,
@@ -71,7 +76,8 @@ impl EntityId {
     /// The entity a certificate SAN URI names, if it is an entity URI.
     #[must_use]
     pub fn from_uri(uri: &str) -> Option<Self> {
-        uri.strip_prefix(ENTITY_URI_PREFIX).and_then(|rest| rest.parse().ok())
+        uri.strip_prefix(ENTITY_URI_PREFIX)
+            .and_then(|rest| rest.parse().ok())
     }
 
     /// The file stem used for this entity's key and certificate: `class-code`.
@@ -128,7 +134,11 @@ impl Recipient {
     /// # Errors
     /// [`Error::InvalidField`] for `recipient` when the syntax is wrong.
     pub fn parse(s: &str) -> Result<Self> {
-        if s == "*" { Ok(Recipient::Broadcast) } else { EntityId::parse_field(s, "recipient").map(Recipient::Entity) }
+        if s == "*" {
+            Ok(Recipient::Broadcast)
+        } else {
+            EntityId::parse_field(s, "recipient").map(Recipient::Entity)
+        }
     }
 
     /// The entity, unless this is a broadcast.
@@ -181,7 +191,12 @@ mod tests {
 
     #[test]
     fn parses_federation_names() {
-        for ok in ["comune:001272", "anpr:ministero", "provincia:TO", "pagopa:nodo"] {
+        for ok in [
+            "comune:001272",
+            "anpr:ministero",
+            "provincia:TO",
+            "pagopa:nodo",
+        ] {
             let e: EntityId = ok.parse().unwrap();
             assert_eq!(e.as_str(), ok);
             assert_eq!(EntityId::from_uri(&e.uri()), Some(e));

@@ -182,11 +182,13 @@ impl EnvelopeBuilder {
     /// The first header rule broken, or an XML body that is not a well-formed fragment.
     pub fn build(self) -> Result<Envelope> {
         let id = self.id.unwrap_or_else(Uuid::now_v7);
-        let profile = self.profile.unwrap_or(match (&self.recipient, self.in_reply_to) {
-            (Recipient::Broadcast, _) => Profile::Event,
-            (_, Some(_)) => Profile::Response,
-            (_, None) => Profile::Oneway,
-        });
+        let profile = self
+            .profile
+            .unwrap_or(match (&self.recipient, self.in_reply_to) {
+                (Recipient::Broadcast, _) => Profile::Event,
+                (_, Some(_)) => Profile::Response,
+                (_, None) => Profile::Oneway,
+            });
         let envelope = Envelope {
             header: Header {
                 id,
@@ -213,7 +215,8 @@ impl EnvelopeBuilder {
 #[must_use]
 pub fn now() -> OffsetDateTime {
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t)
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t)
 }
 
 #[cfg(test)]
@@ -227,10 +230,15 @@ mod tests {
 
     #[test]
     fn builder_fills_id_time_conversation_and_profile() {
-        let env = Envelope::builder(e("comune:001272"), e("anpr:ministero"), "residenza.cambio", "richiesta")
-            .json(json!({"cf": "RSSMRA80A01L219X"}))
-            .build()
-            .unwrap();
+        let env = Envelope::builder(
+            e("comune:001272"),
+            e("anpr:ministero"),
+            "residenza.cambio",
+            "richiesta",
+        )
+        .json(json!({"cf": "RSSMRA80A01L219X"}))
+        .build()
+        .unwrap();
         let h = &env.header;
         assert_eq!(h.id.get_version_num(), 7);
         assert_eq!(h.conversation, h.id.to_string());
@@ -241,47 +249,155 @@ mod tests {
 
     #[test]
     fn a_response_must_name_its_request() {
-        let err = Envelope::builder(e("anpr:ministero"), e("comune:001272"), "residenza.cambio", "esito")
-            .profile(Profile::Response)
-            .build()
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "in_reply_to", .. }), "{err}");
+        let err = Envelope::builder(
+            e("anpr:ministero"),
+            e("comune:001272"),
+            "residenza.cambio",
+            "esito",
+        )
+        .profile(Profile::Response)
+        .build()
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "in_reply_to",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn broadcast_only_for_events() {
-        let err = Envelope::builder(e("comune:001272"), Recipient::Broadcast, "mobilita.notizie", "evento")
-            .profile(Profile::Request)
-            .build()
-            .unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "recipient", .. }), "{err}");
-        let ok = Envelope::builder(e("comune:001272"), Recipient::Broadcast, "mobilita.notizie", "evento")
-            .build()
-            .unwrap();
+        let err = Envelope::builder(
+            e("comune:001272"),
+            Recipient::Broadcast,
+            "mobilita.notizie",
+            "evento",
+        )
+        .profile(Profile::Request)
+        .build()
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "recipient",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let ok = Envelope::builder(
+            e("comune:001272"),
+            Recipient::Broadcast,
+            "mobilita.notizie",
+            "evento",
+        )
+        .build()
+        .unwrap();
         assert_eq!(ok.header.profile, Profile::Event);
     }
 
     #[test]
     fn names_and_times_are_checked() {
-        let b = || Envelope::builder(e("comune:001272"), e("anpr:ministero"), "residenza.cambio", "richiesta");
-        let err = Envelope::builder(e("comune:001272"), e("anpr:ministero"), "Residenza", "x").build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "service", .. }), "{err}");
-        let err = Envelope::builder(e("comune:001272"), e("anpr:ministero"), "a.b", "x.y").build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "action", .. }), "{err}");
+        let b = || {
+            Envelope::builder(
+                e("comune:001272"),
+                e("anpr:ministero"),
+                "residenza.cambio",
+                "richiesta",
+            )
+        };
+        let err = Envelope::builder(e("comune:001272"), e("anpr:ministero"), "Residenza", "x")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "service",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Envelope::builder(e("comune:001272"), e("anpr:ministero"), "a.b", "x.y")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "action",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         let t = now();
-        let err = b().created_at(t).expires_at(t - Duration::seconds(1)).build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "expires_at", .. }), "{err}");
-        let err = b().id(Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef)).build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "id", .. }), "{err}");
+        let err = b()
+            .created_at(t)
+            .expires_at(t - Duration::seconds(1))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "expires_at",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = b()
+            .id(Uuid::from_u128(0x1234_5678_9abc_4def_8123_4567_89ab_cdef))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidField { field: "id", .. }),
+            "{err}"
+        );
         let err = b().conversation("has space").build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "conversation", .. }), "{err}");
-        let err = Envelope::builder(e("comune:001272"), e("comune:001272"), "a.b", "x").build().unwrap_err();
-        assert!(matches!(err, Error::InvalidField { field: "recipient", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "conversation",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = Envelope::builder(e("comune:001272"), e("comune:001272"), "a.b", "x")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "recipient",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
     fn xml_body_must_be_well_formed() {
-        let b = || Envelope::builder(e("comune:001272"), e("anpr:ministero"), "residenza.cambio", "richiesta");
+        let b = || {
+            Envelope::builder(
+                e("comune:001272"),
+                e("anpr:ministero"),
+                "residenza.cambio",
+                "richiesta",
+            )
+        };
         assert!(b().xml("<a xmlns=\"urn:x\"><b/></a>").build().is_ok());
         assert!(b().xml("").build().is_ok());
         let err = b().xml("<a><b></a>").build().unwrap_err();

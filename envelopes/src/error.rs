@@ -158,19 +158,31 @@ impl Error {
     }
 
     pub(crate) fn malformed_xml(detail: impl std::fmt::Display) -> Self {
-        Error::Malformed { format: "XML", detail: detail.to_string() }
+        Error::Malformed {
+            format: "XML",
+            detail: detail.to_string(),
+        }
     }
 
     pub(crate) fn malformed_json(detail: impl std::fmt::Display) -> Self {
-        Error::Malformed { format: "JSON", detail: detail.to_string() }
+        Error::Malformed {
+            format: "JSON",
+            detail: detail.to_string(),
+        }
     }
 
     pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Error::InvalidField { field, reason: reason.into() }
+        Error::InvalidField {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.display().to_string(), source }
+        Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 

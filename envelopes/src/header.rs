@@ -137,12 +137,18 @@ impl Header {
     /// [`Error::InvalidField`] naming the first field that breaks a rule.
     pub fn validate(&self) -> Result<()> {
         if self.id.get_version_num() != 7 {
-            return Err(Error::invalid("id", format!("`{}` is not a UUIDv7", self.id)));
+            return Err(Error::invalid(
+                "id",
+                format!("`{}` is not a UUIDv7", self.id),
+            ));
         }
         check_name("service", &self.service, true)?;
         check_name("action", &self.action, false)?;
         check_token("conversation", &self.conversation)?;
-        for (field, t) in [("created_at", Some(self.created_at)), ("expires_at", self.expires_at)] {
+        for (field, t) in [
+            ("created_at", Some(self.created_at)),
+            ("expires_at", self.expires_at),
+        ] {
             if let Some(t) = t {
                 if !t.offset().is_utc() {
                     return Err(Error::invalid(field, "must be in UTC"));
@@ -151,7 +157,10 @@ impl Header {
         }
         if let Some(exp) = self.expires_at {
             if exp <= self.created_at {
-                return Err(Error::invalid("expires_at", "must be later than created_at"));
+                return Err(Error::invalid(
+                    "expires_at",
+                    "must be later than created_at",
+                ));
             }
         }
         match (&self.recipient, self.profile) {
@@ -163,19 +172,31 @@ impl Header {
                 ));
             }
             (Recipient::Entity(_), Profile::Event) => {
-                return Err(Error::invalid("recipient", "an event envelope is addressed to `*`"));
+                return Err(Error::invalid(
+                    "recipient",
+                    "an event envelope is addressed to `*`",
+                ));
             }
             (Recipient::Entity(r), _) if *r == self.sender => {
-                return Err(Error::invalid("recipient", "an entity cannot send to itself"));
+                return Err(Error::invalid(
+                    "recipient",
+                    "an entity cannot send to itself",
+                ));
             }
             (Recipient::Entity(_), _) => {}
         }
         match (self.profile, self.in_reply_to) {
             (Profile::Response, None) => {
-                return Err(Error::invalid("in_reply_to", "a response must name the request it answers"));
+                return Err(Error::invalid(
+                    "in_reply_to",
+                    "a response must name the request it answers",
+                ));
             }
             (_, Some(r)) if r == self.id => {
-                return Err(Error::invalid("in_reply_to", "an envelope cannot answer itself"));
+                return Err(Error::invalid(
+                    "in_reply_to",
+                    "an envelope cannot answer itself",
+                ));
             }
             _ => {}
         }
@@ -199,14 +220,24 @@ fn check_name(field: &'static str, value: &str, dotted: bool) -> Result<()> {
     };
     let ok = !value.is_empty()
         && value.len() <= 64
-        && if dotted { value.split('.').all(segment_ok) } else { segment_ok(value) };
+        && if dotted {
+            value.split('.').all(segment_ok)
+        } else {
+            segment_ok(value)
+        };
     if ok {
         Ok(())
     } else {
-        let shape = if dotted { "dot-separated segments" } else { "one segment" };
+        let shape = if dotted {
+            "dot-separated segments"
+        } else {
+            "one segment"
+        };
         Err(Error::invalid(
             field,
-            format!("`{value}` must be {shape} of lowercase letters, digits, '_' or '-', starting with a letter, at most 64 characters"),
+            format!(
+                "`{value}` must be {shape} of lowercase letters, digits, '_' or '-', starting with a letter, at most 64 characters"
+            ),
         ))
     }
 }
@@ -215,7 +246,9 @@ fn check_name(field: &'static str, value: &str, dotted: bool) -> Result<()> {
 fn check_token(field: &'static str, value: &str) -> Result<()> {
     let ok = !value.is_empty()
         && value.len() <= 128
-        && value.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-:".contains(&c));
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-:".contains(&c));
     if ok {
         Ok(())
     } else {
@@ -229,7 +262,8 @@ fn check_token(field: &'static str, value: &str) -> Result<()> {
 /// Formats a timestamp as RFC 3339 in UTC.
 #[must_use]
 pub fn format_time(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_else(|_| t.unix_timestamp().to_string())
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
 /// Parses an RFC 3339 timestamp that must be in UTC.
@@ -264,7 +298,10 @@ mod rfc3339_opt {
     use time::OffsetDateTime;
 
     #[allow(clippy::ref_option)] // serde's `with` hands us `&Option<T>`
-    pub(super) fn serialize<S: Serializer>(t: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        t: &Option<OffsetDateTime>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match t {
             Some(t) => s.serialize_str(&super::format_time(*t)),
             None => s.serialize_none(),
@@ -275,6 +312,8 @@ mod rfc3339_opt {
         d: D,
     ) -> Result<Option<OffsetDateTime>, D::Error> {
         let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
-        s.map(|s| super::parse_time("expires_at", &s)).transpose().map_err(serde::de::Error::custom)
+        s.map(|s| super::parse_time("expires_at", &s))
+            .transpose()
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -36,7 +36,11 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
         Body::Xml(x) => BodyOut::Xml(x),
     };
     // Serializing a tree of strings, numbers and maps cannot fail.
-    serde_json::to_vec(&Out { header: &envelope.header, body }).unwrap_or_default()
+    serde_json::to_vec(&Out {
+        header: &envelope.header,
+        body,
+    })
+    .unwrap_or_default()
 }
 
 /// Decodes a JSON envelope within `limits` and checks that the body fits `content_type`.
@@ -58,10 +62,15 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Envelope> {
             Body::Xml(x)
         }
         (ContentType::Xml, _) => {
-            return Err(Error::InvalidBody("an application/xml body must be a JSON string".into()));
+            return Err(Error::InvalidBody(
+                "an application/xml body must be a JSON string".into(),
+            ));
         }
     };
-    Ok(Envelope { header: parsed.header, body })
+    Ok(Envelope {
+        header: parsed.header,
+        body,
+    })
 }
 
 /// Refuses JSON text that nests arrays and objects deeper than `max_depth`, in one linear pass
@@ -106,6 +115,9 @@ mod tests {
     fn depth_ignores_brackets_in_strings() {
         assert!(check_depth(br#"{"a":"[[[[[[[["}"#, 2).is_ok());
         assert!(check_depth(br#"[[["\"[["]]]"#, 3).is_ok());
-        assert!(matches!(check_depth(b"[[[[]]]]", 3), Err(Error::TooDeep { limit: 3 })));
+        assert!(matches!(
+            check_depth(b"[[[[]]]]", 3),
+            Err(Error::TooDeep { limit: 3 })
+        ));
     }
 }

@@ -59,12 +59,20 @@ struct Flattened<'a> {
 pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<Vec<u8>> {
     let mut x5c = vec![STANDARD.encode(&signer.cert_der)];
     x5c.extend(signer.chain_der.iter().map(|c| STANDARD.encode(c)));
-    let protected = ProtectedOut { alg: signer.algorithm.jws_name(), typ: "snodo-envelope+json", x5c };
+    let protected = ProtectedOut {
+        alg: signer.algorithm.jws_name(),
+        typ: "snodo-envelope+json",
+        x5c,
+    };
     let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&protected).unwrap_or_default());
     let payload = URL_SAFE_NO_PAD.encode(crate::json::encode(envelope));
     let signing_input = format!("{protected}.{payload}");
     let signature = URL_SAFE_NO_PAD.encode(signer.sign_jws(signing_input.as_bytes())?);
-    let out = Flattened { protected: protected.into(), payload: payload.into(), signature: signature.into() };
+    let out = Flattened {
+        protected: protected.into(),
+        payload: payload.into(),
+        signature: signature.into(),
+    };
     Ok(serde_json::to_vec(&out).unwrap_or_default())
 }
 
@@ -89,20 +97,30 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         .map_err(|e| Error::malformed_json(format!("protected header: {e}")))?;
     let algorithm = Algorithm::from_jws(&protected.alg)?;
     if let Some(crit) = protected.crit {
-        return Err(Error::SignatureScope(format!("critical header parameters {crit:?} are not supported")));
+        return Err(Error::SignatureScope(format!(
+            "critical header parameters {crit:?} are not supported"
+        )));
     }
     let _ = (protected.typ, protected.cty);
     let mut certs = match (protected.x5c, protected.kid) {
         (Some(x5c), _) if !x5c.is_empty() => x5c
             .iter()
-            .map(|c| STANDARD.decode(c).map_err(|e| Error::CertificateMalformed(format!("x5c is not base64: {e}"))))
+            .map(|c| {
+                STANDARD
+                    .decode(c)
+                    .map_err(|e| Error::CertificateMalformed(format!("x5c is not base64: {e}")))
+            })
             .collect::<Result<Vec<_>>>()?,
         (_, Some(kid)) => {
             return Err(Error::CertificateMissing(format!(
                 "`kid` {kid:?} without `x5c`: the signer certificate must be embedded"
             )));
         }
-        _ => return Err(Error::CertificateMissing("the protected header has no `x5c`".into())),
+        _ => {
+            return Err(Error::CertificateMissing(
+                "the protected header has no `x5c`".into(),
+            ));
+        }
     };
     let leaf = certs.remove(0);
     let signature = b64url("signature", &jws.signature)?;
@@ -111,7 +129,14 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     signing_input.extend_from_slice(jws.protected.as_bytes());
     signing_input.push(b'.');
     signing_input.extend_from_slice(jws.payload.as_bytes());
-    Ok(Parsed { algorithm, leaf, intermediates: certs, signing_input, signature, payload })
+    Ok(Parsed {
+        algorithm,
+        leaf,
+        intermediates: certs,
+        signing_input,
+        signature,
+        payload,
+    })
 }
 
 impl Parsed {
@@ -127,8 +152,12 @@ impl Parsed {
         }
         let ok = match self.algorithm {
             Algorithm::Rs256 => {
-                let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &signer.public_key)?;
-                v.verify_oneshot(&self.signature, &self.signing_input).unwrap_or(false)
+                let mut v = openssl::sign::Verifier::new(
+                    openssl::hash::MessageDigest::sha256(),
+                    &signer.public_key,
+                )?;
+                v.verify_oneshot(&self.signature, &self.signing_input)
+                    .unwrap_or(false)
             }
             Algorithm::Es256 => {
                 if self.signature.len() != 64 {
@@ -141,11 +170,14 @@ impl Parsed {
                 let s = BigNum::from_slice(&self.signature[32..])?;
                 let sig = EcdsaSig::from_private_components(r, s)?;
                 let digest = openssl::sha::sha256(&self.signing_input);
-                sig.verify(&digest, &*signer.public_key.ec_key()?).unwrap_or(false)
+                sig.verify(&digest, &*signer.public_key.ec_key()?)
+                    .unwrap_or(false)
             }
         };
         if !ok {
-            return Err(Error::SignatureInvalid("the JWS signature does not match the protected header and payload".into()));
+            return Err(Error::SignatureInvalid(
+                "the JWS signature does not match the protected header and payload".into(),
+            ));
         }
         crate::json::decode(&self.payload, limits)
     }

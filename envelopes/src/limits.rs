@@ -16,7 +16,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_bytes: DEFAULT_MAX_BYTES, max_depth: DEFAULT_MAX_DEPTH }
+        Limits {
+            max_bytes: DEFAULT_MAX_BYTES,
+            max_depth: DEFAULT_MAX_DEPTH,
+        }
     }
 }
 
@@ -27,7 +30,10 @@ impl Limits {
     /// [`crate::Error::TooLarge`].
     pub fn check_size(&self, len: usize) -> crate::Result<()> {
         if len > self.max_bytes {
-            Err(crate::Error::TooLarge { size: len, limit: self.max_bytes })
+            Err(crate::Error::TooLarge {
+                size: len,
+                limit: self.max_bytes,
+            })
         } else {
             Ok(())
         }

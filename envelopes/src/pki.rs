@@ -60,7 +60,9 @@ impl std::str::FromStr for KeyType {
         match s {
             "rsa2048" => Ok(KeyType::Rsa2048),
             "p256" => Ok(KeyType::P256),
-            other => Err(Error::Key(format!("key type `{other}` is not rsa2048 or p256"))),
+            other => Err(Error::Key(format!(
+                "key type `{other}` is not rsa2048 or p256"
+            ))),
         }
     }
 }
@@ -139,11 +141,20 @@ impl CertificateAuthority {
         b.set_not_before(&*Asn1Time::days_from_now(0)?)?;
         b.set_not_after(&*Asn1Time::days_from_now(CA_VALIDITY_DAYS)?)?;
         b.append_extension(BasicConstraints::new().critical().ca().pathlen(0).build()?)?;
-        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build()?)?;
+        b.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
         let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None))?;
         b.append_extension(ski)?;
         b.sign(&key, MessageDigest::sha256())?;
-        Ok(CertificateAuthority { cert: b.build(), key })
+        Ok(CertificateAuthority {
+            cert: b.build(),
+            key,
+        })
     }
 
     /// Loads the CA from `dir/ca.crt` and `dir/ca.key`.
@@ -183,7 +194,12 @@ impl CertificateAuthority {
             usage.key_encipherment();
         }
         b.append_extension(usage.build()?)?;
-        b.append_extension(ExtendedKeyUsage::new().client_auth().server_auth().build()?)?;
+        b.append_extension(
+            ExtendedKeyUsage::new()
+                .client_auth()
+                .server_auth()
+                .build()?,
+        )?;
         let mut san = SubjectAlternativeName::new();
         san.uri(&subject.uri());
         if let Subject::Hub { dns, .. } = subject {
@@ -217,7 +233,12 @@ impl CertificateAuthority {
         let mut already = false;
         if let Some(prev) = previous {
             if let Some((_, n)) = prev.extension::<CrlNumber>()? {
-                number = n.to_bn()?.to_dec_str()?.parse::<u32>().unwrap_or(0).saturating_add(1);
+                number = n
+                    .to_bn()?
+                    .to_dec_str()?
+                    .parse::<u32>()
+                    .unwrap_or(0)
+                    .saturating_add(1);
             }
             for r in prev.get_revoked().into_iter().flatten() {
                 already |= r.serial_number().to_bn()? == serial;
@@ -259,7 +280,10 @@ pub fn init(dir: &Path, entities: &[EntityId], kind: KeyType) -> Result<Vec<Issu
     if dir.join(CA_KEY).exists() {
         return Err(Error::io(
             &dir.join(CA_KEY),
-            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "a CA already exists here"),
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a CA already exists here",
+            ),
         ));
     }
     let ca = CertificateAuthority::create("snodo federation CA", kind)?;
@@ -268,12 +292,21 @@ pub fn init(dir: &Path, entities: &[EntityId], kind: KeyType) -> Result<Vec<Issu
     let mut out = vec![issue(
         dir,
         &ca,
-        &Subject::Hub { name: "hub".into(), dns: Vec::new() },
+        &Subject::Hub {
+            name: "hub".into(),
+            dns: Vec::new(),
+        },
         kind,
         Validity::default(),
     )?];
     for e in entities {
-        out.push(issue(dir, &ca, &Subject::Entity(e.clone()), kind, Validity::default())?);
+        out.push(issue(
+            dir,
+            &ca,
+            &Subject::Entity(e.clone()),
+            kind,
+            Validity::default(),
+        )?);
     }
     Ok(out)
 }
@@ -319,7 +352,10 @@ pub fn issue(
     let cert_path = dir.join(format!("{stem}.crt"));
     write_private(&key_path, &key.private_key_to_pem_pkcs8()?)?;
     write_public(&cert_path, &cert.to_pem()?)?;
-    Ok(Issued { cert_path, key_path })
+    Ok(Issued {
+        cert_path,
+        key_path,
+    })
 }
 
 /// Adds the certificate at `cert_path` to the directory's revocation list (`ca.crl`).
@@ -330,7 +366,11 @@ pub fn revoke(dir: &Path, cert_path: &Path) -> Result<PathBuf> {
     let ca = CertificateAuthority::load(dir)?;
     let cert = load_cert(cert_path)?;
     let crl_path = dir.join(CRL);
-    let previous = if crl_path.exists() { Some(load_crl(&crl_path)?) } else { None };
+    let previous = if crl_path.exists() {
+        Some(load_crl(&crl_path)?)
+    } else {
+        None
+    };
     let crl = ca.revoke(previous.as_ref(), &cert)?;
     let tmp = dir.join(format!("{CRL}.tmp"));
     fs::write(&tmp, crl.to_pem()?).map_err(|e| Error::io(&tmp, e))?;
@@ -349,7 +389,9 @@ pub fn write_private(path: &Path, pem: &[u8]) -> Result<()> {
         .mode(0o600)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    f.write_all(pem).and_then(|()| f.sync_all()).map_err(|e| Error::io(path, e))
+    f.write_all(pem)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 fn write_public(path: &Path, pem: &[u8]) -> Result<()> {
@@ -359,7 +401,9 @@ fn write_public(path: &Path, pem: &[u8]) -> Result<()> {
         .mode(0o644)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
-    f.write_all(pem).and_then(|()| f.sync_all()).map_err(|e| Error::io(path, e))
+    f.write_all(pem)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Reads a PEM certificate.
@@ -368,7 +412,8 @@ fn write_public(path: &Path, pem: &[u8]) -> Result<()> {
 /// [`Error::Io`] or [`Error::Key`].
 pub fn load_cert(path: &Path) -> Result<X509> {
     let pem = fs::read(path).map_err(|e| Error::io(path, e))?;
-    X509::from_pem(&pem).map_err(|e| Error::Key(format!("{}: not a PEM certificate: {e}", path.display())))
+    X509::from_pem(&pem)
+        .map_err(|e| Error::Key(format!("{}: not a PEM certificate: {e}", path.display())))
 }
 
 /// Reads every PEM certificate in a file (a chain or a bundle).
@@ -380,7 +425,10 @@ pub fn load_certs(path: &Path) -> Result<Vec<X509>> {
     let certs = X509::stack_from_pem(&pem)
         .map_err(|e| Error::Key(format!("{}: not PEM certificates: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(Error::Key(format!("{}: holds no certificate", path.display())));
+        return Err(Error::Key(format!(
+            "{}: holds no certificate",
+            path.display()
+        )));
     }
     Ok(certs)
 }
@@ -401,7 +449,8 @@ pub fn load_key(path: &Path) -> Result<PKey<Private>> {
 /// [`Error::Io`] or [`Error::Key`].
 pub fn load_crl(path: &Path) -> Result<X509Crl> {
     let pem = fs::read(path).map_err(|e| Error::io(path, e))?;
-    X509Crl::from_pem(&pem).map_err(|e| Error::Key(format!("{}: not a PEM CRL: {e}", path.display())))
+    X509Crl::from_pem(&pem)
+        .map_err(|e| Error::Key(format!("{}: not a PEM CRL: {e}", path.display())))
 }
 
 fn random_serial() -> Result<Asn1Integer> {
@@ -425,13 +474,30 @@ mod tests {
     #[test]
     fn init_writes_every_file_and_private_keys_are_0600() {
         let dir = tempfile::tempdir().unwrap();
-        let entities: Vec<EntityId> = vec!["comune:001272".parse().unwrap(), "anpr:ministero".parse().unwrap()];
+        let entities: Vec<EntityId> = vec![
+            "comune:001272".parse().unwrap(),
+            "anpr:ministero".parse().unwrap(),
+        ];
         init(dir.path(), &entities, KeyType::P256).unwrap();
-        for f in ["ca.crt", "hub.crt", "comune-001272.crt", "anpr-ministero.crt"] {
+        for f in [
+            "ca.crt",
+            "hub.crt",
+            "comune-001272.crt",
+            "anpr-ministero.crt",
+        ] {
             assert!(dir.path().join(f).exists(), "{f}");
         }
-        for f in ["ca.key", "hub.key", "comune-001272.key", "anpr-ministero.key"] {
-            let mode = fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+        for f in [
+            "ca.key",
+            "hub.key",
+            "comune-001272.key",
+            "anpr-ministero.key",
+        ] {
+            let mode = fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777;
             assert_eq!(mode, 0o600, "{f}");
         }
         let err = init(dir.path(), &entities, KeyType::P256).unwrap_err();
@@ -441,7 +507,10 @@ mod tests {
     #[test]
     fn revoke_accumulates_serials_and_numbers_the_list() {
         let dir = tempfile::tempdir().unwrap();
-        let entities: Vec<EntityId> = vec!["comune:001272".parse().unwrap(), "anpr:ministero".parse().unwrap()];
+        let entities: Vec<EntityId> = vec![
+            "comune:001272".parse().unwrap(),
+            "anpr:ministero".parse().unwrap(),
+        ];
         init(dir.path(), &entities, KeyType::P256).unwrap();
         let a = dir.path().join("comune-001272.crt");
         let b = dir.path().join("anpr-ministero.crt");

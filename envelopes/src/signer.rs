@@ -73,13 +73,18 @@ impl Algorithm {
     pub fn for_key<T: openssl::pkey::HasPublic>(key: &PKey<T>) -> Result<Self> {
         match key.id() {
             Id::RSA if key.bits() >= 2048 => Ok(Algorithm::Rs256),
-            Id::RSA => Err(Error::AlgorithmNotAllowed(format!("RSA-{} (at least 2048 bits)", key.bits()))),
+            Id::RSA => Err(Error::AlgorithmNotAllowed(format!(
+                "RSA-{} (at least 2048 bits)",
+                key.bits()
+            ))),
             Id::EC => {
                 let ec = key.ec_key()?;
                 if ec.group().curve_name() == Some(openssl::nid::Nid::X9_62_PRIME256V1) {
                     Ok(Algorithm::Es256)
                 } else {
-                    Err(Error::AlgorithmNotAllowed("ECDSA on a curve other than P-256".into()))
+                    Err(Error::AlgorithmNotAllowed(
+                        "ECDSA on a curve other than P-256".into(),
+                    ))
                 }
             }
             other => Err(Error::AlgorithmNotAllowed(format!("key type {other:?}"))),
@@ -107,7 +112,10 @@ pub struct Signer {
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
-        f.debug_struct("Signer").field("identity", &self.identity).field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("Signer")
+            .field("identity", &self.identity)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -118,16 +126,23 @@ impl Signer {
     /// [`Error::Key`] when the key does not match the certificate, or the certificate names no
     /// snodo identity.
     pub fn new(key: PKey<Private>, chain: &[X509]) -> Result<Self> {
-        let cert = chain.first().ok_or_else(|| Error::Key("no certificate given".into()))?;
+        let cert = chain
+            .first()
+            .ok_or_else(|| Error::Key("no certificate given".into()))?;
         if !cert.public_key()?.public_eq(&key) {
-            return Err(Error::Key("the private key does not match the certificate".into()));
+            return Err(Error::Key(
+                "the private key does not match the certificate".into(),
+            ));
         }
         let identity = crate::trust::identity_of(cert).map_err(|e| Error::Key(e.to_string()))?;
         Ok(Signer {
             algorithm: Algorithm::for_key(&key)?,
             key_pem: key.private_key_to_pem_pkcs8()?,
             cert_der: cert.to_der()?,
-            chain_der: chain[1..].iter().map(|c| c.to_der()).collect::<Result<_, _>>()?,
+            chain_der: chain[1..]
+                .iter()
+                .map(|c| c.to_der())
+                .collect::<Result<_, _>>()?,
             key,
             identity,
         })
@@ -151,7 +166,8 @@ impl Signer {
         let digest = openssl::sha::sha256(data);
         match self.algorithm {
             Algorithm::Rs256 => {
-                let mut s = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key)?;
+                let mut s =
+                    openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &self.key)?;
                 Ok(s.sign_oneshot_to_vec(data)?)
             }
             Algorithm::Es256 => {

@@ -85,7 +85,9 @@ pub struct TrustStore {
 
 impl std::fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustStore").field("revoked", &self.revoked.len()).finish_non_exhaustive()
+        f.debug_struct("TrustStore")
+            .field("revoked", &self.revoked.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -98,10 +100,14 @@ impl TrustStore {
         let mut revoked = HashSet::new();
         if let Some(crl) = crl {
             let signed = cas.iter().any(|ca| {
-                ca.public_key().ok().is_some_and(|k| crl.verify(&k).unwrap_or(false))
+                ca.public_key()
+                    .ok()
+                    .is_some_and(|k| crl.verify(&k).unwrap_or(false))
             });
             if !signed {
-                return Err(Error::Key("the revocation list is not signed by the federation CA".into()));
+                return Err(Error::Key(
+                    "the revocation list is not signed by the federation CA".into(),
+                ));
             }
             for r in crl.get_revoked().into_iter().flatten() {
                 revoked.insert(r.serial_number().to_bn()?.to_hex_str()?.to_string());
@@ -113,7 +119,11 @@ impl TrustStore {
         }
         // Time is checked by us, against the verification time the caller chooses.
         b.set_flags(X509VerifyFlags::NO_CHECK_TIME)?;
-        Ok(TrustStore { store: b.build(), revoked, cache: Mutex::new(HashMap::new()) })
+        Ok(TrustStore {
+            store: b.build(),
+            revoked,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Loads the CA bundle at `ca_path` and, if given, the revocation list at `crl_path`.
@@ -133,9 +143,18 @@ impl TrustStore {
     /// [`Error::CertificateMalformed`], [`Error::CertificateUntrusted`],
     /// [`Error::CertificateExpired`], [`Error::CertificateRevoked`] or
     /// [`Error::CertificateNoIdentity`].
-    pub fn verify_cert(&self, der: &[u8], intermediates: &[Vec<u8>], now: OffsetDateTime) -> Result<Arc<VerifiedCert>> {
+    pub fn verify_cert(
+        &self,
+        der: &[u8],
+        intermediates: &[Vec<u8>],
+        now: OffsetDateTime,
+    ) -> Result<Arc<VerifiedCert>> {
         let fingerprint: [u8; 32] = sha256(der)?;
-        let cached = self.cache.lock().ok().and_then(|c| c.get(&fingerprint).cloned());
+        let cached = self
+            .cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&fingerprint).cloned());
         let cert = match cached {
             Some(c) => c,
             None => {
@@ -158,16 +177,24 @@ impl TrustStore {
             });
         }
         if self.revoked.contains(&cert.serial) {
-            return Err(Error::CertificateRevoked { serial: cert.serial.clone() });
+            return Err(Error::CertificateRevoked {
+                serial: cert.serial.clone(),
+            });
         }
         Ok(cert)
     }
 
-    fn verify_chain(&self, der: &[u8], intermediates: &[Vec<u8>], fingerprint: [u8; 32]) -> Result<VerifiedCert> {
+    fn verify_chain(
+        &self,
+        der: &[u8],
+        intermediates: &[Vec<u8>],
+        fingerprint: [u8; 32],
+    ) -> Result<VerifiedCert> {
         let cert = X509::from_der(der).map_err(|e| Error::CertificateMalformed(e.to_string()))?;
         let mut chain = Stack::new()?;
         for i in intermediates {
-            chain.push(X509::from_der(i).map_err(|e| Error::CertificateMalformed(e.to_string()))?)?;
+            chain
+                .push(X509::from_der(i).map_err(|e| Error::CertificateMalformed(e.to_string()))?)?;
         }
         let mut ctx = X509StoreContext::new()?;
         let (ok, why) = ctx.init(&self.store, &cert, &chain, |c| {
@@ -198,8 +225,9 @@ pub(crate) fn identity_of(cert: &X509) -> Result<Identity> {
             if let Some(rest) = uri.strip_prefix(HUB_URI_PREFIX) {
                 found.push(Identity::Hub(rest.to_owned()));
             } else if uri.starts_with(ENTITY_URI_PREFIX) {
-                let e = EntityId::from_uri(uri)
-                    .ok_or_else(|| Error::CertificateNoIdentity(format!("`{uri}` is not a valid entity URI")))?;
+                let e = EntityId::from_uri(uri).ok_or_else(|| {
+                    Error::CertificateNoIdentity(format!("`{uri}` is not a valid entity URI"))
+                })?;
                 found.push(Identity::Entity(e));
             }
         }
@@ -209,7 +237,9 @@ pub(crate) fn identity_of(cert: &X509) -> Result<Identity> {
         0 => Err(Error::CertificateNoIdentity(format!(
             "no subjectAltName URI starting with {ENTITY_URI_PREFIX} or {HUB_URI_PREFIX}"
         ))),
-        n => Err(Error::CertificateNoIdentity(format!("{n} identity URIs; exactly one is allowed"))),
+        n => Err(Error::CertificateNoIdentity(format!(
+            "{n} identity URIs; exactly one is allowed"
+        ))),
     }
 }
 
@@ -227,5 +257,7 @@ fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64> {
 }
 
 fn unix_to_string(t: i64) -> String {
-    OffsetDateTime::from_unix_timestamp(t).map(format_time).unwrap_or_else(|_| t.to_string())
+    OffsetDateTime::from_unix_timestamp(t)
+        .map(format_time)
+        .unwrap_or_else(|_| t.to_string())
 }

@@ -48,7 +48,10 @@ impl std::str::FromStr for Format {
         match s {
             "xml" => Ok(Format::Xml),
             "json" => Ok(Format::Json),
-            other => Err(Error::invalid("format", format!("`{other}` is not xml or json"))),
+            other => Err(Error::invalid(
+                "format",
+                format!("`{other}` is not xml or json"),
+            )),
         }
     }
 }
@@ -123,13 +126,17 @@ impl Verifier {
             Format::Xml => {
                 self.limits.check_size(input.len())?;
                 let parsed = xmldsig::parse(input, &self.limits)?;
-                let signer = self.trust.verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
+                let signer = self
+                    .trust
+                    .verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
                 let algorithm = parsed.algorithm;
                 (parsed.verify(input, &signer)?, signer, algorithm)
             }
             Format::Json => {
                 let parsed = jws::parse(input, &self.limits)?;
-                let signer = self.trust.verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
+                let signer = self
+                    .trust
+                    .verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
                 let algorithm = parsed.algorithm;
                 (parsed.verify(&signer, &self.limits)?, signer, algorithm)
             }
@@ -138,7 +145,10 @@ impl Verifier {
         match &signer.identity {
             Identity::Entity(e) if *e == envelope.header.sender => {}
             Identity::Entity(e) => {
-                return Err(Error::SenderMismatch { sender: envelope.header.sender.clone(), signer: e.clone() });
+                return Err(Error::SenderMismatch {
+                    sender: envelope.header.sender.clone(),
+                    signer: e.clone(),
+                });
             }
             Identity::Hub(h) => {
                 return Err(Error::CertificateNoIdentity(format!(
@@ -147,6 +157,11 @@ impl Verifier {
                 )));
             }
         }
-        Ok(Verified { envelope, signer, format, algorithm })
+        Ok(Verified {
+            envelope,
+            signer,
+            format,
+            algorithm,
+        })
     }
 }

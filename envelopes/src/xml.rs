@@ -100,7 +100,10 @@ impl Element {
     /// The value of attribute `name`.
     #[must_use]
     pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The XML-DSig children named `local`.
@@ -127,8 +130,8 @@ pub struct Decoded {
 /// header field.
 pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
     limits.check_size(input.len())?;
-    let text = std::str::from_utf8(input)
-        .map_err(|e| Error::malformed_xml(format!("not UTF-8: {e}")))?;
+    let text =
+        std::str::from_utf8(input).map_err(|e| Error::malformed_xml(format!("not UTF-8: {e}")))?;
     if text.starts_with('\u{feff}') {
         return Err(Error::malformed_xml("byte order mark before the document"));
     }
@@ -137,7 +140,11 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
     let (envelope, signature) = p.envelope(&envelope_start)?;
     p.epilog()?;
     let signature_count = p.signatures;
-    Ok(Decoded { envelope, signature, signature_count })
+    Ok(Decoded {
+        envelope,
+        signature,
+        signature_count,
+    })
 }
 
 /// Checks that `xml` is a self-contained well-formed fragment: elements and text only, every
@@ -177,7 +184,9 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
                 if matches!(event, Event::Start(_)) {
                     depth += 1;
                     if depth > limits.max_depth {
-                        return Err(Error::TooDeep { limit: limits.max_depth });
+                        return Err(Error::TooDeep {
+                            limit: limits.max_depth,
+                        });
                     }
                 }
             }
@@ -188,7 +197,9 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
             Event::CData(_) => {}
             Event::Comment(_) => return Err(Error::InvalidBody("XML body holds a comment".into())),
             Event::PI(_) | Event::Decl(_) => {
-                return Err(Error::InvalidBody("XML body holds a processing instruction".into()));
+                return Err(Error::InvalidBody(
+                    "XML body holds a processing instruction".into(),
+                ));
             }
             Event::DocType(_) => return Err(Error::DoctypeForbidden),
             Event::Eof => break,
@@ -234,7 +245,13 @@ impl<'i> Parser<'i> {
         let config = reader.config_mut();
         config.check_end_names = true;
         config.check_comments = true;
-        Parser { input, reader, limits, depth: 0, signatures: 0 }
+        Parser {
+            input,
+            reader,
+            limits,
+            depth: 0,
+            signatures: 0,
+        }
     }
 
     /// Reads the next event, refusing what the format forbids and keeping track of depth.
@@ -252,7 +269,9 @@ impl<'i> Parser<'i> {
         if !empty {
             self.depth += 1;
             if self.depth > self.limits.max_depth {
-                return Err(Error::TooDeep { limit: self.limits.max_depth });
+                return Err(Error::TooDeep {
+                    limit: self.limits.max_depth,
+                });
             }
         }
         if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
@@ -271,12 +290,10 @@ impl<'i> Parser<'i> {
                 Item::End
             }
             Event::Text(t) => Item::Text(t.unescape().map_err(|e| self.syntax(e))?),
-            Event::CData(c) => Item::Text(
-                match c.into_inner() {
-                    Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default()),
-                    Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
-                },
-            ),
+            Event::CData(c) => Item::Text(match c.into_inner() {
+                Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default()),
+                Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
+            }),
             Event::DocType(_) => return Err(Error::DoctypeForbidden),
             Event::Comment(_) => return Err(Error::XmlForbidden("comment")),
             Event::PI(_) => return Err(Error::XmlForbidden("processing instruction")),
@@ -362,9 +379,15 @@ impl<'i> Parser<'i> {
             match self.next()? {
                 Item::Text(t) if t.trim().is_empty() => {}
                 Item::Text(_) => {
-                    return Err(Error::malformed_xml(format!("unexpected text inside {context}")));
+                    return Err(Error::malformed_xml(format!(
+                        "unexpected text inside {context}"
+                    )));
                 }
-                Item::Eof => return Err(Error::malformed_xml(format!("document ends inside {context}"))),
+                Item::Eof => {
+                    return Err(Error::malformed_xml(format!(
+                        "document ends inside {context}"
+                    )));
+                }
                 other => return Ok(other),
             }
         }
@@ -375,7 +398,9 @@ impl<'i> Parser<'i> {
         let header = match self.structural("Envelope")? {
             Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Header") => {
                 self.no_attributes(&s, "Header")?;
-                if empty { return Err(Error::MissingField("id")) }
+                if empty {
+                    return Err(Error::MissingField("id"));
+                }
                 self.header()?
             }
             _ => return Err(Error::malformed_xml("Envelope must begin with Header")),
@@ -389,11 +414,17 @@ impl<'i> Parser<'i> {
         };
         let signature = match self.structural("Envelope")? {
             Item::End => None,
-            Item::Start(ns, s, empty) if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" => {
+            Item::Start(ns, s, empty)
+                if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" =>
+            {
                 let sig = self.element(ns, &s, empty)?;
                 match self.structural("Envelope")? {
                     Item::End => {}
-                    _ => return Err(Error::SignatureScope("Signature must be the last child of Envelope".into())),
+                    _ => {
+                        return Err(Error::SignatureScope(
+                            "Signature must be the last child of Envelope".into(),
+                        ));
+                    }
                 }
                 Some(sig)
             }
@@ -440,7 +471,11 @@ impl<'i> Parser<'i> {
                     }
                     self.no_attributes(&s, "a header field")?;
                     let name = String::from_utf8_lossy(s.local_name().as_ref()).into_owned();
-                    let value = if empty { String::new() } else { self.text_only(&name)? };
+                    let value = if empty {
+                        String::new()
+                    } else {
+                        self.text_only(&name)?
+                    };
                     fields.set(&name, value)?;
                 }
                 _ => return Err(Error::malformed_xml("unexpected content in Header")),
@@ -457,14 +492,25 @@ impl<'i> Parser<'i> {
                 Item::Text(t) => value.push_str(&t),
                 Item::End => return Ok(value),
                 Item::Start(..) => {
-                    return Err(Error::malformed_xml(format!("`{what}` must hold text only")));
+                    return Err(Error::malformed_xml(format!(
+                        "`{what}` must hold text only"
+                    )));
                 }
-                Item::Eof => return Err(Error::malformed_xml(format!("document ends inside `{what}`"))),
+                Item::Eof => {
+                    return Err(Error::malformed_xml(format!(
+                        "document ends inside `{what}`"
+                    )));
+                }
             }
         }
     }
 
-    fn body(&mut self, content_type: ContentType, start: &BytesStart<'_>, empty: bool) -> Result<Body> {
+    fn body(
+        &mut self,
+        content_type: ContentType,
+        start: &BytesStart<'_>,
+        empty: bool,
+    ) -> Result<Body> {
         match content_type {
             ContentType::Json => {
                 let text = if empty {
@@ -483,7 +529,10 @@ impl<'i> Parser<'i> {
                 if empty {
                     return Ok(Body::Xml(String::new()));
                 }
-                let span = self.reader.read_to_end(start.to_end().name()).map_err(|e| self.syntax(e))?;
+                let span = self
+                    .reader
+                    .read_to_end(start.to_end().name())
+                    .map_err(|e| self.syntax(e))?;
                 self.depth -= 1;
                 let inner = &self.input[span.start as usize..span.end as usize];
                 self.signatures += check_fragment_at(inner, self.limits, self.depth + 1)?;
@@ -506,7 +555,8 @@ impl<'i> Parser<'i> {
                 continue;
             }
             let value = a.unescape_value().map_err(|e| self.syntax(e))?.into_owned();
-            el.attrs.push((String::from_utf8_lossy(key).into_owned(), value));
+            el.attrs
+                .push((String::from_utf8_lossy(key).into_owned(), value));
         }
         if empty {
             return Ok(el);
@@ -558,10 +608,16 @@ impl HeaderFields {
             "expires_at" => &mut self.expires_at,
             "sequence" => &mut self.sequence,
             "content_type" => &mut self.content_type,
-            other => return Err(Error::malformed_xml(format!("unknown header field `{other}`"))),
+            other => {
+                return Err(Error::malformed_xml(format!(
+                    "unknown header field `{other}`"
+                )));
+            }
         };
         if slot.is_some() {
-            return Err(Error::malformed_xml(format!("header field `{name}` appears twice")));
+            return Err(Error::malformed_xml(format!(
+                "header field `{name}` appears twice"
+            )));
         }
         *slot = Some(value);
         Ok(())
@@ -579,16 +635,24 @@ impl HeaderFields {
             service: req(self.service, "service")?,
             action: req(self.action, "action")?,
             conversation: req(self.conversation, "conversation")?,
-            in_reply_to: self.in_reply_to.map(|s| uuid(&s, "in_reply_to")).transpose()?,
+            in_reply_to: self
+                .in_reply_to
+                .map(|s| uuid(&s, "in_reply_to"))
+                .transpose()?,
             profile: req(self.profile, "profile")?.parse::<Profile>()?,
             created_at: parse_time("created_at", &req(self.created_at, "created_at")?)?,
-            expires_at: self.expires_at.map(|s| parse_time("expires_at", &s)).transpose()?,
+            expires_at: self
+                .expires_at
+                .map(|s| parse_time("expires_at", &s))
+                .transpose()?,
             sequence: self
                 .sequence
-                .map(|s| s.parse::<u64>().map_err(|e| Error::invalid("sequence", format!("`{s}`: {e}"))))
+                .map(|s| {
+                    s.parse::<u64>()
+                        .map_err(|e| Error::invalid("sequence", format!("`{s}`: {e}")))
+                })
                 .transpose()?,
             content_type: req(self.content_type, "content_type")?.parse()?,
         })
     }
 }
-

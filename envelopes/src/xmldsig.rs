@@ -54,7 +54,10 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<String> {
         sha = SHA256,
         certs = std::iter::once(&signer.cert_der)
             .chain(&signer.chain_der)
-            .map(|c| format!("<ds:X509Certificate>{}</ds:X509Certificate>", STANDARD.encode(c)))
+            .map(|c| format!(
+                "<ds:X509Certificate>{}</ds:X509Certificate>",
+                STANDARD.encode(c)
+            ))
             .collect::<String>(),
     );
     let unsigned = xml::encode_with_signature(envelope, &template);
@@ -63,7 +66,8 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<String> {
         .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the signing key: {e}")))?;
     let mut ctx = XmlSecSignatureContext::new();
     ctx.insert_key(key);
-    ctx.sign_document(&doc).map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
+    ctx.sign_document(&doc)
+        .map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
     Ok(doc.to_string())
 }
 
@@ -83,14 +87,21 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         (0, _) => return Err(Error::SignatureMissing),
         (1, Some(_)) => {}
         (1, None) => {
-            return Err(Error::SignatureScope("the only Signature is not a child of Envelope".into()));
+            return Err(Error::SignatureScope(
+                "the only Signature is not a child of Envelope".into(),
+            ));
         }
         (n, _) => return Err(Error::MultipleSignatures(n)),
     }
     let sig = decoded.signature.as_ref().ok_or(Error::SignatureMissing)?;
     let (algorithm, mut certs) = check_structure(sig)?;
     let leaf = certs.remove(0);
-    Ok(Parsed { algorithm, leaf, intermediates: certs, envelope: decoded.envelope })
+    Ok(Parsed {
+        algorithm,
+        leaf,
+        intermediates: certs,
+        envelope: decoded.envelope,
+    })
 }
 
 impl Parsed {
@@ -125,8 +136,12 @@ fn verification_key(signer: &VerifiedCert) -> Result<XmlSecKey> {
         if let Some(k) = keys.get(&signer.fingerprint) {
             return Ok(k.clone());
         }
-        let k = XmlSecKey::from_memory(&signer.der, XmlSecKeyFormat::CertDer, None)
-            .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the signer certificate: {e}")))?;
+        let k =
+            XmlSecKey::from_memory(&signer.der, XmlSecKeyFormat::CertDer, None).map_err(|e| {
+                Error::Crypto(format!(
+                    "libxmlsec1 cannot load the signer certificate: {e}"
+                ))
+            })?;
         if keys.len() >= KEY_CACHE_CAPACITY {
             keys.clear();
         }
@@ -162,7 +177,10 @@ fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
 /// Returns the algorithm and the certificates (signer first).
 fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
     let names: Vec<&str> = sig.children.iter().map(|c| c.name.as_str()).collect();
-    if sig.children.iter().any(|c| c.ns.as_deref() != Some(DSIG_NS))
+    if sig
+        .children
+        .iter()
+        .any(|c| c.ns.as_deref() != Some(DSIG_NS))
         || names != ["SignedInfo", "SignatureValue", "KeyInfo"]
     {
         return Err(Error::SignatureScope(format!(
@@ -175,7 +193,8 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
     if c14n_alg != EXC_C14N {
         return Err(Error::AlgorithmNotAllowed(c14n_alg.to_owned()));
     }
-    let algorithm = Algorithm::from_xmldsig(algorithm_attr(only(signed_info, "SignatureMethod")?)?)?;
+    let algorithm =
+        Algorithm::from_xmldsig(algorithm_attr(only(signed_info, "SignatureMethod")?)?)?;
     let references: Vec<&Element> = signed_info.dsig_children("Reference").collect();
     if references.len() != 1 || signed_info.children.len() != 3 {
         return Err(Error::SignatureScope(format!(
@@ -192,10 +211,18 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
                 "Reference URI `{uri}` does not cover the whole envelope; it must be \"\""
             )));
         }
-        None => return Err(Error::SignatureScope("Reference has no URI; it must be \"\"".into())),
+        None => {
+            return Err(Error::SignatureScope(
+                "Reference has no URI; it must be \"\"".into(),
+            ));
+        }
     }
     let transforms: Vec<&str> = match reference.dsig_children("Transforms").next() {
-        Some(t) => t.children.iter().map(algorithm_attr).collect::<Result<_>>()?,
+        Some(t) => t
+            .children
+            .iter()
+            .map(algorithm_attr)
+            .collect::<Result<_>>()?,
         None => Vec::new(),
     };
     if transforms != [ENVELOPED] && transforms != [ENVELOPED, EXC_C14N] {
@@ -222,11 +249,15 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
         .filter(|c| c.is_dsig("X509Certificate"))
         .map(|c| {
             let b64: String = c.text.split_ascii_whitespace().collect();
-            STANDARD.decode(b64).map_err(|e| Error::CertificateMalformed(format!("X509Certificate is not base64: {e}")))
+            STANDARD.decode(b64).map_err(|e| {
+                Error::CertificateMalformed(format!("X509Certificate is not base64: {e}"))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     if certs.is_empty() {
-        return Err(Error::CertificateMissing("X509Data holds no X509Certificate".into()));
+        return Err(Error::CertificateMissing(
+            "X509Data holds no X509Certificate".into(),
+        ));
     }
     Ok((algorithm, certs))
 }
@@ -235,11 +266,18 @@ fn only<'a>(parent: &'a Element, local: &'static str) -> Result<&'a Element> {
     let mut it = parent.dsig_children(local);
     match (it.next(), it.next()) {
         (Some(e), None) => Ok(e),
-        (None, _) => Err(Error::SignatureScope(format!("{} has no {local}", parent.name))),
-        (Some(_), Some(_)) => Err(Error::SignatureScope(format!("{} has more than one {local}", parent.name))),
+        (None, _) => Err(Error::SignatureScope(format!(
+            "{} has no {local}",
+            parent.name
+        ))),
+        (Some(_), Some(_)) => Err(Error::SignatureScope(format!(
+            "{} has more than one {local}",
+            parent.name
+        ))),
     }
 }
 
 fn algorithm_attr(e: &Element) -> Result<&str> {
-    e.attr("Algorithm").ok_or_else(|| Error::SignatureScope(format!("{} has no Algorithm", e.name)))
+    e.attr("Algorithm")
+        .ok_or_else(|| Error::SignatureScope(format!("{} has no Algorithm", e.name)))
 }

@@ -8,15 +8,24 @@ use snodo_envelopes::{Algorithm, Format, sign};
 
 fn round_trip(kind: KeyType, format: Format, xml_body: bool) {
     let fed = Fed::new(kind);
-    let env = if xml_body { xml_envelope() } else { json_envelope() };
+    let env = if xml_body {
+        xml_envelope()
+    } else {
+        json_envelope()
+    };
     let signed = sign(&env, &fed.signer("comune:001272"), format).unwrap();
-    let v = fed.verifier().verify(&signed).unwrap_or_else(|e| {
-        panic!("{e}\n{}", String::from_utf8_lossy(&signed))
-    });
+    let v = fed
+        .verifier()
+        .verify(&signed)
+        .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(&signed)));
     assert_eq!(v.envelope, env);
     assert_eq!(v.format, format);
     assert_eq!(v.signer.entity(), Some(&entity("comune:001272")));
-    let expected = if kind == KeyType::P256 { Algorithm::Es256 } else { Algorithm::Rs256 };
+    let expected = if kind == KeyType::P256 {
+        Algorithm::Es256
+    } else {
+        Algorithm::Rs256
+    };
     assert_eq!(v.algorithm, expected);
 }
 

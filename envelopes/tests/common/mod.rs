@@ -30,13 +30,17 @@ impl Fed {
 
     pub fn signer(&self, entity: &str) -> Signer {
         let e: EntityId = entity.parse().unwrap();
-        Signer::load(&self.path(&format!("{}.key", e.file_stem())), &self.path(&format!("{}.crt", e.file_stem())))
-            .unwrap()
+        Signer::load(
+            &self.path(&format!("{}.key", e.file_stem())),
+            &self.path(&format!("{}.crt", e.file_stem())),
+        )
+        .unwrap()
     }
 
     pub fn verifier(&self) -> Verifier {
         let crl = self.path("ca.crl");
-        let trust = TrustStore::load(&self.path("ca.crt"), crl.exists().then_some(crl.as_path())).unwrap();
+        let trust =
+            TrustStore::load(&self.path("ca.crt"), crl.exists().then_some(crl.as_path())).unwrap();
         Verifier::new(Arc::new(trust), Limits::default())
     }
 }
@@ -47,10 +51,15 @@ pub fn entity(s: &str) -> EntityId {
 
 /// A request from Turin to the registry with a JSON body.
 pub fn json_envelope() -> Envelope {
-    Envelope::builder(entity("comune:001272"), entity("anpr:ministero"), "residenza.cambio", "richiesta")
-        .json(json!({"codice_fiscale": "RSSMRA80A01L219X", "note": "via Roma 1 <scala B> & C"}))
-        .build()
-        .unwrap()
+    Envelope::builder(
+        entity("comune:001272"),
+        entity("anpr:ministero"),
+        "residenza.cambio",
+        "richiesta",
+    )
+    .json(json!({"codice_fiscale": "RSSMRA80A01L219X", "note": "via Roma 1 <scala B> & C"}))
+    .build()
+    .unwrap()
 }
 
 /// The same request with an XML body.
