@@ -1,0 +1,93 @@
+//! `snodo pki`: create the federation's CA, issue entity certificates, revoke them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use snodo_envelopes::EntityId;
+use snodo_envelopes::pki::{self, CertificateAuthority, KeyType, Subject, Validity};
+
+/// The `pki` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PkiCommand {
+    /// Create a CA, the hub's key and certificate, and one per entity, in a new directory.
+    Init {
+        /// Directory to create the files in (`ca.crt`, `ca.key`, `hub.*`, `<class>-<code>.*`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Entities to issue, comma-separated: `comune:001272,anpr:ministero`.
+        #[arg(long, value_delimiter = ',', required = true)]
+        entities: Vec<EntityId>,
+        /// Key type of every key created.
+        #[arg(long, default_value = "rsa2048", value_parser = parse_key_type)]
+        key_type: KeyType,
+    },
+    /// Issue a key and certificate for one more entity, signed by the directory's CA.
+    Issue {
+        /// The PKI directory (holds `ca.crt` and `ca.key`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The entity: `class:code`.
+        #[arg(long)]
+        entity: EntityId,
+        /// Key type.
+        #[arg(long, default_value = "rsa2048", value_parser = parse_key_type)]
+        key_type: KeyType,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = pki::DEFAULT_VALIDITY_DAYS)]
+        days: u32,
+    },
+    /// Add a certificate to the revocation list (`ca.crl`) that verifiers read.
+    Revoke {
+        /// The PKI directory (holds `ca.crt` and `ca.key`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The certificate to revoke.
+        #[arg(long, conflicts_with = "entity", required_unless_present = "entity")]
+        cert: Option<PathBuf>,
+        /// The entity whose certificate in the directory to revoke.
+        #[arg(long)]
+        entity: Option<EntityId>,
+    },
+}
+
+fn parse_key_type(s: &str) -> Result<KeyType, String> {
+    s.parse().map_err(|e: snodo_envelopes::Error| e.to_string())
+}
+
+/// Runs a `pki` subcommand, reporting what it wrote on stdout.
+///
+/// # Errors
+/// When a file cannot be read or written, or the CA is missing.
+pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
+    match cmd {
+        PkiCommand::Init { dir, entities, key_type } => {
+            let issued = pki::init(&dir, &entities, key_type)?;
+            println!("CA:  {}", dir.join(pki::CA_CERT).display());
+            for i in issued {
+                println!("key: {}  cert: {}", i.key_path.display(), i.cert_path.display());
+            }
+        }
+        PkiCommand::Issue { dir, entity, key_type, days } => {
+            let ca = CertificateAuthority::load(&dir).with_context(|| format!("loading the CA in {}", dir.display()))?;
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let validity = Validity { not_before: now - 300, not_after: now + i64::from(days) * 86_400 };
+            let i = pki::issue(&dir, &ca, &Subject::Entity(entity), key_type, validity)?;
+            println!("key: {}  cert: {}", i.key_path.display(), i.cert_path.display());
+        }
+        PkiCommand::Revoke { dir, cert, entity } => {
+            let cert = match (cert, entity) {
+                (Some(c), _) => c,
+                (None, Some(e)) => cert_of(&dir, &e),
+                (None, None) => anyhow::bail!("give --cert or --entity"),
+            };
+            let crl = pki::revoke(&dir, &cert)?;
+            println!("revoked {}; revocation list: {}", cert.display(), crl.display());
+        }
+    }
+    Ok(())
+}
+
+fn cert_of(dir: &Path, e: &EntityId) -> PathBuf {
+    dir.join(format!("{}.crt", e.file_stem()))
+}
