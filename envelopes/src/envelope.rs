@@ -42,7 +42,6 @@ pub struct Envelope {
 
 impl Envelope {
     /// Starts an envelope from `sender` to `recipient` for `service`/`action`.
-    #[must_use]
     pub fn builder(
         sender: EntityId,
         recipient: impl Into<Recipient>,

@@ -149,19 +149,14 @@ impl Header {
             ("created_at", Some(self.created_at)),
             ("expires_at", self.expires_at),
         ] {
-            if let Some(t) = t {
-                if !t.offset().is_utc() {
-                    return Err(Error::invalid(field, "must be in UTC"));
-                }
+            if t.is_some_and(|t| !t.offset().is_utc()) {
+                return Err(Error::invalid(field, "must be in UTC"));
             }
         }
-        if let Some(exp) = self.expires_at {
-            if exp <= self.created_at {
-                return Err(Error::invalid(
-                    "expires_at",
-                    "must be later than created_at",
-                ));
-            }
+        if let Some(exp) = self.expires_at
+            && exp <= self.created_at
+        {
+            return Err(Error::invalid("expires_at", "must be later than created_at"));
         }
         match (&self.recipient, self.profile) {
             (Recipient::Broadcast, Profile::Event) => {}
