@@ -101,6 +101,8 @@ pub struct Signer {
     pub(crate) key_pem: Vec<u8>,
     /// The signer certificate, DER, embedded in every signature.
     pub(crate) cert_der: Vec<u8>,
+    /// SHA-256 of the certificate, naming this signer in per-thread key caches.
+    pub(crate) fingerprint: [u8; 32],
     /// Intermediate certificates, DER, embedded after the signer's.
     pub(crate) chain_der: Vec<Vec<u8>>,
     /// Who the certificate names.
@@ -138,6 +140,7 @@ impl Signer {
         Ok(Signer {
             algorithm: Algorithm::for_key(&key)?,
             key_pem: key.private_key_to_pem_pkcs8()?,
+            fingerprint: crate::trust::sha256(&cert.to_der()?)?,
             cert_der: cert.to_der()?,
             chain_der: chain[1..]
                 .iter()

@@ -28,7 +28,8 @@ const KEY_CACHE_CAPACITY: usize = 4096;
 
 thread_local! {
     /// libxmlsec1 keys are not `Send`: each thread keeps its own, by certificate fingerprint.
-    static KEYS: RefCell<HashMap<[u8; 32], XmlSecKey>> = RefCell::new(HashMap::new());
+    /// Keyed by the certificate's fingerprint and whether the key is the private one.
+    static KEYS: RefCell<HashMap<([u8; 32], bool), XmlSecKey>> = RefCell::new(HashMap::new());
 }
 
 /// Signs `envelope` with an enveloped signature over the whole document.
@@ -116,10 +117,15 @@ impl Parsed {
             )));
         }
         let doc = parse_libxml(input)?;
-        let key = verification_key(signer)?;
+        let slot = (signer.fingerprint, false);
+        let key = take_key(slot, || signer.public_key.public_key_to_pem().unwrap_or_default())?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        match ctx.verify_document(&doc) {
+        let outcome = ctx.verify_document(&doc);
+        if let Some(key) = ctx.release_key() {
+            return_key(slot, key);
+        }
+        match outcome {
             Ok(true) => Ok(self.envelope),
             Ok(false) => Err(Error::SignatureInvalid(
                 "the digest or the signature value does not match the document".into(),
@@ -129,25 +135,27 @@ impl Parsed {
     }
 }
 
-/// The signer's public key as a libxmlsec1 key, loaded once per thread.
-fn verification_key(signer: &VerifiedCert) -> Result<XmlSecKey> {
+/// A libxmlsec1 key from this thread's cache, or loaded from the PEM that `pem` gives.
+///
+/// Keys are lent to one operation at a time and handed back with [`return_key`]: copying a
+/// libxmlsec1 key re-encodes it through OpenSSL's decoders, which costs more than the
+/// signature itself.
+fn take_key(slot: ([u8; 32], bool), pem: impl FnOnce() -> Vec<u8>) -> Result<XmlSecKey> {
+    if let Some(k) = KEYS.with(|keys| keys.borrow_mut().remove(&slot)) {
+        return Ok(k);
+    }
+    XmlSecKey::from_memory(&pem(), XmlSecKeyFormat::Pem, None)
+        .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the key: {e}")))
+}
+
+fn return_key(slot: ([u8; 32], bool), key: XmlSecKey) {
     KEYS.with(|keys| {
         let mut keys = keys.borrow_mut();
-        if let Some(k) = keys.get(&signer.fingerprint) {
-            return Ok(k.clone());
-        }
-        let k =
-            XmlSecKey::from_memory(&signer.der, XmlSecKeyFormat::CertDer, None).map_err(|e| {
-                Error::Crypto(format!(
-                    "libxmlsec1 cannot load the signer certificate: {e}"
-                ))
-            })?;
         if keys.len() >= KEY_CACHE_CAPACITY {
             keys.clear();
         }
-        keys.insert(signer.fingerprint, k.clone());
-        Ok(k)
-    })
+        keys.insert(slot, key);
+    });
 }
 
 /// Parses with libxml2 for libxmlsec1: no recovery, no network, no DTD loading, no entity
