@@ -59,13 +59,46 @@ pub(crate) fn encode_with_signature(envelope: &Envelope, signature: &str) -> Str
     field("content_type", h.content_type.as_str());
     out.push_str("</Header><Body>");
     match &envelope.body {
-        Body::Json(v) => out.push_str(&partial_escape(v.to_string())),
+        Body::Json(v) => out.push_str(&partial_escape(json_text_for_xml(v))),
         Body::Xml(x) => out.push_str(x),
     }
     out.push_str("</Body>");
     out.push_str(signature);
     out.push_str("</Envelope>");
     out
+}
+
+/// A JSON value as text that XML can carry: serde_json escapes control characters but writes
+/// U+FFFE and U+FFFF as they are, and XML 1.0 forbids them. They can only occur inside JSON
+/// strings, where `\uFFFE` means the same.
+fn json_text_for_xml(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.contains(['\u{fffe}', '\u{ffff}']) {
+        text.replace('\u{fffe}', "\\ufffe")
+            .replace('\u{ffff}', "\\uffff")
+    } else {
+        text
+    }
+}
+
+/// True for the characters XML 1.0 allows in a document (its `Char` production).
+#[must_use]
+pub fn is_xml_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+        || c >= '\u{10000}'
+}
+
+/// The first character XML 1.0 does not allow, as `U+XXXX`.
+fn forbidden_char(s: &str) -> Option<String> {
+    s.chars()
+        .find(|&c| !is_xml_char(c))
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+}
+
+/// True when text is only XML white space (space, tab, CR, LF): what may separate the
+/// envelope's own elements. Not Unicode white space: U+00A0 is content.
+fn is_xml_space(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 fn body_len_hint(body: &Body) -> usize {
@@ -135,6 +168,11 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
     if text.starts_with('\u{feff}') {
         return Err(Error::malformed_xml("byte order mark before the document"));
     }
+    if let Some(c) = forbidden_char(text) {
+        return Err(Error::malformed_xml(format!(
+            "character {c} is not allowed in XML"
+        )));
+    }
     let mut p = Parser::new(text, limits);
     let envelope_start = p.prolog()?;
     let (envelope, signature) = p.envelope(&envelope_start)?;
@@ -148,8 +186,8 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
 }
 
 /// Checks that `xml` is a self-contained well-formed fragment: elements and text only, every
-/// namespace prefix bound inside it, nesting within `limits`. Returns how many `ds:Signature`
-/// elements it holds.
+/// namespace prefix bound inside it, only characters XML 1.0 allows (also as references), no
+/// `]]>` in text, nesting within `limits`. Returns how many `ds:Signature` elements it holds.
 ///
 /// # Errors
 /// [`Error::InvalidBody`] naming the fault, or [`Error::TooDeep`].
@@ -162,6 +200,9 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
     let mut depth = base_depth;
     let mut signatures = 0;
     let bad = |e: &dyn std::fmt::Display| Error::InvalidBody(format!("XML body: {e}"));
+    if let Some(c) = forbidden_char(xml) {
+        return Err(bad(&format!("character {c} is not allowed in XML")));
+    }
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(|e| bad(&e))?;
         match event {
@@ -176,7 +217,12 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
                             String::from_utf8_lossy(&p)
                         )));
                     }
-                    a.unescape_value().map_err(|e| bad(&e))?;
+                    let value = a.unescape_value().map_err(|e| bad(&e))?;
+                    if let Some(c) = forbidden_char(&value) {
+                        return Err(bad(&format!(
+                            "attribute value refers to {c}, which XML does not allow"
+                        )));
+                    }
                 }
                 if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
                     signatures += 1;
@@ -192,7 +238,15 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
             }
             Event::End(_) => depth -= 1,
             Event::Text(t) => {
-                t.unescape().map_err(|e| bad(&e))?;
+                if contains_cdata_end(&t) {
+                    return Err(bad(&"`]]>` is not allowed in text; write `]]&gt;`"));
+                }
+                let text = t.unescape().map_err(|e| bad(&e))?;
+                if let Some(c) = forbidden_char(&text) {
+                    return Err(bad(&format!(
+                        "text refers to {c}, which XML does not allow"
+                    )));
+                }
             }
             Event::CData(_) => {}
             Event::Comment(_) => return Err(Error::InvalidBody("XML body holds a comment".into())),
@@ -209,6 +263,11 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
         return Err(Error::InvalidBody("XML body has unclosed elements".into()));
     }
     Ok(signatures)
+}
+
+/// True when raw text holds `]]>`, which XML forbids outside CDATA sections.
+fn contains_cdata_end(raw: &[u8]) -> bool {
+    raw.windows(3).any(|w| w == b"]]>")
 }
 
 fn namespace(r: ResolveResult<'_>) -> std::result::Result<Option<String>, String> {
@@ -289,7 +348,18 @@ impl<'i> Parser<'i> {
                 self.depth -= 1;
                 Item::End
             }
-            Event::Text(t) => Item::Text(t.unescape().map_err(|e| self.syntax(e))?),
+            Event::Text(t) => {
+                if contains_cdata_end(&t) {
+                    return Err(self.syntax("`]]>` is not allowed in text"));
+                }
+                let text = t.unescape().map_err(|e| self.syntax(e))?;
+                if let Some(c) = forbidden_char(&text) {
+                    return Err(self.syntax(format!(
+                        "a character reference to {c}, which XML does not allow"
+                    )));
+                }
+                Item::Text(text)
+            }
             Event::CData(c) => Item::Text(match c.into_inner() {
                 Cow::Borrowed(b) => Cow::Borrowed(std::str::from_utf8(b).unwrap_or_default()),
                 Cow::Owned(b) => Cow::Owned(String::from_utf8_lossy(&b).into_owned()),
@@ -314,6 +384,14 @@ impl<'i> Parser<'i> {
         };
         match first {
             Event::Decl(d) => {
+                // XML 1.1 allows other characters and has no canonical form in XML-DSig.
+                let version = d.version().map_err(|e| self.syntax(e))?;
+                if version.as_ref() != b"1.0" {
+                    return Err(Error::malformed_xml(format!(
+                        "XML version {} is not 1.0",
+                        String::from_utf8_lossy(&version)
+                    )));
+                }
                 if let Some(enc) = d.encoding() {
                     let enc = enc.map_err(|e| self.syntax(e))?;
                     if !enc.eq_ignore_ascii_case(b"utf-8") {
@@ -335,7 +413,7 @@ impl<'i> Parser<'i> {
         }
         loop {
             match self.next()? {
-                Item::Text(t) if t.trim().is_empty() => {}
+                Item::Text(t) if is_xml_space(&t) => {}
                 Item::Start(ns, s, false) => return self.root(ns, s),
                 Item::Eof => return Err(Error::malformed_xml("no root element")),
                 _ => return Err(Error::malformed_xml("content before the root element")),
@@ -367,7 +445,7 @@ impl<'i> Parser<'i> {
         loop {
             match self.next()? {
                 Item::Eof => return Ok(()),
-                Item::Text(t) if t.trim().is_empty() => {}
+                Item::Text(t) if is_xml_space(&t) => {}
                 _ => return Err(Error::malformed_xml("content after the root element")),
             }
         }
@@ -377,7 +455,7 @@ impl<'i> Parser<'i> {
     fn structural(&mut self, context: &str) -> Result<Item<'i>> {
         loop {
             match self.next()? {
-                Item::Text(t) if t.trim().is_empty() => {}
+                Item::Text(t) if is_xml_space(&t) => {}
                 Item::Text(_) => {
                     return Err(Error::malformed_xml(format!(
                         "unexpected text inside {context}"
@@ -408,7 +486,7 @@ impl<'i> Parser<'i> {
         let body = match self.structural("Envelope")? {
             Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Body") => {
                 self.no_attributes(&s, "Body")?;
-                self.body(header.content_type, &s, empty)?
+                self.body(header.content_type, empty)?
             }
             _ => return Err(Error::malformed_xml("Header must be followed by Body")),
         };
@@ -474,7 +552,9 @@ impl<'i> Parser<'i> {
                     let value = if empty {
                         String::new()
                     } else {
-                        self.text_only(&name)?
+                        self.text_only(&name, |what| {
+                            Error::malformed_xml(format!("`{what}` must hold text only"))
+                        })?
                     };
                     fields.set(&name, value)?;
                 }
@@ -484,18 +564,15 @@ impl<'i> Parser<'i> {
         fields.into_header()
     }
 
-    /// Text content up to the end of the current element; child elements are refused.
-    fn text_only(&mut self, what: &str) -> Result<String> {
+    /// Text content up to the end of the current element; a child element is refused with
+    /// `on_element(what)`, anything else the parser refuses with its own error.
+    fn text_only(&mut self, what: &str, on_element: fn(&str) -> Error) -> Result<String> {
         let mut value = String::new();
         loop {
             match self.next()? {
                 Item::Text(t) => value.push_str(&t),
                 Item::End => return Ok(value),
-                Item::Start(..) => {
-                    return Err(Error::malformed_xml(format!(
-                        "`{what}` must hold text only"
-                    )));
-                }
+                Item::Start(..) => return Err(on_element(what)),
                 Item::Eof => {
                     return Err(Error::malformed_xml(format!(
                         "document ends inside `{what}`"
@@ -505,18 +582,15 @@ impl<'i> Parser<'i> {
         }
     }
 
-    fn body(
-        &mut self,
-        content_type: ContentType,
-        start: &BytesStart<'_>,
-        empty: bool,
-    ) -> Result<Body> {
+    fn body(&mut self, content_type: ContentType, empty: bool) -> Result<Body> {
         match content_type {
             ContentType::Json => {
                 let text = if empty {
                     String::new()
                 } else {
-                    self.text_only("Body").map_err(|_| {
+                    // Only a child element is a body fault; a comment, a DOCTYPE or a syntax
+                    // error keeps its own, more precise, error.
+                    self.text_only("Body", |_| {
                         Error::InvalidBody("a JSON body holds JSON text, not XML elements".into())
                     })?
                 };
@@ -529,16 +603,59 @@ impl<'i> Parser<'i> {
                 if empty {
                     return Ok(Body::Xml(String::new()));
                 }
-                let span = self
-                    .reader
-                    .read_to_end(start.to_end().name())
-                    .map_err(|e| self.syntax(e))?;
-                self.depth -= 1;
-                let inner = &self.input[span.start as usize..span.end as usize];
-                self.signatures += check_fragment_at(inner, self.limits, self.depth + 1)?;
-                Ok(Body::Xml(inner.to_owned()))
+                self.body_default_namespace()?;
+                // One pass over the body with the document's own parser, so that depth, comments,
+                // characters and `ds:Signature` elements are judged with the namespaces really in
+                // scope; then the content must also stand on its own as a fragment.
+                let body_depth = self.depth;
+                let start = self.position();
+                loop {
+                    let before = self.position();
+                    match self.next()? {
+                        Item::Start(_, s, _) => self.attribute_values(&s)?,
+                        Item::End if self.depth < body_depth => {
+                            let inner = &self.input[start..before];
+                            check_fragment_at(inner, self.limits, body_depth)?;
+                            return Ok(Body::Xml(inner.to_owned()));
+                        }
+                        Item::Text(_) | Item::End => {}
+                        Item::Eof => return Err(Error::malformed_xml("document ends inside Body")),
+                    }
+                }
             }
         }
+    }
+
+    fn position(&self) -> usize {
+        usize::try_from(self.reader.buffer_position()).unwrap_or(usize::MAX)
+    }
+
+    /// The body is taken out of the document as text, where an unprefixed element means the
+    /// envelope namespace (or none). A different default namespace in scope at `Body` would
+    /// change what the body means once taken out, and would hide a `ds:Signature` in it.
+    fn body_default_namespace(&self) -> Result<()> {
+        let (ns, _) = self.reader.resolve_element(quick_xml::name::QName(b"Body"));
+        match namespace(ns).map_err(Error::malformed_xml)? {
+            None => Ok(()),
+            Some(ns) if ns == ENVELOPE_NS => Ok(()),
+            Some(ns) => Err(Error::malformed_xml(format!(
+                "the default namespace in scope at Body is {ns}; it must be {ENVELOPE_NS} or none"
+            ))),
+        }
+    }
+
+    /// Unescapes every attribute value of `s`, refusing references to forbidden characters.
+    fn attribute_values(&self, s: &BytesStart<'_>) -> Result<()> {
+        for a in s.attributes() {
+            let a = a.map_err(|e| self.syntax(e))?;
+            let value = a.unescape_value().map_err(|e| self.syntax(e))?;
+            if let Some(c) = forbidden_char(&value) {
+                return Err(self.syntax(format!(
+                    "an attribute value refers to {c}, which XML does not allow"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A whole element as a small tree (used for `ds:Signature`).
@@ -555,6 +672,11 @@ impl<'i> Parser<'i> {
                 continue;
             }
             let value = a.unescape_value().map_err(|e| self.syntax(e))?.into_owned();
+            if let Some(c) = forbidden_char(&value) {
+                return Err(self.syntax(format!(
+                    "an attribute value refers to {c}, which XML does not allow"
+                )));
+            }
             el.attrs
                 .push((String::from_utf8_lossy(key).into_owned(), value));
         }
@@ -573,7 +695,7 @@ impl<'i> Parser<'i> {
 }
 
 fn is_blank(t: &quick_xml::events::BytesText<'_>) -> bool {
-    t.iter().all(u8::is_ascii_whitespace)
+    t.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// Header field values as read, before they are checked together.
