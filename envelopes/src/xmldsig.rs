@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libxml::parser::{Parser as XmlParser, ParserOptions};
+use quick_xml::escape::escape;
 use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
 
 use crate::envelope::Envelope;
@@ -69,7 +70,61 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<String> {
     ctx.insert_key(key);
     ctx.sign_document(&doc)
         .map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
-    Ok(doc.to_string())
+    fill_template(envelope, &template, &doc)
+}
+
+/// The signed envelope in our own encoding: the template with the digest and signature values
+/// libxmlsec1 computed over `doc`. Serializing `doc` instead would hand the recipient libxml2's
+/// rewriting of the body (attribute values normalized, `<a></a>` as `<a/>`, CR as LF), not the
+/// body that was signed. Both serializations have the same canonical form, so the values hold.
+fn fill_template(
+    envelope: &Envelope,
+    template: &str,
+    doc: &libxml::tree::Document,
+) -> Result<String> {
+    let missing = |what: &str| Error::Crypto(format!("libxmlsec1 left no {what}"));
+    let signature = envelope_signature(doc).ok_or_else(|| missing("Signature"))?;
+    let child = |parent: &libxml::tree::Node, local: &str| {
+        parent
+            .get_child_elements()
+            .into_iter()
+            .find(|c| c.get_name() == local)
+            .ok_or_else(|| missing(local))
+    };
+    let reference = child(&child(&signature, "SignedInfo")?, "Reference")?;
+    let digest = child(&reference, "DigestValue")?.get_content();
+    let value = child(&signature, "SignatureValue")?.get_content();
+    let signed = template
+        .replacen(
+            "<ds:DigestValue/>",
+            &format!("<ds:DigestValue>{}</ds:DigestValue>", escape(&digest)),
+            1,
+        )
+        .replacen(
+            "<ds:SignatureValue/>",
+            &format!("<ds:SignatureValue>{}</ds:SignatureValue>", escape(&value)),
+            1,
+        );
+    Ok(xml::encode_with_signature(envelope, &signed))
+}
+
+/// The `ds:Signature` that is the last child element of the root: the one whose structure
+/// [`check_structure`] approved, and so the only one libxmlsec1 may check.
+fn envelope_signature(doc: &libxml::tree::Document) -> Option<libxml::tree::Node> {
+    let last = doc.get_root_element()?.get_child_elements().pop()?;
+    let ns = last.get_namespace()?;
+    (last.get_name() == "Signature" && ns.get_href() == DSIG_NS).then_some(last)
+}
+
+/// Verifies the envelope's own signature, never whichever `Signature` libxmlsec1 finds first.
+fn verify_envelope_signature(
+    ctx: &XmlSecSignatureContext,
+    doc: &libxml::tree::Document,
+) -> xmlsec::XmlSecResult<bool> {
+    match envelope_signature(doc) {
+        Some(node) => ctx.verify_node(&node),
+        None => Err(xmlsec::XmlSecError::NodeNotFound),
+    }
 }
 
 /// What an XML envelope claims before anything is trusted.
@@ -118,10 +173,12 @@ impl Parsed {
         }
         let doc = parse_libxml(input)?;
         let slot = (signer.fingerprint, false);
-        let key = take_key(slot, || signer.public_key.public_key_to_pem().unwrap_or_default())?;
+        let key = take_key(slot, || {
+            signer.public_key.public_key_to_pem().unwrap_or_default()
+        })?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        let outcome = ctx.verify_document(&doc);
+        let outcome = verify_envelope_signature(&ctx, &doc);
         if let Some(key) = ctx.release_key() {
             return_key(slot, key);
         }
