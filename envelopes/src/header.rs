@@ -152,11 +152,21 @@ impl Header {
             if t.is_some_and(|t| !t.offset().is_utc()) {
                 return Err(Error::invalid(field, "must be in UTC"));
             }
+            // RFC 3339 writes four-digit years only: outside them no encoding can carry it.
+            if t.is_some_and(|t| !(0..=9999).contains(&t.year())) {
+                return Err(Error::invalid(
+                    field,
+                    "must be within the years 0000 to 9999 that RFC 3339 can write",
+                ));
+            }
         }
         if let Some(exp) = self.expires_at
             && exp <= self.created_at
         {
-            return Err(Error::invalid("expires_at", "must be later than created_at"));
+            return Err(Error::invalid(
+                "expires_at",
+                "must be later than created_at",
+            ));
         }
         match (&self.recipient, self.profile) {
             (Recipient::Broadcast, Profile::Event) => {}
