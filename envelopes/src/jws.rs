@@ -93,6 +93,8 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     let jws: Flattened<'_> = serde_json::from_slice(input)
         .map_err(|e| Error::malformed_json(format!("not a flattened JWS: {e}")))?;
     let protected_raw = b64url("protected", &jws.protected)?;
+    // Base64 hid it from the check above: bound its nesting before serde sees it.
+    crate::json::check_depth(&protected_raw, limits.max_depth)?;
     let protected: ProtectedIn = serde_json::from_slice(&protected_raw)
         .map_err(|e| Error::malformed_json(format!("protected header: {e}")))?;
     let algorithm = Algorithm::from_jws(&protected.alg)?;
