@@ -284,6 +284,111 @@ pub fn parse_time(field: &'static str, s: &str) -> Result<OffsetDateTime> {
     Ok(t)
 }
 
+/// Header field values as read from either encoding, before they are checked together, so that
+/// both name the same field in the same way when one is wrong.
+#[derive(Default)]
+pub(crate) struct HeaderFields {
+    id: Option<String>,
+    sender: Option<String>,
+    recipient: Option<String>,
+    service: Option<String>,
+    action: Option<String>,
+    conversation: Option<String>,
+    in_reply_to: Option<String>,
+    profile: Option<String>,
+    created_at: Option<String>,
+    expires_at: Option<String>,
+    sequence: Option<String>,
+    content_type: Option<String>,
+}
+
+impl HeaderFields {
+    /// The contract's name for field `name`, if it is one.
+    pub(crate) fn static_name(name: &str) -> Option<&'static str> {
+        const NAMES: [&str; 12] = [
+            "id",
+            "sender",
+            "recipient",
+            "service",
+            "action",
+            "conversation",
+            "in_reply_to",
+            "profile",
+            "created_at",
+            "expires_at",
+            "sequence",
+            "content_type",
+        ];
+        NAMES.into_iter().find(|n| *n == name)
+    }
+
+    /// Records field `name` of a header in `format` (`XML` or `JSON`).
+    pub(crate) fn set(&mut self, format: &'static str, name: &str, value: String) -> Result<()> {
+        let slot = match name {
+            "id" => &mut self.id,
+            "sender" => &mut self.sender,
+            "recipient" => &mut self.recipient,
+            "service" => &mut self.service,
+            "action" => &mut self.action,
+            "conversation" => &mut self.conversation,
+            "in_reply_to" => &mut self.in_reply_to,
+            "profile" => &mut self.profile,
+            "created_at" => &mut self.created_at,
+            "expires_at" => &mut self.expires_at,
+            "sequence" => &mut self.sequence,
+            "content_type" => &mut self.content_type,
+            other => {
+                return Err(Error::Malformed {
+                    format,
+                    detail: format!("unknown header field `{other}`"),
+                });
+            }
+        };
+        if slot.is_some() {
+            return Err(Error::Malformed {
+                format,
+                detail: format!("header field `{name}` appears twice"),
+            });
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// Parses every field, in the order of the contract, and builds the header.
+    pub(crate) fn into_header(self) -> Result<Header> {
+        let req = |v: Option<String>, f: &'static str| v.ok_or(Error::MissingField(f));
+        let uuid = |s: &str, f: &'static str| {
+            Uuid::parse_str(s).map_err(|e| Error::invalid(f, format!("`{s}` is not a UUID: {e}")))
+        };
+        Ok(Header {
+            id: uuid(&req(self.id, "id")?, "id")?,
+            sender: EntityId::parse_field(&req(self.sender, "sender")?, "sender")?,
+            recipient: Recipient::parse(&req(self.recipient, "recipient")?)?,
+            service: req(self.service, "service")?,
+            action: req(self.action, "action")?,
+            conversation: req(self.conversation, "conversation")?,
+            in_reply_to: self
+                .in_reply_to
+                .map(|s| uuid(&s, "in_reply_to"))
+                .transpose()?,
+            profile: req(self.profile, "profile")?.parse::<Profile>()?,
+            created_at: parse_time("created_at", &req(self.created_at, "created_at")?)?,
+            expires_at: self
+                .expires_at
+                .map(|s| parse_time("expires_at", &s))
+                .transpose()?,
+            sequence: self
+                .sequence
+                .map(|s| {
+                    s.parse::<u64>()
+                        .map_err(|e| Error::invalid("sequence", format!("`{s}`: {e}")))
+                })
+                .transpose()?,
+            content_type: req(self.content_type, "content_type")?.parse()?,
+        })
+    }
+}
+
 mod rfc3339 {
     use serde::{Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;

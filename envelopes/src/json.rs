@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::envelope::{Body, Envelope};
 use crate::error::{Error, Result};
-use crate::header::{ContentType, Header};
+use crate::header::{ContentType, Header, HeaderFields};
 use crate::limits::Limits;
 
 #[derive(Serialize)]
@@ -24,8 +24,105 @@ enum BodyOut<'a> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct In {
-    header: Header,
-    body: Value,
+    header: Strict,
+    body: Strict,
+}
+
+/// A JSON value with no object holding the same key twice. Parsers disagree on which of two
+/// equal keys wins (serde_json keeps the last, others the first), so a signed payload that
+/// holds any could mean one thing to the hub and another to the recipient.
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::from(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The header object, field by field through the same checks as the XML encoding, so that a
+/// wrong field is named the same way in both.
+fn header(value: Value) -> Result<Header> {
+    let Value::Object(map) = value else {
+        return Err(Error::malformed_json("`header` is not an object"));
+    };
+    let mut fields = HeaderFields::default();
+    for (name, value) in map {
+        let text = match (name.as_str(), value) {
+            // Optional fields may be written as null.
+            ("in_reply_to" | "expires_at" | "sequence", Value::Null) => continue,
+            ("sequence", Value::Number(n)) => n.to_string(),
+            ("sequence", _) => {
+                return Err(Error::invalid("sequence", "must be a non-negative integer"));
+            }
+            (_, Value::String(s)) => s,
+            (field, _) => {
+                let field = HeaderFields::static_name(field).ok_or_else(|| {
+                    Error::malformed_json(format!("unknown header field `{field}`"))
+                })?;
+                return Err(Error::invalid(field, "must be a string"));
+            }
+        };
+        fields.set("JSON", &name, text)?;
+    }
+    fields.into_header()
 }
 
 /// Encodes an envelope as JSON; an XML body becomes a JSON string.
@@ -46,16 +143,15 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
 /// Decodes a JSON envelope within `limits` and checks that the body fits `content_type`.
 ///
 /// # Errors
-/// [`Error::TooLarge`], [`Error::TooDeep`], [`Error::Malformed`], a header field error, or
-/// [`Error::InvalidBody`].
+/// [`Error::TooLarge`], [`Error::TooDeep`], [`Error::Malformed`] (also for an object holding a
+/// key twice), [`Error::MissingField`] or [`Error::InvalidField`] naming the header field as the
+/// XML codec does, or [`Error::InvalidBody`].
 pub fn decode(input: &[u8], limits: &Limits) -> Result<Envelope> {
     limits.check_size(input.len())?;
     check_depth(input, limits.max_depth)?;
-    let parsed: In = serde_json::from_slice(input).map_err(|e| {
-        // Header field errors carry their own message through serde's custom errors.
-        Error::malformed_json(e)
-    })?;
-    let body = match (parsed.header.content_type, parsed.body) {
+    let parsed: In = serde_json::from_slice(input).map_err(Error::malformed_json)?;
+    let header = header(parsed.header.0)?;
+    let body = match (header.content_type, parsed.body.0) {
         (ContentType::Json, v) => Body::Json(v),
         (ContentType::Xml, Value::String(x)) => {
             crate::xml::check_fragment(&x, limits)?;
@@ -67,10 +163,7 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Envelope> {
             ));
         }
     };
-    Ok(Envelope {
-        header: parsed.header,
-        body,
-    })
+    Ok(Envelope { header, body })
 }
 
 /// Refuses JSON text that nests arrays and objects deeper than `max_depth`, in one linear pass

@@ -9,12 +9,10 @@ use quick_xml::NsReader;
 use quick_xml::escape::{escape, partial_escape};
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
-use uuid::Uuid;
 
-use crate::entity::{EntityId, Recipient};
 use crate::envelope::{Body, Envelope};
 use crate::error::{Error, Result};
-use crate::header::{ContentType, Header, Profile, format_time, parse_time};
+use crate::header::{ContentType, Header, HeaderFields, format_time};
 use crate::limits::Limits;
 
 /// The namespace of the envelope's own elements.
@@ -556,7 +554,7 @@ impl<'i> Parser<'i> {
                             Error::malformed_xml(format!("`{what}` must hold text only"))
                         })?
                     };
-                    fields.set(&name, value)?;
+                    fields.set("XML", &name, value)?;
                 }
                 _ => return Err(Error::malformed_xml("unexpected content in Header")),
             }
@@ -696,85 +694,4 @@ impl<'i> Parser<'i> {
 
 fn is_blank(t: &quick_xml::events::BytesText<'_>) -> bool {
     t.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-}
-
-/// Header field values as read, before they are checked together.
-#[derive(Default)]
-struct HeaderFields {
-    id: Option<String>,
-    sender: Option<String>,
-    recipient: Option<String>,
-    service: Option<String>,
-    action: Option<String>,
-    conversation: Option<String>,
-    in_reply_to: Option<String>,
-    profile: Option<String>,
-    created_at: Option<String>,
-    expires_at: Option<String>,
-    sequence: Option<String>,
-    content_type: Option<String>,
-}
-
-impl HeaderFields {
-    fn set(&mut self, name: &str, value: String) -> Result<()> {
-        let slot = match name {
-            "id" => &mut self.id,
-            "sender" => &mut self.sender,
-            "recipient" => &mut self.recipient,
-            "service" => &mut self.service,
-            "action" => &mut self.action,
-            "conversation" => &mut self.conversation,
-            "in_reply_to" => &mut self.in_reply_to,
-            "profile" => &mut self.profile,
-            "created_at" => &mut self.created_at,
-            "expires_at" => &mut self.expires_at,
-            "sequence" => &mut self.sequence,
-            "content_type" => &mut self.content_type,
-            other => {
-                return Err(Error::malformed_xml(format!(
-                    "unknown header field `{other}`"
-                )));
-            }
-        };
-        if slot.is_some() {
-            return Err(Error::malformed_xml(format!(
-                "header field `{name}` appears twice"
-            )));
-        }
-        *slot = Some(value);
-        Ok(())
-    }
-
-    fn into_header(self) -> Result<Header> {
-        let req = |v: Option<String>, f: &'static str| v.ok_or(Error::MissingField(f));
-        let uuid = |s: &str, f: &'static str| {
-            Uuid::parse_str(s).map_err(|e| Error::invalid(f, format!("`{s}` is not a UUID: {e}")))
-        };
-        Ok(Header {
-            id: uuid(&req(self.id, "id")?, "id")?,
-            sender: EntityId::parse_field(&req(self.sender, "sender")?, "sender")?,
-            recipient: Recipient::parse(&req(self.recipient, "recipient")?)?,
-            service: req(self.service, "service")?,
-            action: req(self.action, "action")?,
-            conversation: req(self.conversation, "conversation")?,
-            in_reply_to: self
-                .in_reply_to
-                .map(|s| uuid(&s, "in_reply_to"))
-                .transpose()?,
-            profile: req(self.profile, "profile")?.parse::<Profile>()?,
-            created_at: parse_time("created_at", &req(self.created_at, "created_at")?)?,
-            expires_at: self
-                .expires_at
-                .map(|s| parse_time("expires_at", &s))
-                .transpose()?,
-            sequence: self
-                .sequence
-                .map(|s| {
-                    s.parse::<u64>()
-                        .map_err(|e| Error::invalid("sequence", format!("`{s}`: {e}")))
-                })
-                .transpose()?,
-            content_type: req(self.content_type, "content_type")?.parse()?,
-        })
-    }
 }

@@ -1188,3 +1188,125 @@ fn characters_xml_forbids_are_refused_before_any_crypto() {
         "{err}"
     );
 }
+
+// --- Header fields: the same precise refusal in both encodings ---------------------------------
+
+#[test]
+fn a_bad_header_field_is_named_in_both_encodings() {
+    let env = json_envelope();
+    let xml_doc = xml::encode(&env);
+    let json_doc = String::from_utf8(json_codec::encode(&env)).unwrap();
+    let decode_both = |xml_from: &str, xml_to: &str, json_from: &str, json_to: &str| {
+        let x = xml::decode(
+            edit(&xml_doc, xml_from, xml_to).as_bytes(),
+            &Limits::default(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        let j = json_codec::decode(
+            edit(&json_doc, json_from, json_to).as_bytes(),
+            &Limits::default(),
+        )
+        .map(|_| ())
+        .unwrap_err();
+        [x, j]
+    };
+    for err in decode_both(
+        "<sender>comune:001272</sender>",
+        "<sender>Comune:1</sender>",
+        "\"sender\":\"comune:001272\"",
+        "\"sender\":\"Comune:1\"",
+    ) {
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "sender",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    for err in decode_both(
+        "<action>richiesta</action>",
+        "",
+        "\"action\":\"richiesta\",",
+        "",
+    ) {
+        assert!(matches!(err, Error::MissingField("action")), "{err}");
+    }
+    for err in decode_both(
+        "<profile>oneway</profile>",
+        "<profile>sometimes</profile>",
+        "\"profile\":\"oneway\"",
+        "\"profile\":\"sometimes\"",
+    ) {
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "profile",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    for err in decode_both(
+        "<content_type>",
+        "<sequence>-1</sequence><content_type>",
+        "\"content_type\"",
+        "\"sequence\":-1,\"content_type\"",
+    ) {
+        assert!(
+            matches!(
+                err,
+                Error::InvalidField {
+                    field: "sequence",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+    for err in decode_both(
+        "<content_type>",
+        "<colour>red</colour><content_type>",
+        "\"content_type\"",
+        "\"colour\":\"red\",\"content_type\"",
+    ) {
+        assert!(
+            matches!(&err, Error::Malformed { detail, .. } if detail.contains("colour")),
+            "{err}"
+        );
+    }
+}
+
+/// Parsers disagree on which of two equal keys wins; a signed payload must not hold any.
+#[test]
+fn duplicate_keys_in_a_signed_json_payload_are_malformed() {
+    let fed = p256();
+    let signer = fed.signer("comune:001272");
+    let jws = Jws::parse(&signed_json(fed, &json_envelope()));
+    let header = serde_json::to_string(&jws.payload["header"]).unwrap();
+    for payload in [
+        format!("{{\"header\":{header},\"body\":{{\"importo\":1,\"importo\":1000}}}}"),
+        format!(
+            "{{\"header\":{},\"body\":{{}}}}",
+            header.replacen(
+                "\"action\":\"richiesta\"",
+                "\"action\":\"richiesta\",\"action\":\"annullamento\"",
+                1
+            )
+        ),
+        format!("{{\"header\":{header},\"body\":null,\"body\":{{}}}}"),
+    ] {
+        let forged = Jws::sign_raw(&jws.protected, payload.as_bytes(), &signer);
+        let err = refused(&fed.verifier(), &forged);
+        assert!(
+            matches!(&err, Error::Malformed { format: "JSON", detail } if detail.contains("duplicate")),
+            "{payload}: {err}"
+        );
+    }
+}
