@@ -97,6 +97,11 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 }
 
+/// Parses JSON text, refusing any object that holds a key twice.
+pub(crate) fn parse_strict(text: &str) -> serde_json::Result<Value> {
+    serde_json::from_str::<Strict>(text).map(|s| s.0)
+}
+
 /// The header object, field by field through the same checks as the XML encoding, so that a
 /// wrong field is named the same way in both.
 fn header(value: Value) -> Result<Header> {

@@ -593,7 +593,7 @@ impl<'i> Parser<'i> {
                     })?
                 };
                 crate::json::check_depth(text.as_bytes(), self.limits.max_depth)?;
-                let value = serde_json::from_str(&text)
+                let value = crate::json::parse_strict(&text)
                     .map_err(|e| Error::InvalidBody(format!("JSON body: {e}")))?;
                 Ok(Body::Json(value))
             }

@@ -1309,4 +1309,14 @@ fn duplicate_keys_in_a_signed_json_payload_are_malformed() {
             "{payload}: {err}"
         );
     }
+    // The same in the JSON body of an XML envelope.
+    let doc = xml::encode(&json_envelope());
+    let (at, old) = inner(&doc, "Body");
+    let mut twice = doc.clone();
+    twice.replace_range(at..at + old.len(), r#"{"importo":1,"importo":1000}"#);
+    let err = xml::decode(twice.as_bytes(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidBody(m) if m.contains("duplicate key `importo`")),
+        "{err}"
+    );
 }
