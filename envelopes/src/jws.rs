@@ -3,8 +3,6 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use openssl::bn::BigNum;
-use openssl::ecdsa::EcdsaSig;
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::Envelope;
@@ -67,7 +65,7 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<Vec<u8>> {
     let protected = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&protected).unwrap_or_default());
     let payload = URL_SAFE_NO_PAD.encode(crate::json::encode(envelope));
     let signing_input = format!("{protected}.{payload}");
-    let signature = URL_SAFE_NO_PAD.encode(signer.sign_jws(signing_input.as_bytes())?);
+    let signature = URL_SAFE_NO_PAD.encode(signer.sign_bytes(signing_input.as_bytes())?);
     let out = Flattened {
         protected: protected.into(),
         payload: payload.into(),
@@ -152,30 +150,12 @@ impl Parsed {
                 key_alg.jws_name()
             )));
         }
-        let ok = match self.algorithm {
-            Algorithm::Rs256 => {
-                let mut v = openssl::sign::Verifier::new(
-                    openssl::hash::MessageDigest::sha256(),
-                    &signer.public_key,
-                )?;
-                v.verify_oneshot(&self.signature, &self.signing_input)
-                    .unwrap_or(false)
-            }
-            Algorithm::Es256 => {
-                if self.signature.len() != 64 {
-                    return Err(Error::SignatureInvalid(format!(
-                        "an ES256 signature is 64 bytes, not {}",
-                        self.signature.len()
-                    )));
-                }
-                let r = BigNum::from_slice(&self.signature[..32])?;
-                let s = BigNum::from_slice(&self.signature[32..])?;
-                let sig = EcdsaSig::from_private_components(r, s)?;
-                let digest = openssl::sha::sha256(&self.signing_input);
-                sig.verify(&digest, &*signer.public_key.ec_key()?)
-                    .unwrap_or(false)
-            }
-        };
+        let ok = crate::signer::verify_bytes(
+            self.algorithm,
+            &signer.public_key,
+            &self.signing_input,
+            &self.signature,
+        )?;
         if !ok {
             return Err(Error::SignatureInvalid(
                 "the JWS signature does not match the protected header and payload".into(),

@@ -160,12 +160,12 @@ impl Signer {
         Self::new(load_key(key_path)?, &load_certs(cert_path)?)
     }
 
-    /// Signs `data` with SHA-256 in the JWS encoding of the signature value (PKCS#1 v1.5 bytes
+    /// Signs `data` with SHA-256; the signature is in the JWS encoding (PKCS#1 v1.5 bytes
     /// for RS256, fixed-width `r || s` for ES256).
     ///
     /// # Errors
     /// [`Error::Crypto`] if the library fails.
-    pub fn sign_jws(&self, data: &[u8]) -> Result<Vec<u8>> {
+    pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>> {
         let digest = openssl::sha::sha256(data);
         match self.algorithm {
             Algorithm::Rs256 => {
@@ -179,6 +179,41 @@ impl Signer {
                 out.extend(sig.s().to_vec_padded(32)?);
                 Ok(out)
             }
+        }
+    }
+}
+
+/// Checks that `signature` (in the JWS encoding, as [`Signer::sign_bytes`] makes it) is a
+/// signature over `data` with `algorithm` by the private half of `key`.
+///
+/// Returns `Ok(false)` for a signature that does not match.
+///
+/// # Errors
+/// [`Error::SignatureInvalid`] for an ES256 signature of the wrong length; [`Error::Crypto`]
+/// when the key does not suit the algorithm.
+pub fn verify_bytes(
+    algorithm: Algorithm,
+    key: &PKey<openssl::pkey::Public>,
+    data: &[u8],
+    signature: &[u8],
+) -> Result<bool> {
+    match algorithm {
+        Algorithm::Rs256 => {
+            let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), key)?;
+            Ok(v.verify_oneshot(signature, data).unwrap_or(false))
+        }
+        Algorithm::Es256 => {
+            if signature.len() != 64 {
+                return Err(Error::SignatureInvalid(format!(
+                    "an ES256 signature is 64 bytes, not {}",
+                    signature.len()
+                )));
+            }
+            let r = openssl::bn::BigNum::from_slice(&signature[..32])?;
+            let s = openssl::bn::BigNum::from_slice(&signature[32..])?;
+            let sig = openssl::ecdsa::EcdsaSig::from_private_components(r, s)?;
+            let digest = openssl::sha::sha256(data);
+            Ok(sig.verify(&digest, &*key.ec_key()?).unwrap_or(false))
         }
     }
 }

@@ -105,7 +105,7 @@ impl Jws {
     fn sign_raw(protected: &Value, payload: &[u8], signer: &Signer) -> Vec<u8> {
         let p = URL_SAFE_NO_PAD.encode(serde_json::to_vec(protected).unwrap());
         let pl = URL_SAFE_NO_PAD.encode(payload);
-        let sig = signer.sign_jws(format!("{p}.{pl}").as_bytes()).unwrap();
+        let sig = signer.sign_bytes(format!("{p}.{pl}").as_bytes()).unwrap();
         serde_json::to_vec(&json!({
             "protected": p,
             "payload": pl,
