@@ -1,4 +1,8 @@
-//! The snodo hub: for now the `snodo` command line (PKI and envelopes); the hub itself (HTTP
-//! API, registry, routing, store, delivery, journal, transports) grows here next.
+//! The snodo hub: configuration and registry, the journal, and the `snodo` command line; the
+//! HTTP API, store, routing and delivery grow here next.
 
 pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod journal;
+pub mod registry;

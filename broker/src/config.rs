@@ -1,0 +1,1 @@
+//! The hub configuration file: one serde tree with a JSON Schema, checked before any port is bound.

@@ -1,0 +1,1 @@
+//! The registry: entities, services and their actions, access rights and topic subscriptions, built from the configuration.
