@@ -64,12 +64,15 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<String> {
     );
     let unsigned = xml::encode_with_signature(envelope, &template);
     let doc = parse_libxml(unsigned.as_bytes())?;
-    let key = XmlSecKey::from_memory(&signer.key_pem, XmlSecKeyFormat::Pem, None)
-        .map_err(|e| Error::Crypto(format!("libxmlsec1 cannot load the signing key: {e}")))?;
+    let slot = (signer.fingerprint, true);
+    let key = take_key(slot, || signer.key_pem.clone())?;
     let mut ctx = XmlSecSignatureContext::new();
     ctx.insert_key(key);
-    ctx.sign_document(&doc)
-        .map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
+    let outcome = ctx.sign_document(&doc);
+    if let Some(key) = ctx.release_key() {
+        return_key(slot, key);
+    }
+    outcome.map_err(|e| Error::Crypto(format!("libxmlsec1 signing failed: {e}")))?;
     fill_template(envelope, &template, &doc)
 }
 
