@@ -9,9 +9,7 @@ use openssl::hash::MessageDigest;
 use openssl::sign::Verifier as RawVerifier;
 use serde_json::json;
 use snodo_envelopes::pki::{self, KeyType};
-use snodo_envelopes::{
-    EntityId, Envelope, Format, Limits, Signer, TrustStore, Verifier, sign,
-};
+use snodo_envelopes::{EntityId, Envelope, Format, Limits, Signer, TrustStore, Verifier, sign};
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -22,10 +20,23 @@ struct Fixture {
 fn fixture(kind: KeyType) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let turin: EntityId = "comune:001272".parse().unwrap();
-    pki::init(dir.path(), &[turin, "anpr:ministero".parse().unwrap()], kind).unwrap();
-    let signer = Signer::load(&dir.path().join("comune-001272.key"), &dir.path().join("comune-001272.crt")).unwrap();
+    pki::init(
+        dir.path(),
+        &[turin, "anpr:ministero".parse().unwrap()],
+        kind,
+    )
+    .unwrap();
+    let signer = Signer::load(
+        &dir.path().join("comune-001272.key"),
+        &dir.path().join("comune-001272.crt"),
+    )
+    .unwrap();
     let trust = TrustStore::load(&dir.path().join("ca.crt"), None).unwrap();
-    Fixture { _dir: dir, signer, verifier: Verifier::new(Arc::new(trust), Limits::default()) }
+    Fixture {
+        _dir: dir,
+        signer,
+        verifier: Verifier::new(Arc::new(trust), Limits::default()),
+    }
 }
 
 /// An envelope whose encoded body is about `size` bytes, JSON or XML.

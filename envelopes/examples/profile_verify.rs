@@ -7,26 +7,45 @@ use snodo_envelopes::{EntityId, Envelope, Format, Limits, Signer, TrustStore, Ve
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let format: Format = args.next().unwrap_or_else(|| "xml".into()).parse().expect("xml or json");
+    let format: Format = args
+        .next()
+        .unwrap_or_else(|| "xml".into())
+        .parse()
+        .expect("xml or json");
     let n: usize = args.next().map_or(20_000, |s| s.parse().expect("a count"));
     let dir = tempfile::tempdir().expect("temporary directory");
     let turin: EntityId = "comune:001272".parse().expect("entity");
-    pki::init(dir.path(), &[turin.clone(), "anpr:ministero".parse().expect("entity")], KeyType::Rsa2048)
-        .expect("PKI");
-    let signer = Signer::load(&dir.path().join("comune-001272.key"), &dir.path().join("comune-001272.crt"))
-        .expect("signer");
+    pki::init(
+        dir.path(),
+        &[turin.clone(), "anpr:ministero".parse().expect("entity")],
+        KeyType::Rsa2048,
+    )
+    .expect("PKI");
+    let signer = Signer::load(
+        &dir.path().join("comune-001272.key"),
+        &dir.path().join("comune-001272.crt"),
+    )
+    .expect("signer");
     let trust = TrustStore::load(&dir.path().join("ca.crt"), None).expect("trust");
     let verifier = Verifier::new(Arc::new(trust), Limits::default());
     let body = serde_json::json!({"codice_fiscale": "RSSMRA80A01L219X", "note": "x".repeat(900)});
-    let env = Envelope::builder(turin, "anpr:ministero".parse::<EntityId>().expect("entity"), "residenza.cambio", "richiesta")
-        .json(body)
-        .build()
-        .expect("envelope");
+    let env = Envelope::builder(
+        turin,
+        "anpr:ministero".parse::<EntityId>().expect("entity"),
+        "residenza.cambio",
+        "richiesta",
+    )
+    .json(body)
+    .build()
+    .expect("envelope");
     let signed = sign(&env, &signer, format).expect("sign");
     let start = std::time::Instant::now();
     for _ in 0..n {
         verifier.verify(&signed).expect("verify");
     }
     let per = start.elapsed() / u32::try_from(n).expect("count");
-    println!("{format:?}: {per:?} per verification ({} bytes)", signed.len());
+    println!(
+        "{format:?}: {per:?} per verification ({} bytes)",
+        signed.len()
+    );
 }
