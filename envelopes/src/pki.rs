@@ -28,6 +28,9 @@ use crate::error::{Error, Result};
 /// The SAN URI prefix that names a hub node in its certificate.
 pub const HUB_URI_PREFIX: &str = "urn:snodo:hub:";
 
+/// The SAN URI prefix that names an auditor in its certificate.
+pub const AUDITOR_URI_PREFIX: &str = "urn:snodo:auditor:";
+
 /// File names inside a PKI directory.
 pub const CA_CERT: &str = "ca.crt";
 /// The CA's private key.
@@ -95,6 +98,8 @@ pub enum Subject {
         /// DNS names the hub serves under, besides `localhost`.
         dns: Vec<String>,
     },
+    /// An auditor: reads the whole journal through the hub's API, sends no envelope.
+    Auditor(String),
 }
 
 impl Subject {
@@ -102,6 +107,7 @@ impl Subject {
         match self {
             Subject::Entity(e) => e.to_string(),
             Subject::Hub { name, .. } => format!("snodo hub {name}"),
+            Subject::Auditor(name) => format!("snodo auditor {name}"),
         }
     }
 
@@ -111,6 +117,7 @@ impl Subject {
         match self {
             Subject::Entity(e) => e.uri(),
             Subject::Hub { name, .. } => format!("{HUB_URI_PREFIX}{name}"),
+            Subject::Auditor(name) => format!("{AUDITOR_URI_PREFIX}{name}"),
         }
     }
 }
@@ -345,6 +352,7 @@ pub fn issue(
         Subject::Entity(e) => e.file_stem(),
         Subject::Hub { name, .. } if name == "hub" => "hub".to_owned(),
         Subject::Hub { name, .. } => format!("hub-{name}"),
+        Subject::Auditor(name) => format!("auditor-{name}"),
     };
     let key = generate_key(kind)?;
     let cert = ca.issue(subject, &key, validity.not_before, validity.not_after)?;

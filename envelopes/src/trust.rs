@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::entity::{ENTITY_URI_PREFIX, EntityId};
 use crate::error::{Error, Result};
 use crate::header::format_time;
-use crate::pki::{HUB_URI_PREFIX, load_certs, load_crl};
+use crate::pki::{AUDITOR_URI_PREFIX, HUB_URI_PREFIX, load_certs, load_crl};
 
 /// How many verified certificates the cache keeps before it starts over.
 const CACHE_CAPACITY: usize = 65_536;
@@ -29,6 +29,8 @@ pub enum Identity {
     Entity(EntityId),
     /// A hub node (`urn:snodo:hub:<name>`).
     Hub(String),
+    /// An auditor (`urn:snodo:auditor:<name>`): reads the journal, sends nothing.
+    Auditor(String),
 }
 
 impl std::fmt::Display for Identity {
@@ -36,6 +38,7 @@ impl std::fmt::Display for Identity {
         match self {
             Identity::Entity(e) => write!(f, "{e}"),
             Identity::Hub(h) => write!(f, "hub:{h}"),
+            Identity::Auditor(a) => write!(f, "auditor:{a}"),
         }
     }
 }
@@ -65,7 +68,7 @@ impl VerifiedCert {
     pub fn entity(&self) -> Option<&EntityId> {
         match &self.identity {
             Identity::Entity(e) => Some(e),
-            Identity::Hub(_) => None,
+            Identity::Hub(_) | Identity::Auditor(_) => None,
         }
     }
 }
@@ -224,6 +227,8 @@ pub(crate) fn identity_of(cert: &X509) -> Result<Identity> {
         if let Some(uri) = name.uri() {
             if let Some(rest) = uri.strip_prefix(HUB_URI_PREFIX) {
                 found.push(Identity::Hub(rest.to_owned()));
+            } else if let Some(rest) = uri.strip_prefix(AUDITOR_URI_PREFIX) {
+                found.push(Identity::Auditor(rest.to_owned()));
             } else if uri.starts_with(ENTITY_URI_PREFIX) {
                 let e = EntityId::from_uri(uri).ok_or_else(|| {
                     Error::CertificateNoIdentity(format!("`{uri}` is not a valid entity URI"))
