@@ -1,13 +1,25 @@
 //! `snodo`: parses the command line and runs the command; all logic lives in the library.
 
 use clap::Parser as _;
-use snodo_broker::cli::{Cli, Command, envelope, pki};
+use snodo_broker::cli::{Cli, Command, envelope, pki, serve};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pki(cmd) => pki::run(cmd),
         Command::Envelope(cmd) => envelope::run(cmd),
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_env("SNODO_LOG")
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(serve::run(args)))
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

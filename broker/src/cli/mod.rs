@@ -2,6 +2,7 @@
 
 pub mod envelope;
 pub mod pki;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,8 @@ pub enum Command {
     /// Sign and verify envelopes.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Run the hub.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.

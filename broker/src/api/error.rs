@@ -1,0 +1,120 @@
+//! `ApiError`: every refusal and failure of the HTTP API as an RFC 9457 problem+json with a
+//! stable `code`. A 5xx says little to the client and everything to the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::engine::EngineError;
+use crate::registry::Refusal;
+
+/// The media type of problem details.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A refusal (4xx) or a failure of the hub (5xx).
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code (listed in the README).
+    pub code: &'static str,
+    /// What was wrong, for a person; never internal detail on a 5xx.
+    pub detail: String,
+    /// Seconds after which a retry may succeed (429, 503).
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    code: &'a str,
+    detail: &'a str,
+}
+
+impl ApiError {
+    /// A refusal with `status`, `code` and `detail`.
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError { status, code, detail: detail.into(), retry_after: None }
+    }
+
+    /// Adds a `Retry-After`.
+    #[must_use]
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// A failure of the hub: logged in full, reported to the client as `internal`.
+    pub fn internal(e: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "Internal error.");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the hub failed; the request had no effect")
+    }
+
+    /// 404 for a resource the caller cannot see (or that does not exist: the same answer).
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not-found", what)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let body = serde_json::to_vec(&Problem {
+            kind: format!("urn:snodo:problem:{}", self.code),
+            title,
+            status: self.status.as_u16(),
+            code: self.code,
+            detail: &self.detail,
+        })
+        .unwrap_or_default();
+        let mut resp = (self.status, body).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<&snodo_envelopes::Error> for ApiError {
+    fn from(e: &snodo_envelopes::Error) -> Self {
+        use snodo_envelopes::Error as E;
+        let status = match e {
+            E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            E::SenderMismatch { .. }
+            | E::CertificateUntrusted(_)
+            | E::CertificateExpired { .. }
+            | E::CertificateRevoked { .. }
+            | E::CertificateNoIdentity(_) => StatusCode::FORBIDDEN,
+            _ if e.is_permanent() => StatusCode::BAD_REQUEST,
+            _ => return ApiError::internal(e),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<&Refusal> for ApiError {
+    fn from(r: &Refusal) -> Self {
+        let status = match r.code() {
+            "sender-not-allowed" | "recipient-not-allowed" | "unknown-sender" => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, r.code(), r.to_string())
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::UnknownLease(_) => ApiError::new(StatusCode::NOT_FOUND, "lease-unknown", e.to_string()),
+            EngineError::IdConflict(_) => ApiError::new(StatusCode::CONFLICT, "envelope-id-conflict", e.to_string()),
+            EngineError::Overloaded | EngineError::Stopped => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()).retry_after(1)
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}

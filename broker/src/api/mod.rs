@@ -1,0 +1,56 @@
+//! The hub's HTTP API: routes, the caller's identity, and the handlers of each resource.
+
+pub mod envelopes;
+pub mod error;
+pub mod health;
+pub mod inbox;
+pub mod openapi;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use snodo_envelopes::{EntityId, Identity};
+
+use crate::hub::Hub;
+use error::ApiError;
+
+/// Who is calling: the identity of the verified TLS client certificate, set per connection.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Identity);
+
+impl Caller {
+    /// The calling entity, or a 403 for hubs and auditors.
+    ///
+    /// # Errors
+    /// [`ApiError`] `caller-not-an-entity`.
+    pub fn entity(&self) -> Result<&EntityId, ApiError> {
+        match &self.0 {
+            Identity::Entity(e) => Ok(e),
+            other => Err(ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "caller-not-an-entity",
+                format!("{other} has no inbox and sends no envelope"),
+            )),
+        }
+    }
+}
+
+/// The API served over TLS to partners.
+pub fn app(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/v1/envelopes", post(envelopes::submit))
+        .route("/v1/envelopes/{id}", get(envelopes::status))
+        .route("/v1/inbox", get(inbox::lease))
+        .route("/v1/inbox/ack", post(inbox::ack))
+        .route("/v1/inbox/nack", post(inbox::nack))
+        .route("/v1/openapi.json", get(openapi::document))
+        .route("/v1/admin/reload", post(health::reload))
+        .merge(health::routes())
+        .with_state(hub)
+}
+
+/// The API of the optional plain-HTTP listener: health and metrics only.
+pub fn plain_app(hub: Arc<Hub>) -> Router {
+    health::routes().with_state(hub)
+}

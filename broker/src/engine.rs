@@ -1,0 +1,994 @@
+//! The engine: the hub's single writer. Every change of state — an envelope accepted or
+//! refused, leased, acknowledged, returned, expired — is journaled, applied to the store and
+//! flushed here, in groups (one flush and one checkpoint signature for all the requests that
+//! arrived together). Nothing is answered before the flush that makes it durable.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use snodo_envelopes::header::format_time;
+use snodo_envelopes::{EntityId, Format, Header, Profile, Signer};
+use time::OffsetDateTime;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::journal::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::journal::entry::{Entry, EventKind};
+use crate::journal::merkle::{self, Hash};
+use crate::journal::receipt::Receipt;
+use crate::store::{Batch, Store, StoreError, keys};
+
+/// How many requests one group commit takes at most.
+const MAX_GROUP: usize = 1024;
+/// How often the engine sweeps expired leases and envelopes.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The journal could not be extended or signed.
+    #[error("journal: {0}")]
+    Journal(String),
+    /// The engine has stopped (the hub is shutting down).
+    #[error("the hub is shutting down")]
+    Stopped,
+    /// The engine's queue is full: the hub is overloaded.
+    #[error("the hub is overloaded")]
+    Overloaded,
+    /// The sender already used this envelope id for different content.
+    #[error("envelope id {0} was already used by this sender for a different envelope")]
+    IdConflict(Uuid),
+    /// No lease with this token belongs to the caller (it may have expired).
+    #[error("no lease `{0}` is held by the caller; it may have expired and the envelope returned to the inbox")]
+    UnknownLease(String),
+}
+
+impl EngineError {
+    /// True when the same request may succeed later (the hub's transient fault).
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, EngineError::Store(_) | EngineError::Stopped | EngineError::Overloaded)
+    }
+}
+
+/// What the engine needs to know of its hub.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The hub's name; checkpoints have origin `snodo.hub/<name>`.
+    pub hub_name: String,
+    /// Sign a checkpoint at least this often while entries are unsigned.
+    pub checkpoint_interval: Duration,
+    /// Sign a checkpoint at least every this many entries.
+    pub checkpoint_max_entries: u64,
+}
+
+/// An envelope that passed every check of the acceptance pipeline.
+#[derive(Debug)]
+pub struct Submission {
+    /// Its verified header.
+    pub header: Header,
+    /// The exact bytes received.
+    pub raw: Vec<u8>,
+    /// SHA-256 of `raw`.
+    pub digest: [u8; 32],
+    /// The encoding it arrived in.
+    pub format: Format,
+    /// Whom to deliver it to: the recipient, or every subscriber of an event's topic.
+    pub recipients: Vec<EntityId>,
+}
+
+/// The engine's answer to a submission.
+#[derive(Debug, Clone)]
+pub enum Accepted {
+    /// Accepted now.
+    New(Receipt),
+    /// Accepted before, under the same sender and id: the original receipt.
+    Duplicate(Receipt),
+}
+
+/// What a refusal adds to the journal.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalRecord {
+    /// The envelope id, if the header could be read.
+    pub envelope_id: Option<Uuid>,
+    /// Who submitted it (the transport identity).
+    pub caller: Option<String>,
+    /// The header's sender, recipient, service, action, conversation, if known.
+    pub sender: Option<String>,
+    /// See `sender`.
+    pub recipient: Option<String>,
+    /// See `sender`.
+    pub service: Option<String>,
+    /// See `sender`.
+    pub action: Option<String>,
+    /// See `sender`.
+    pub conversation: Option<String>,
+    /// SHA-256 of the bytes received.
+    pub digest: [u8; 32],
+    /// The stable refusal code.
+    pub code: String,
+    /// The refusal's message.
+    pub detail: String,
+}
+
+/// One envelope handed to its recipient under a lease.
+#[derive(Debug, Clone, Serialize)]
+pub struct Leased {
+    /// Acknowledge (or return) the envelope with this token.
+    pub lease: String,
+    /// When the lease ends and the envelope returns to the inbox.
+    pub lease_expires_at: String,
+    /// The envelope's id.
+    pub envelope_id: Uuid,
+    /// Who sent it.
+    pub sender: String,
+    /// `application/xml` or `application/jose+json`.
+    pub media_type: &'static str,
+    /// The exact signed bytes the sender submitted.
+    pub envelope: String,
+}
+
+/// What the hub keeps of an accepted envelope.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnvelopeRecord {
+    /// Internal sequence number.
+    pub seq: u64,
+    /// The envelope id.
+    pub id: Uuid,
+    /// Its sender.
+    pub sender: String,
+    /// Its recipient as written (`*` for events).
+    pub recipient: String,
+    /// Whom it is delivered to.
+    pub recipients: Vec<String>,
+    /// Service.
+    pub service: String,
+    /// Action.
+    pub action: String,
+    /// Conversation.
+    pub conversation: String,
+    /// Profile.
+    pub profile: Profile,
+    /// The request it answers.
+    pub in_reply_to: Option<Uuid>,
+    /// Expiry, RFC 3339.
+    pub expires_at: Option<String>,
+    /// `xml` or `json`.
+    pub format: String,
+    /// SHA-256 of the bytes received, hex.
+    pub digest: String,
+    /// When it was accepted.
+    pub accepted_at: String,
+    /// The journal index of its `accepted` entry.
+    pub accepted_index: u64,
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Lease {
+    recipient: String,
+    seq: u64,
+    expires_ms: i64,
+}
+
+/// The delivery of one envelope to one recipient, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// `leased`, `acknowledged`, `returned`, `expired`.
+    pub state: String,
+    /// How many times it was handed out.
+    pub attempts: u32,
+    /// When the state last changed.
+    pub at: String,
+}
+
+/// The engine's durable counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    journal_size: u64,
+    next_seq: u64,
+    checkpoint_size: u64,
+}
+
+enum Job {
+    /// Flush and stop.
+    Stop(oneshot::Sender<()>),
+    Accept(Submission, oneshot::Sender<Result<Accepted, EngineError>>),
+    Refuse(RefusalRecord),
+    Lease {
+        recipient: EntityId,
+        limit: usize,
+        lease_for: Duration,
+        reply: oneshot::Sender<Result<Vec<Leased>, EngineError>>,
+    },
+    Settle {
+        caller: EntityId,
+        token: String,
+        ack: bool,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+/// Requests waiting (`?wait=`) for the response to a request: (requester, request id).
+type Waiters = Mutex<HashMap<(String, Uuid), oneshot::Sender<Leased>>>;
+
+/// The handle through which the API talks to the engine thread.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    tx: SyncSender<Job>,
+    store: Arc<dyn Store>,
+    waiters: Arc<Waiters>,
+}
+
+impl Engine {
+    /// Starts the engine thread over `store`, signing checkpoints and notices with `hub`.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`] when the store's state cannot be read.
+    pub fn start(store: Arc<dyn Store>, hub: Signer, config: EngineConfig) -> Result<Self, EngineError> {
+        let state = match store.get(keys::STATE)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(keys::STATE, e))?,
+            None => State::default(),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(16 * MAX_GROUP);
+        let waiters: Arc<Waiters> = Arc::default();
+        let mut writer = Writer {
+            store: store.clone(),
+            hub,
+            config,
+            state,
+            last_checkpoint: Instant::now(),
+            last_sweep: Instant::now(),
+            waiters: waiters.clone(),
+            requeue: Vec::new(),
+        };
+        std::thread::Builder::new()
+            .name("snodo-engine".into())
+            .spawn(move || writer.run(&rx))
+            .map_err(|e| EngineError::Journal(format!("cannot start the engine thread: {e}")))?;
+        Ok(Engine { tx, store, waiters })
+    }
+
+    fn send(&self, job: Job) -> Result<(), EngineError> {
+        self.tx.try_send(job).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Overloaded,
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })
+    }
+
+    /// Accepts a verified, authorized envelope: journal, store, queue, flush, receipt.
+    ///
+    /// # Errors
+    /// [`EngineError`] when it could not be made durable; then no receipt exists.
+    pub async fn accept(&self, submission: Submission) -> Result<Accepted, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Accept(submission, reply))?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stops the engine after everything sent before is durable.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job::Stop(reply)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Journals a refusal (fire and forget: the caller gets its refusal at once).
+    pub fn refuse(&self, refusal: RefusalRecord) {
+        if let Err(e) = self.send(Job::Refuse(refusal)) {
+            tracing::warn!(error = %e, "Refusal not journaled.");
+        }
+    }
+
+    /// Leases up to `limit` envelopes of `recipient`'s inbox for `lease_for`.
+    ///
+    /// # Errors
+    /// [`EngineError`] when the store fails.
+    pub async fn lease(&self, recipient: EntityId, limit: usize, lease_for: Duration) -> Result<Vec<Leased>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Lease { recipient, limit, lease_for, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Acknowledges (`ack`) or returns to the inbox (`!ack`) the envelope under `token`.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownLease`] when the caller holds no such lease.
+    pub async fn settle(&self, caller: EntityId, token: String, ack: bool) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Settle { caller, token, ack, reply })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Registers `requester` as waiting for the response to its request `request`, before the
+    /// request is submitted (so that a fast answer cannot slip past). While registered, the
+    /// response is delivered to the waiter instead of the inbox.
+    #[must_use]
+    pub fn waiter(&self, requester: &EntityId, request: Uuid) -> Waiter {
+        let key = (requester.to_string(), request);
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut w) = self.waiters.lock() {
+            w.insert(key.clone(), tx);
+        }
+        Waiter { key, rx: Some(rx), waiters: self.waiters.clone() }
+    }
+
+    /// The record of an envelope by id, if the caller may see it (its sender or a recipient).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn envelope(&self, id: &Uuid, caller: &EntityId) -> Result<Option<(EnvelopeRecord, Vec<Entry>)>, EngineError> {
+        for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
+            let Some(seq) = keys::trailing_u64(&key) else { continue };
+            let Some(record) = self.record(seq)? else { continue };
+            let caller = caller.as_str();
+            if record.sender == caller || record.recipients.iter().any(|r| r == caller) {
+                let history = self.history(seq)?;
+                return Ok(Some((record, history)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn record(&self, seq: u64) -> Result<Option<EnvelopeRecord>, EngineError> {
+        let key = keys::envelope(seq);
+        Ok(match self.store.get(&key)? {
+            Some(v) => Some(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&key, e))?),
+            None => None,
+        })
+    }
+
+    fn history(&self, seq: u64) -> Result<Vec<Entry>, EngineError> {
+        let mut out = Vec::new();
+        for (key, _) in self.store.scan(&keys::history_prefix(seq), None, 1024)? {
+            let Some(index) = keys::trailing_u64(&key) else { continue };
+            if let Some(bytes) = self.store.get(&keys::journal(index))? {
+                out.push(Entry::from_bytes(&bytes).map_err(|e| StoreError::corrupt(&key, e))?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The latest signed checkpoint.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, EngineError> {
+        Ok(match self.store.last(b"k/")? {
+            Some((k, v)) => Some(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&k, e))?),
+            None => None,
+        })
+    }
+
+    /// How many envelopes wait in `recipient`'s inbox (bounded count, for metrics).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn queue_depth(&self, recipient: &str, cap: usize) -> Result<usize, EngineError> {
+        Ok(self.store.scan(&keys::queue_prefix(recipient), None, cap)?.len())
+    }
+
+    /// The store (for readiness checks).
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+/// A registered wait for a response; dropping it stops waiting.
+#[derive(Debug)]
+pub struct Waiter {
+    key: (String, Uuid),
+    rx: Option<oneshot::Receiver<Leased>>,
+    waiters: Arc<Waiters>,
+}
+
+impl Waiter {
+    /// Waits up to `wait` for the response.
+    pub async fn wait(mut self, wait: Duration) -> Option<Leased> {
+        let mut rx = self.rx.take()?;
+        match tokio::time::timeout(wait, &mut rx).await {
+            Ok(r) => r.ok(),
+            Err(_) => {
+                let still_waiting = self.waiters.lock().ok().and_then(|mut w| w.remove(&self.key)).is_some();
+                if still_waiting {
+                    None
+                } else {
+                    // The engine took the waiter: the response comes right after its flush.
+                    rx.await.ok()
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // If the engine took the waiter already, its send fails and it returns the response
+        // to the requester's inbox: nothing is lost when a waiting client goes away.
+        if let Ok(mut w) = self.waiters.lock() {
+            w.remove(&self.key);
+        }
+    }
+}
+
+/// Writes within one group commit: a batch plus an overlay, so that later requests of the same
+/// group see what earlier ones wrote.
+struct Group<'a> {
+    store: &'a dyn Store,
+    batch: Batch,
+    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Group<'a> {
+    fn new(store: &'a dyn Store) -> Self {
+        Group { store, batch: Batch::default(), overlay: HashMap::new() }
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.overlay.insert(key.clone(), Some(value.clone()));
+        self.batch.put(key, value);
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.overlay.insert(key.clone(), None);
+        self.batch.delete(key);
+    }
+
+    fn is_deleted(&self, key: &[u8]) -> bool {
+        matches!(self.overlay.get(key), Some(None))
+    }
+
+    fn node(&self, level: u32, index: u64) -> Option<Hash> {
+        let v = self.get(&keys::node(level, index)).ok()??;
+        v.try_into().ok()
+    }
+}
+
+/// A reply to send once the group is durable.
+enum Reply {
+    Accepted(oneshot::Sender<Result<Accepted, EngineError>>, Result<AcceptOutcome, EngineError>),
+    Leased(oneshot::Sender<Result<Vec<Leased>, EngineError>>, Result<Vec<Leased>, EngineError>),
+    Settled(oneshot::Sender<Result<(), EngineError>>, Result<(), EngineError>),
+    /// A response for a waiting request; if the request is gone, back to the inbox.
+    Waiter(oneshot::Sender<Leased>, Leased, String, u64),
+}
+
+enum AcceptOutcome {
+    New { entry: Entry },
+    /// Accepted before as envelope `seq`: its receipt is rebuilt once the group is durable.
+    Duplicate(u64),
+}
+
+struct Writer {
+    store: Arc<dyn Store>,
+    hub: Signer,
+    config: EngineConfig,
+    state: State,
+    last_checkpoint: Instant,
+    last_sweep: Instant,
+    waiters: Arc<Waiters>,
+    /// Responses whose waiting request went away: back to the requester's inbox next group.
+    requeue: Vec<(String, u64)>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: &Receiver<Job>) {
+        loop {
+            let first = match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Err(e) = self.store.flush() {
+                        tracing::error!(error = %e, "Final flush failed.");
+                    }
+                    return;
+                }
+            };
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            while jobs.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            let stop = jobs.iter().position(|j| matches!(j, Job::Stop(_)));
+            let stop = stop.map(|i| jobs.remove(i));
+            self.group(jobs);
+            if let Some(Job::Stop(reply)) = stop {
+                if let Err(e) = self.store.flush() {
+                    tracing::error!(error = %e, "Final flush failed.");
+                }
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// One group commit.
+    fn group(&mut self, jobs: Vec<Job>) {
+        let store = self.store.clone();
+        let mut g = Group::new(store.as_ref());
+        let before = self.state.clone();
+        let mut replies = Vec::with_capacity(jobs.len());
+        let now = OffsetDateTime::now_utc();
+        let mut accepted_any = false;
+        for (recipient, seq) in std::mem::take(&mut self.requeue) {
+            g.put(keys::queue(&recipient, seq), Vec::new());
+            g.put(keys::delivery(&recipient, seq), delivery("returned", 1, now));
+        }
+        for job in jobs {
+            match job {
+                Job::Accept(sub, reply) => {
+                    let r = self.accept(&mut g, sub, now, &mut replies);
+                    accepted_any |= matches!(r, Ok(AcceptOutcome::New { .. }));
+                    replies.push(Reply::Accepted(reply, r));
+                }
+                Job::Refuse(refusal) => {
+                    if let Err(e) = self.refuse(&mut g, refusal, now) {
+                        tracing::error!(error = %e, "Refusal not journaled.");
+                    }
+                }
+                Job::Lease { recipient, limit, lease_for, reply } => {
+                    let r = self.lease(&mut g, &recipient, limit, lease_for, now);
+                    replies.push(Reply::Leased(reply, r));
+                }
+                Job::Settle { caller, token, ack, reply } => {
+                    let r = self.settle(&mut g, &caller, &token, ack, now);
+                    replies.push(Reply::Settled(reply, r));
+                }
+                Job::Stop(reply) => {
+                    let _ = reply.send(());
+                }
+            }
+        }
+        if self.last_sweep.elapsed() >= SWEEP_EVERY {
+            self.last_sweep = Instant::now();
+            if let Err(e) = self.sweep(&mut g, now) {
+                tracing::error!(error = %e, "Sweep failed.");
+            }
+        }
+        let result = self.commit(g, accepted_any, now);
+        match result {
+            Ok(checkpoint) => self.answer(replies, checkpoint.as_ref()),
+            Err(e) => {
+                tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
+                self.state = before;
+                self.fail(replies, &e);
+            }
+        }
+    }
+
+    /// Appends a journal entry: its bytes, its Merkle nodes, its place in the envelope's history.
+    fn journal(&mut self, g: &mut Group<'_>, mut entry: Entry, seq: Option<u64>) -> Result<Entry, EngineError> {
+        entry.index = self.state.journal_size;
+        let bytes = entry.to_bytes();
+        let leaf = merkle::leaf_hash(&bytes);
+        let nodes = merkle::append(entry.index, leaf, |l, i| g.node(l, i))
+            .map_err(|e| EngineError::Journal(e.to_string()))?;
+        for (level, index, hash) in nodes {
+            g.put(keys::node(level, index), hash.to_vec());
+        }
+        g.put(keys::journal(entry.index), bytes);
+        if let Some(seq) = seq {
+            g.put(keys::history(seq, entry.index), Vec::new());
+        }
+        self.state.journal_size += 1;
+        Ok(entry)
+    }
+
+    fn accept(
+        &mut self,
+        g: &mut Group<'_>,
+        sub: Submission,
+        now: OffsetDateTime,
+        replies: &mut Vec<Reply>,
+    ) -> Result<AcceptOutcome, EngineError> {
+        let h = &sub.header;
+        let idem = keys::idempotency(h.sender.as_str(), &h.id);
+        if let Some(seq) = g.get(&idem)? {
+            let seq = keys::trailing_u64(&seq).ok_or_else(|| StoreError::corrupt(&idem, "not a sequence number"))?;
+            let rkey = keys::envelope(seq);
+            let original: EnvelopeRecord = match g.get(&rkey)? {
+                Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
+                None => return Err(StoreError::corrupt(&rkey, "accepted envelope missing").into()),
+            };
+            if original.digest != hex::encode(sub.digest) {
+                return Err(EngineError::IdConflict(h.id));
+            }
+            return Ok(AcceptOutcome::Duplicate(seq));
+        }
+        let seq = self.state.next_seq;
+        self.state.next_seq += 1;
+        let entry = self.journal(g, entry_for(EventKind::Accepted, h, &sub.digest, now, None), Some(seq))?;
+        let record = EnvelopeRecord {
+            seq,
+            id: h.id,
+            sender: h.sender.to_string(),
+            recipient: h.recipient.to_string(),
+            recipients: sub.recipients.iter().map(ToString::to_string).collect(),
+            service: h.service.clone(),
+            action: h.action.clone(),
+            conversation: h.conversation.clone(),
+            profile: h.profile,
+            in_reply_to: h.in_reply_to,
+            expires_at: h.expires_at.map(format_time),
+            format: match sub.format {
+                Format::Xml => "xml".into(),
+                Format::Json => "json".into(),
+            },
+            digest: hex::encode(sub.digest),
+            accepted_at: format_time(now),
+            accepted_index: entry.index,
+        };
+        g.put(keys::envelope(seq), serde_json::to_vec(&record).unwrap_or_default());
+        g.put(keys::raw(seq), sub.raw.clone());
+        g.put(idem, seq.to_be_bytes().to_vec());
+        g.put(keys::by_id(&h.id, seq), Vec::new());
+        if let Some(exp) = h.expires_at {
+            g.put(keys::expiry(unix_ms(exp), seq), Vec::new());
+        }
+        for r in &sub.recipients {
+            // A response somebody is waiting for goes to the waiter, not the inbox.
+            let waiter = match (h.profile, h.in_reply_to) {
+                (Profile::Response, Some(req)) => {
+                    self.waiters.lock().ok().and_then(|mut w| w.remove(&(r.to_string(), req)))
+                }
+                _ => None,
+            };
+            match waiter {
+                Some(tx) => {
+                    let leased = Leased {
+                        lease: String::new(),
+                        lease_expires_at: String::new(),
+                        envelope_id: h.id,
+                        sender: h.sender.to_string(),
+                        media_type: sub.format.media_type(),
+                        envelope: String::from_utf8_lossy(&sub.raw).into_owned(),
+                    };
+                    let mut e = entry_for(EventKind::Delivered, h, &sub.digest, now, Some(r.as_str()));
+                    e.detail = Some("in the answer to the waiting request".into());
+                    self.journal(g, e, Some(seq))?;
+                    g.put(keys::delivery(r.as_str(), seq), delivery("delivered", 1, now));
+                    replies.push(Reply::Waiter(tx, leased, r.to_string(), seq));
+                }
+                None => g.put(keys::queue(r.as_str(), seq), Vec::new()),
+            }
+        }
+        if let (Profile::Response, Some(_)) = (h.profile, h.in_reply_to) {
+            self.journal(g, entry_for(EventKind::Answered, h, &sub.digest, now, None), Some(seq))?;
+        }
+        Ok(AcceptOutcome::New { entry })
+    }
+
+    fn refuse(&mut self, g: &mut Group<'_>, r: RefusalRecord, now: OffsetDateTime) -> Result<(), EngineError> {
+        let entry = Entry {
+            index: 0,
+            kind: EventKind::Refused,
+            at: format_time(now),
+            envelope_id: r.envelope_id,
+            sender: r.sender,
+            recipient: r.recipient,
+            service: r.service,
+            action: r.action,
+            conversation: r.conversation,
+            digest: hex::encode(r.digest),
+            code: Some(r.code),
+            detail: Some(r.detail),
+            actor: r.caller,
+        };
+        self.journal(g, entry, None).map(|_| ())
+    }
+
+    fn lease(
+        &mut self,
+        g: &mut Group<'_>,
+        recipient: &EntityId,
+        limit: usize,
+        lease_for: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Leased>, EngineError> {
+        let mut out = Vec::new();
+        let prefix = keys::queue_prefix(recipient.as_str());
+        let mut after: Option<Vec<u8>> = None;
+        let expires = now + lease_for;
+        while out.len() < limit {
+            let page = self.store.scan(&prefix, after.as_deref(), limit.max(16))?;
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|(k, _)| k.clone());
+            for (qkey, _) in page {
+                if out.len() >= limit {
+                    break;
+                }
+                if g.is_deleted(&qkey) {
+                    continue;
+                }
+                let Some(seq) = keys::trailing_u64(&qkey) else { continue };
+                let rkey = keys::envelope(seq);
+                let Some(rec) = g.get(&rkey)? else { continue };
+                let rec: EnvelopeRecord = serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+                let raw = g.get(&keys::raw(seq))?.ok_or_else(|| StoreError::corrupt(&keys::raw(seq), "missing"))?;
+                let token = new_token();
+                let lease = Lease { recipient: recipient.to_string(), seq, expires_ms: unix_ms(expires) };
+                g.delete(qkey);
+                g.put(keys::lease(&token), serde_json::to_vec(&lease).unwrap_or_default());
+                g.put(keys::lease_expiry(lease.expires_ms, &token), Vec::new());
+                let dkey = keys::delivery(recipient.as_str(), seq);
+                let attempts = match g.get(&dkey)? {
+                    Some(v) => serde_json::from_slice::<DeliveryRecord>(&v).map(|d| d.attempts).unwrap_or(0) + 1,
+                    None => 1,
+                };
+                g.put(dkey, delivery("leased", attempts, now));
+                let mut e = record_entry(EventKind::Delivered, &rec, now, Some(recipient.as_str()));
+                e.detail = Some(format!("leased until {}", format_time(expires)));
+                self.journal(g, e, Some(seq))?;
+                let format = if rec.format == "xml" { Format::Xml } else { Format::Json };
+                out.push(Leased {
+                    lease: token,
+                    lease_expires_at: format_time(expires),
+                    envelope_id: rec.id,
+                    sender: rec.sender.clone(),
+                    media_type: format.media_type(),
+                    envelope: String::from_utf8_lossy(&raw).into_owned(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn settle(
+        &mut self,
+        g: &mut Group<'_>,
+        caller: &EntityId,
+        token: &str,
+        ack: bool,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let lkey = keys::lease(token);
+        let lease: Lease = match g.get(&lkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
+            None => return Err(EngineError::UnknownLease(token.to_owned())),
+        };
+        if lease.recipient != caller.as_str() {
+            return Err(EngineError::UnknownLease(token.to_owned()));
+        }
+        g.delete(lkey);
+        g.delete(keys::lease_expiry(lease.expires_ms, token));
+        let rkey = keys::envelope(lease.seq);
+        let rec: EnvelopeRecord = match g.get(&rkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
+            None => return Err(StoreError::corrupt(&rkey, "leased envelope missing").into()),
+        };
+        let dkey = keys::delivery(caller.as_str(), lease.seq);
+        let attempts = g
+            .get(&dkey)?
+            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
+            .map_or(1, |d| d.attempts);
+        if ack {
+            g.put(dkey, delivery("acknowledged", attempts, now));
+            self.journal(g, record_entry(EventKind::Acknowledged, &rec, now, Some(caller.as_str())), Some(lease.seq))?;
+        } else {
+            g.put(dkey, delivery("returned", attempts, now));
+            g.put(keys::queue(caller.as_str(), lease.seq), Vec::new());
+        }
+        Ok(())
+    }
+
+    /// Returns expired leases to their inbox and expires envelopes past their `expires_at`.
+    fn sweep(&mut self, g: &mut Group<'_>, now: OffsetDateTime) -> Result<(), EngineError> {
+        let now_ms = unix_ms(now);
+        for (key, _) in self.store.scan(b"x/", None, 4096)? {
+            let Some(ms) = key.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes) else { continue };
+            if ms > now_ms {
+                break;
+            }
+            let token = String::from_utf8_lossy(&key[11..]).into_owned();
+            g.delete(key);
+            let lkey = keys::lease(&token);
+            if let Some(v) = g.get(&lkey)? {
+                let lease: Lease = serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?;
+                g.delete(lkey);
+                g.put(keys::queue(&lease.recipient, lease.seq), Vec::new());
+                let dkey = keys::delivery(&lease.recipient, lease.seq);
+                let attempts = g
+                    .get(&dkey)?
+                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
+                    .map_or(1, |d| d.attempts);
+                g.put(dkey, delivery("returned", attempts, now));
+            }
+        }
+        for (key, _) in self.store.scan(b"t/", None, 4096)? {
+            let Some(ms) = key.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes) else { continue };
+            if ms > now_ms {
+                break;
+            }
+            g.delete(key.clone());
+            let Some(seq) = keys::trailing_u64(&key) else { continue };
+            let rkey = keys::envelope(seq);
+            let Some(rec) = g.get(&rkey)? else { continue };
+            let rec: EnvelopeRecord = serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+            for r in &rec.recipients {
+                let qkey = keys::queue(r, seq);
+                if g.get(&qkey)?.is_some() {
+                    g.delete(qkey);
+                    g.put(keys::delivery(r, seq), delivery("expired", 0, now));
+                    self.journal(g, record_entry(EventKind::Expired, &rec, now, Some(r)), Some(seq))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Signs a checkpoint when due, applies the group and flushes it.
+    fn commit(&mut self, mut g: Group<'_>, accepted_any: bool, now: OffsetDateTime) -> Result<Option<SignedCheckpoint>, EngineError> {
+        let unsigned = self.state.journal_size - self.state.checkpoint_size;
+        let due = unsigned > 0
+            && (accepted_any
+                || unsigned >= self.config.checkpoint_max_entries
+                || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
+        let checkpoint = if due {
+            let size = self.state.journal_size;
+            let root = merkle::root(size, |l, i| g.node(l, i)).map_err(|e| EngineError::Journal(e.to_string()))?;
+            let cp = Checkpoint { origin: format!("snodo.hub/{}", self.config.hub_name), size, root, time: now };
+            let signed = SignedCheckpoint::sign(cp, &self.hub).map_err(|e| EngineError::Journal(e.to_string()))?;
+            g.put(keys::checkpoint(size), serde_json::to_vec(&signed).unwrap_or_default());
+            self.state.checkpoint_size = size;
+            self.last_checkpoint = Instant::now();
+            Some(signed)
+        } else {
+            None
+        };
+        if g.batch.is_empty() {
+            return Ok(checkpoint);
+        }
+        g.put(keys::STATE.to_vec(), serde_json::to_vec(&self.state).unwrap_or_default());
+        self.store.apply(g.batch)?;
+        self.store.flush()?;
+        Ok(checkpoint)
+    }
+
+    fn answer(&mut self, replies: Vec<Reply>, checkpoint: Option<&SignedCheckpoint>) {
+        let mut requeue = Vec::new();
+        for reply in replies {
+            match reply {
+                Reply::Accepted(tx, Ok(AcceptOutcome::New { entry })) => {
+                    let receipt = checkpoint
+                        .ok_or_else(|| EngineError::Journal("no checkpoint was signed".into()))
+                        .and_then(|cp| self.receipt(&entry, cp));
+                    let _ = tx.send(receipt.map(Accepted::New));
+                }
+                Reply::Accepted(tx, Ok(AcceptOutcome::Duplicate(seq))) => {
+                    let _ = tx.send(self.original_receipt(seq).map(Accepted::Duplicate));
+                }
+                Reply::Accepted(tx, Err(e)) => {
+                    let _ = tx.send(Err(e));
+                }
+                Reply::Leased(tx, r) => {
+                    let _ = tx.send(r);
+                }
+                Reply::Settled(tx, r) => {
+                    let _ = tx.send(r);
+                }
+                Reply::Waiter(tx, leased, recipient, seq) => {
+                    if tx.send(leased).is_err() {
+                        requeue.push((recipient, seq));
+                    }
+                }
+            }
+        }
+            self.requeue.extend(requeue);
+    }
+
+    /// The receipt of a newly accepted envelope: its entry, included under `checkpoint`.
+    fn receipt(&self, entry: &Entry, checkpoint: &SignedCheckpoint) -> Result<Receipt, EngineError> {
+        let store = self.store.as_ref();
+        let node = |l: u32, i: u64| store.get(&keys::node(l, i)).ok().flatten().and_then(|v| v.try_into().ok());
+        let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
+            .map_err(|e| EngineError::Journal(e.to_string()))?;
+        Ok(Receipt::new(entry, proof, checkpoint.clone()))
+    }
+
+    /// The receipt first returned for envelope `seq`, rebuilt: its `accepted` entry under the
+    /// first checkpoint that covers it (signed in the same group commit), with the same proof.
+    fn original_receipt(&self, seq: u64) -> Result<Receipt, EngineError> {
+        let store = self.store.as_ref();
+        let rkey = keys::envelope(seq);
+        let rec: EnvelopeRecord = match store.get(&rkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
+            None => return Err(StoreError::corrupt(&rkey, "accepted envelope missing").into()),
+        };
+        let jkey = keys::journal(rec.accepted_index);
+        let bytes = store.get(&jkey)?.ok_or_else(|| StoreError::corrupt(&jkey, "journal entry missing"))?;
+        let entry = Entry::from_bytes(&bytes).map_err(|e| StoreError::corrupt(&jkey, e))?;
+        let (ckey, cp) = store
+            .scan(b"k/", Some(&keys::checkpoint(rec.accepted_index)), 1)?
+            .pop()
+            .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
+        let cp: SignedCheckpoint = serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
+        self.receipt(&entry, &cp)
+    }
+
+    fn fail(&self, replies: Vec<Reply>, e: &EngineError) {
+        let msg = e.to_string();
+        for reply in replies {
+            match reply {
+                Reply::Accepted(tx, _) => {
+                    let _ = tx.send(Err(EngineError::Journal(msg.clone())));
+                }
+                Reply::Leased(tx, _) => {
+                    let _ = tx.send(Err(EngineError::Journal(msg.clone())));
+                }
+                Reply::Settled(tx, _) => {
+                    let _ = tx.send(Err(EngineError::Journal(msg.clone())));
+                }
+                Reply::Waiter(..) => {}
+            }
+        }
+    }
+}
+
+fn entry_for(kind: EventKind, h: &Header, digest: &[u8; 32], now: OffsetDateTime, actor: Option<&str>) -> Entry {
+    Entry {
+        index: 0,
+        kind,
+        at: format_time(now),
+        envelope_id: Some(h.id),
+        sender: Some(h.sender.to_string()),
+        recipient: Some(h.recipient.to_string()),
+        service: Some(h.service.clone()),
+        action: Some(h.action.clone()),
+        conversation: Some(h.conversation.clone()),
+        digest: hex::encode(digest),
+        code: None,
+        detail: None,
+        actor: actor.map(str::to_owned),
+    }
+}
+
+fn record_entry(kind: EventKind, r: &EnvelopeRecord, now: OffsetDateTime, actor: Option<&str>) -> Entry {
+    Entry {
+        index: 0,
+        kind,
+        at: format_time(now),
+        envelope_id: Some(r.id),
+        sender: Some(r.sender.clone()),
+        recipient: Some(r.recipient.clone()),
+        service: Some(r.service.clone()),
+        action: Some(r.action.clone()),
+        conversation: Some(r.conversation.clone()),
+        digest: r.digest.clone(),
+        code: None,
+        detail: None,
+        actor: actor.map(str::to_owned),
+    }
+}
+
+fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
+    serde_json::to_vec(&DeliveryRecord { state: state.into(), attempts, at: format_time(now) }).unwrap_or_default()
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
