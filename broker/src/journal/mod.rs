@@ -1,5 +1,7 @@
 //! The tamper-evident journal: entries, the RFC 9162 Merkle tree over them, signed checkpoints and receipts.
 
+pub mod entry;
 pub mod merkle;
 
+pub use entry::{Entry, EntryError, EventKind};
 pub use merkle::{Hash, MemoryTree, ProofError, TreeError};
