@@ -3,9 +3,11 @@
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod receipt;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, SignedCheckpoint, VerifiedCheckpoint,
 };
 pub use entry::{Entry, EntryError, EventKind};
 pub use merkle::{Hash, MemoryTree, ProofError, TreeError};
+pub use receipt::{Receipt, ReceiptError, VerifiedReceipt};
