@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use snodo_envelopes::header::format_time;
-use snodo_envelopes::{EntityId, Format, Header, Profile, Signer};
+use snodo_envelopes::{EntityId, Format, Header, Profile};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::journal::checkpoint::{Checkpoint, SignedCheckpoint};
+use crate::journal::checkpoint::{CheckpointSigner, SignedCheckpoint};
 use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
 use crate::journal::receipt::Receipt;
@@ -61,8 +61,6 @@ impl EngineError {
 /// What the engine needs to know of its hub.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// The hub's name; checkpoints have origin `snodo.hub/<name>`.
-    pub hub_name: String,
     /// Sign a checkpoint at least this often while entries are unsigned.
     pub checkpoint_interval: Duration,
     /// Sign a checkpoint at least every this many entries.
@@ -232,7 +230,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::Store`] when the store's state cannot be read.
-    pub fn start(store: Arc<dyn Store>, hub: Signer, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn start(store: Arc<dyn Store>, hub: CheckpointSigner, config: EngineConfig) -> Result<Self, EngineError> {
         let state = match store.get(keys::STATE)? {
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(keys::STATE, e))?,
             None => State::default(),
@@ -477,7 +475,7 @@ enum AcceptOutcome {
 
 struct Writer {
     store: Arc<dyn Store>,
-    hub: Signer,
+    hub: CheckpointSigner,
     config: EngineConfig,
     state: State,
     last_checkpoint: Instant,
@@ -577,7 +575,7 @@ impl Writer {
     /// Appends a journal entry: its bytes, its Merkle nodes, its place in the envelope's history.
     fn journal(&mut self, g: &mut Group<'_>, mut entry: Entry, seq: Option<u64>) -> Result<Entry, EngineError> {
         entry.index = self.state.journal_size;
-        let bytes = entry.to_bytes();
+        let bytes = entry.to_bytes().map_err(|e| EngineError::Journal(e.to_string()))?;
         let leaf = merkle::leaf_hash(&bytes);
         let nodes = merkle::append(entry.index, leaf, |l, i| g.node(l, i))
             .map_err(|e| EngineError::Journal(e.to_string()))?;
@@ -633,7 +631,7 @@ impl Writer {
                 Format::Json => "json".into(),
             },
             digest: hex::encode(sub.digest),
-            accepted_at: format_time(now),
+            accepted_at: now,
             accepted_index: entry.index,
         };
         g.put(keys::envelope(seq), serde_json::to_vec(&record).unwrap_or_default());
@@ -680,7 +678,7 @@ impl Writer {
         let entry = Entry {
             index: 0,
             kind: EventKind::Refused,
-            at: format_time(now),
+            at: now,
             envelope_id: r.envelope_id,
             sender: r.sender,
             recipient: r.recipient,
@@ -846,8 +844,7 @@ impl Writer {
         let checkpoint = if due {
             let size = self.state.journal_size;
             let root = merkle::root(size, |l, i| g.node(l, i)).map_err(|e| EngineError::Journal(e.to_string()))?;
-            let cp = Checkpoint { origin: format!("snodo.hub/{}", self.config.hub_name), size, root, time: now };
-            let signed = SignedCheckpoint::sign(cp, &self.hub).map_err(|e| EngineError::Journal(e.to_string()))?;
+            let signed = self.hub.sign(self.hub.checkpoint(size, root, now)).map_err(|e| EngineError::Journal(e.to_string()))?;
             g.put(keys::checkpoint(size), serde_json::to_vec(&signed).unwrap_or_default());
             self.state.checkpoint_size = size;
             self.last_checkpoint = Instant::now();
@@ -902,7 +899,7 @@ impl Writer {
         let node = |l: u32, i: u64| store.get(&keys::node(l, i)).ok().flatten().and_then(|v| v.try_into().ok());
         let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
             .map_err(|e| EngineError::Journal(e.to_string()))?;
-        Ok(Receipt::new(entry, proof, checkpoint.clone()))
+        Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
     }
 
     /// The receipt first returned for envelope `seq`, rebuilt: its `accepted` entry under the
@@ -948,7 +945,7 @@ fn entry_for(kind: EventKind, h: &Header, digest: &[u8; 32], now: OffsetDateTime
     Entry {
         index: 0,
         kind,
-        at: format_time(now),
+        at: now,
         envelope_id: Some(h.id),
         sender: Some(h.sender.to_string()),
         recipient: Some(h.recipient.to_string()),
@@ -966,7 +963,7 @@ fn record_entry(kind: EventKind, r: &EnvelopeRecord, now: OffsetDateTime, actor:
     Entry {
         index: 0,
         kind,
-        at: format_time(now),
+        at: now,
         envelope_id: Some(r.id),
         sender: Some(r.sender.clone()),
         recipient: Some(r.recipient.clone()),

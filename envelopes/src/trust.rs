@@ -221,7 +221,10 @@ impl TrustStore {
 }
 
 /// The identity a certificate's subjectAltName URI gives: exactly one `urn:snodo:` URI.
-pub(crate) fn identity_of(cert: &X509) -> Result<Identity> {
+///
+/// # Errors
+/// [`Error::CertificateNoIdentity`] when there is none, or more than one.
+pub fn identity_of(cert: &X509) -> Result<Identity> {
     let mut found = Vec::new();
     for name in cert.subject_alt_names().into_iter().flatten() {
         if let Some(uri) = name.uri() {

@@ -1,15 +1,18 @@
 //! `snodo serve`: check the configuration, open the store, start the engine, listen, and run
 //! until SIGTERM or SIGINT (SIGHUP reloads the configuration).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::Hub;
+use crate::journal::checkpoint::CheckpointSigner;
 use crate::store::SledStore;
 use crate::{api, dev, server, tls};
 
@@ -27,7 +30,94 @@ pub struct ServeArgs {
     pub data_dir: PathBuf,
 }
 
-/// Runs the hub until it is told to stop.
+/// A hub that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the HTTPS listener is bound.
+    pub addr: SocketAddr,
+    /// Where the plain health/metrics listener is bound, if enabled.
+    pub plain_addr: Option<SocketAddr>,
+    /// The hub's shared state.
+    pub hub: Arc<Hub>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops accepting, finishes requests in flight, flushes the engine.
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the listeners have stopped (after a shutdown signal), then flushes.
+    ///
+    /// # Errors
+    /// When a listener failed.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        for t in self.tasks {
+            t.await.context("listener task")??;
+        }
+        self.hub.engine.stop().await;
+        Ok(())
+    }
+}
+
+/// Starts a hub for `config` (already loaded from `path`, if any): checks the trust material,
+/// opens the store, starts the engine and binds the listeners (port 0 picks a free port).
+///
+/// # Errors
+/// A message naming what is wrong; nothing is left running.
+pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
+    let material = config.load_tls()?;
+    let tls_config = Arc::new(tls::server_config(
+        &config.tls.ca,
+        config.tls.crl.as_deref(),
+        &config.tls.cert,
+        &config.tls.key,
+    )?);
+    let store_dir = config.hub.data_dir.join("store");
+    std::fs::create_dir_all(&store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
+    let store = Arc::new(
+        SledStore::open(&store_dir).with_context(|| format!("opening the store in {}", store_dir.display()))?,
+    );
+    let tls_listener = server::bind(config.hub.listen, "HTTPS").await?;
+    let plain_listener = match config.hub.plain_listen {
+        Some(addr) => Some(server::bind(addr, "plain HTTP for health and metrics").await?),
+        None => None,
+    };
+    let hub_cert = snodo_envelopes::pki::load_cert(&config.tls.cert)?;
+    let checkpoints = CheckpointSigner::new(material.signer, &hub_cert)?;
+    let engine = Engine::start(
+        store,
+        checkpoints,
+        EngineConfig {
+            checkpoint_interval: config.journal.checkpoint_interval,
+            checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
+        },
+    )?;
+    let hub = Arc::new(Hub::new(config, path, engine)?);
+    let addr = tls_listener.local_addr()?;
+    let plain_addr = plain_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = vec![tokio::spawn(server::serve_tls(
+        tls_listener,
+        tls_config,
+        hub.clone(),
+        api::app(hub.clone()),
+        stop_rx.clone(),
+    ))];
+    if let Some(l) = plain_listener {
+        tasks.push(tokio::spawn(server::serve_plain(l, api::plain_app(hub.clone()), stop_rx)));
+    }
+    tracing::info!(%addr, "snodo hub listening.");
+    Ok(Running { addr, plain_addr, hub, stop, tasks })
+}
+
+/// Runs the hub until SIGTERM or SIGINT.
 ///
 /// # Errors
 /// A message naming what is wrong: the configuration (before any port is bound), the store,
@@ -39,57 +129,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     // Everything is checked before any port is bound.
     let config = Config::load(&path)?;
-    let material = config.load_tls()?;
-    let tls_config = Arc::new(tls::server_config(
-        &config.tls.ca,
-        config.tls.crl.as_deref(),
-        &config.tls.cert,
-        &config.tls.key,
-    )?);
-    let store_dir = config.hub.data_dir.join("store");
-    std::fs::create_dir_all(&store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
-    let store = Arc::new(SledStore::open(&store_dir).with_context(|| format!("opening the store in {}", store_dir.display()))?);
-    let engine = Engine::start(
-        store,
-        material.signer,
-        EngineConfig {
-            hub_name: config.hub.name.clone(),
-            checkpoint_interval: config.journal.checkpoint_interval,
-            checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
-        },
-    )?;
-    let listen = config.hub.listen;
-    let plain = config.hub.plain_listen;
     let instructions = args.dev.then(|| dev::instructions(&path, &config));
-    let hub = Arc::new(Hub::new(config, Some(path.clone()), engine)?);
-
-    let tls_listener = server::bind(listen, "HTTPS").await?;
-    let plain_listener = match plain {
-        Some(addr) => Some(server::bind(addr, "plain HTTP for health and metrics").await?),
-        None => None,
-    };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tracing::info!(%listen, config = %path.display(), "snodo hub listening.");
+    let running = start(config, Some(path)).await?;
     if let Some(text) = instructions {
         println!("{text}");
     }
-
-    let signals = tokio::spawn(signals(hub.clone(), stop_tx));
-    let mut tasks = vec![tokio::spawn(server::serve_tls(
-        tls_listener,
-        tls_config,
-        hub.clone(),
-        api::app(hub.clone()),
-        stop_rx.clone(),
-    ))];
-    if let Some(l) = plain_listener {
-        tasks.push(tokio::spawn(server::serve_plain(l, api::plain_app(hub.clone()), stop_rx.clone())));
-    }
-    for t in tasks {
-        t.await.context("listener task")??;
-    }
+    let signals = tokio::spawn(signals(running.hub.clone(), running.stop.clone()));
+    running.wait().await?;
     signals.abort();
-    hub.engine.stop().await;
     tracing::info!("snodo hub stopped; everything accepted is on disk.");
     Ok(())
 }
