@@ -1,5 +1,6 @@
 //! The `snodo` command line: argument definitions and the commands behind them.
 
+pub mod config;
 pub mod envelope;
 pub mod pki;
 
@@ -23,6 +24,9 @@ pub enum Command {
     /// Sign and verify envelopes.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Check a hub configuration file, print its JSON Schema.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.
