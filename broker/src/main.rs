@@ -1,7 +1,7 @@
 //! `snodo`: parses the command line and runs the command; all logic lives in the library.
 
 use clap::Parser as _;
-use snodo_broker::cli::{Cli, Command, envelope, pki, serve};
+use snodo_broker::cli::{Cli, Command, config, envelope, pki, serve};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -20,6 +20,7 @@ fn main() -> std::process::ExitCode {
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| rt.block_on(serve::run(args)))
         }
+        Command::Config(cmd) => config::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! The `snodo` command line: argument definitions and the commands behind them.
 
+pub mod config;
 pub mod envelope;
 pub mod pki;
 pub mod serve;
@@ -26,6 +27,9 @@ pub enum Command {
     Envelope(envelope::EnvelopeCommand),
     /// Run the hub.
     Serve(serve::ServeArgs),
+    /// Check a hub configuration file, print its JSON Schema.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.
