@@ -897,7 +897,8 @@ impl Validator {
         if let Err(m) = check_token(&hub.name) {
             self.push("hub.name", m);
         }
-        if hub.plain_listen == Some(hub.listen) {
+        // Port 0 asks the system for a free port, so two listeners may both say it.
+        if hub.plain_listen == Some(hub.listen) && hub.listen.port() != 0 {
             self.push(
                 "hub.plain_listen",
                 format!("{} is also hub.listen", hub.listen),

@@ -46,7 +46,9 @@ pub enum EngineError {
     #[error("envelope id {0} was already used by this sender for a different envelope")]
     IdConflict(Uuid),
     /// No lease with this token belongs to the caller (it may have expired).
-    #[error("no lease `{0}` is held by the caller; it may have expired and the envelope returned to the inbox")]
+    #[error(
+        "no lease `{0}` is held by the caller; it may have expired and the envelope returned to the inbox"
+    )]
     UnknownLease(String),
 }
 
@@ -54,7 +56,10 @@ impl EngineError {
     /// True when the same request may succeed later (the hub's transient fault).
     #[must_use]
     pub fn is_retryable(&self) -> bool {
-        matches!(self, EngineError::Store(_) | EngineError::Stopped | EngineError::Overloaded)
+        matches!(
+            self,
+            EngineError::Store(_) | EngineError::Stopped | EngineError::Overloaded
+        )
     }
 }
 
@@ -230,9 +235,15 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::Store`] when the store's state cannot be read.
-    pub fn start(store: Arc<dyn Store>, hub: CheckpointSigner, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn start(
+        store: Arc<dyn Store>,
+        hub: CheckpointSigner,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
         let state = match store.get(keys::STATE)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(keys::STATE, e))?,
+            Some(v) => {
+                serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(keys::STATE, e))?
+            }
             None => State::default(),
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(16 * MAX_GROUP);
@@ -290,9 +301,19 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError`] when the store fails.
-    pub async fn lease(&self, recipient: EntityId, limit: usize, lease_for: Duration) -> Result<Vec<Leased>, EngineError> {
+    pub async fn lease(
+        &self,
+        recipient: EntityId,
+        limit: usize,
+        lease_for: Duration,
+    ) -> Result<Vec<Leased>, EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Lease { recipient, limit, lease_for, reply })?;
+        self.send(Job::Lease {
+            recipient,
+            limit,
+            lease_for,
+            reply,
+        })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -300,9 +321,19 @@ impl Engine {
     ///
     /// # Errors
     /// [`EngineError::UnknownLease`] when the caller holds no such lease.
-    pub async fn settle(&self, caller: EntityId, token: String, ack: bool) -> Result<(), EngineError> {
+    pub async fn settle(
+        &self,
+        caller: EntityId,
+        token: String,
+        ack: bool,
+    ) -> Result<(), EngineError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Job::Settle { caller, token, ack, reply })?;
+        self.send(Job::Settle {
+            caller,
+            token,
+            ack,
+            reply,
+        })?;
         rx.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -316,17 +347,29 @@ impl Engine {
         if let Ok(mut w) = self.waiters.lock() {
             w.insert(key.clone(), tx);
         }
-        Waiter { key, rx: Some(rx), waiters: self.waiters.clone() }
+        Waiter {
+            key,
+            rx: Some(rx),
+            waiters: self.waiters.clone(),
+        }
     }
 
     /// The record of an envelope by id, if the caller may see it (its sender or a recipient).
     ///
     /// # Errors
     /// [`EngineError::Store`].
-    pub fn envelope(&self, id: &Uuid, caller: &EntityId) -> Result<Option<(EnvelopeRecord, Vec<Entry>)>, EngineError> {
+    pub fn envelope(
+        &self,
+        id: &Uuid,
+        caller: &EntityId,
+    ) -> Result<Option<(EnvelopeRecord, Vec<Entry>)>, EngineError> {
         for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
-            let Some(seq) = keys::trailing_u64(&key) else { continue };
-            let Some(record) = self.record(seq)? else { continue };
+            let Some(seq) = keys::trailing_u64(&key) else {
+                continue;
+            };
+            let Some(record) = self.record(seq)? else {
+                continue;
+            };
             let caller = caller.as_str();
             if record.sender == caller || record.recipients.iter().any(|r| r == caller) {
                 let history = self.history(seq)?;
@@ -347,7 +390,9 @@ impl Engine {
     fn history(&self, seq: u64) -> Result<Vec<Entry>, EngineError> {
         let mut out = Vec::new();
         for (key, _) in self.store.scan(&keys::history_prefix(seq), None, 1024)? {
-            let Some(index) = keys::trailing_u64(&key) else { continue };
+            let Some(index) = keys::trailing_u64(&key) else {
+                continue;
+            };
             if let Some(bytes) = self.store.get(&keys::journal(index))? {
                 out.push(Entry::from_bytes(&bytes).map_err(|e| StoreError::corrupt(&key, e))?);
             }
@@ -361,7 +406,9 @@ impl Engine {
     /// [`EngineError::Store`].
     pub fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, EngineError> {
         Ok(match self.store.last(b"k/")? {
-            Some((k, v)) => Some(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&k, e))?),
+            Some((k, v)) => {
+                Some(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&k, e))?)
+            }
             None => None,
         })
     }
@@ -371,7 +418,10 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Store`].
     pub fn queue_depth(&self, recipient: &str, cap: usize) -> Result<usize, EngineError> {
-        Ok(self.store.scan(&keys::queue_prefix(recipient), None, cap)?.len())
+        Ok(self
+            .store
+            .scan(&keys::queue_prefix(recipient), None, cap)?
+            .len())
     }
 
     /// The store (for readiness checks).
@@ -396,7 +446,12 @@ impl Waiter {
         match tokio::time::timeout(wait, &mut rx).await {
             Ok(r) => r.ok(),
             Err(_) => {
-                let still_waiting = self.waiters.lock().ok().and_then(|mut w| w.remove(&self.key)).is_some();
+                let still_waiting = self
+                    .waiters
+                    .lock()
+                    .ok()
+                    .and_then(|mut w| w.remove(&self.key))
+                    .is_some();
                 if still_waiting {
                     None
                 } else {
@@ -428,7 +483,11 @@ struct Group<'a> {
 
 impl<'a> Group<'a> {
     fn new(store: &'a dyn Store) -> Self {
-        Group { store, batch: Batch::default(), overlay: HashMap::new() }
+        Group {
+            store,
+            batch: Batch::default(),
+            overlay: HashMap::new(),
+        }
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -460,15 +519,26 @@ impl<'a> Group<'a> {
 
 /// A reply to send once the group is durable.
 enum Reply {
-    Accepted(oneshot::Sender<Result<Accepted, EngineError>>, Result<AcceptOutcome, EngineError>),
-    Leased(oneshot::Sender<Result<Vec<Leased>, EngineError>>, Result<Vec<Leased>, EngineError>),
-    Settled(oneshot::Sender<Result<(), EngineError>>, Result<(), EngineError>),
+    Accepted(
+        oneshot::Sender<Result<Accepted, EngineError>>,
+        Result<AcceptOutcome, EngineError>,
+    ),
+    Leased(
+        oneshot::Sender<Result<Vec<Leased>, EngineError>>,
+        Result<Vec<Leased>, EngineError>,
+    ),
+    Settled(
+        oneshot::Sender<Result<(), EngineError>>,
+        Result<(), EngineError>,
+    ),
     /// A response for a waiting request; if the request is gone, back to the inbox.
     Waiter(oneshot::Sender<Leased>, Leased, String, u64),
 }
 
 enum AcceptOutcome {
-    New { entry: Entry },
+    New {
+        entry: Entry,
+    },
     /// Accepted before as envelope `seq`: its receipt is rebuilt once the group is durable.
     Duplicate(u64),
 }
@@ -528,7 +598,10 @@ impl Writer {
         let mut accepted_any = false;
         for (recipient, seq) in std::mem::take(&mut self.requeue) {
             g.put(keys::queue(&recipient, seq), Vec::new());
-            g.put(keys::delivery(&recipient, seq), delivery("returned", 1, now));
+            g.put(
+                keys::delivery(&recipient, seq),
+                delivery("returned", 1, now),
+            );
         }
         for job in jobs {
             match job {
@@ -542,11 +615,21 @@ impl Writer {
                         tracing::error!(error = %e, "Refusal not journaled.");
                     }
                 }
-                Job::Lease { recipient, limit, lease_for, reply } => {
+                Job::Lease {
+                    recipient,
+                    limit,
+                    lease_for,
+                    reply,
+                } => {
                     let r = self.lease(&mut g, &recipient, limit, lease_for, now);
                     replies.push(Reply::Leased(reply, r));
                 }
-                Job::Settle { caller, token, ack, reply } => {
+                Job::Settle {
+                    caller,
+                    token,
+                    ack,
+                    reply,
+                } => {
                     let r = self.settle(&mut g, &caller, &token, ack, now);
                     replies.push(Reply::Settled(reply, r));
                 }
@@ -573,9 +656,16 @@ impl Writer {
     }
 
     /// Appends a journal entry: its bytes, its Merkle nodes, its place in the envelope's history.
-    fn journal(&mut self, g: &mut Group<'_>, mut entry: Entry, seq: Option<u64>) -> Result<Entry, EngineError> {
+    fn journal(
+        &mut self,
+        g: &mut Group<'_>,
+        mut entry: Entry,
+        seq: Option<u64>,
+    ) -> Result<Entry, EngineError> {
         entry.index = self.state.journal_size;
-        let bytes = entry.to_bytes().map_err(|e| EngineError::Journal(e.to_string()))?;
+        let bytes = entry
+            .to_bytes()
+            .map_err(|e| EngineError::Journal(e.to_string()))?;
         let leaf = merkle::leaf_hash(&bytes);
         let nodes = merkle::append(entry.index, leaf, |l, i| g.node(l, i))
             .map_err(|e| EngineError::Journal(e.to_string()))?;
@@ -600,7 +690,8 @@ impl Writer {
         let h = &sub.header;
         let idem = keys::idempotency(h.sender.as_str(), &h.id);
         if let Some(seq) = g.get(&idem)? {
-            let seq = keys::trailing_u64(&seq).ok_or_else(|| StoreError::corrupt(&idem, "not a sequence number"))?;
+            let seq = keys::trailing_u64(&seq)
+                .ok_or_else(|| StoreError::corrupt(&idem, "not a sequence number"))?;
             let rkey = keys::envelope(seq);
             let original: EnvelopeRecord = match g.get(&rkey)? {
                 Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
@@ -613,7 +704,11 @@ impl Writer {
         }
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let entry = self.journal(g, entry_for(EventKind::Accepted, h, &sub.digest, now, None), Some(seq))?;
+        let entry = self.journal(
+            g,
+            entry_for(EventKind::Accepted, h, &sub.digest, now, None),
+            Some(seq),
+        )?;
         let record = EnvelopeRecord {
             seq,
             id: h.id,
@@ -631,10 +726,13 @@ impl Writer {
                 Format::Json => "json".into(),
             },
             digest: hex::encode(sub.digest),
-            accepted_at: now,
+            accepted_at: format_time(now),
             accepted_index: entry.index,
         };
-        g.put(keys::envelope(seq), serde_json::to_vec(&record).unwrap_or_default());
+        g.put(
+            keys::envelope(seq),
+            serde_json::to_vec(&record).unwrap_or_default(),
+        );
         g.put(keys::raw(seq), sub.raw.clone());
         g.put(idem, seq.to_be_bytes().to_vec());
         g.put(keys::by_id(&h.id, seq), Vec::new());
@@ -644,9 +742,11 @@ impl Writer {
         for r in &sub.recipients {
             // A response somebody is waiting for goes to the waiter, not the inbox.
             let waiter = match (h.profile, h.in_reply_to) {
-                (Profile::Response, Some(req)) => {
-                    self.waiters.lock().ok().and_then(|mut w| w.remove(&(r.to_string(), req)))
-                }
+                (Profile::Response, Some(req)) => self
+                    .waiters
+                    .lock()
+                    .ok()
+                    .and_then(|mut w| w.remove(&(r.to_string(), req))),
                 _ => None,
             };
             match waiter {
@@ -659,22 +759,35 @@ impl Writer {
                         media_type: sub.format.media_type(),
                         envelope: String::from_utf8_lossy(&sub.raw).into_owned(),
                     };
-                    let mut e = entry_for(EventKind::Delivered, h, &sub.digest, now, Some(r.as_str()));
+                    let mut e =
+                        entry_for(EventKind::Delivered, h, &sub.digest, now, Some(r.as_str()));
                     e.detail = Some("in the answer to the waiting request".into());
                     self.journal(g, e, Some(seq))?;
-                    g.put(keys::delivery(r.as_str(), seq), delivery("delivered", 1, now));
+                    g.put(
+                        keys::delivery(r.as_str(), seq),
+                        delivery("delivered", 1, now),
+                    );
                     replies.push(Reply::Waiter(tx, leased, r.to_string(), seq));
                 }
                 None => g.put(keys::queue(r.as_str(), seq), Vec::new()),
             }
         }
         if let (Profile::Response, Some(_)) = (h.profile, h.in_reply_to) {
-            self.journal(g, entry_for(EventKind::Answered, h, &sub.digest, now, None), Some(seq))?;
+            self.journal(
+                g,
+                entry_for(EventKind::Answered, h, &sub.digest, now, None),
+                Some(seq),
+            )?;
         }
         Ok(AcceptOutcome::New { entry })
     }
 
-    fn refuse(&mut self, g: &mut Group<'_>, r: RefusalRecord, now: OffsetDateTime) -> Result<(), EngineError> {
+    fn refuse(
+        &mut self,
+        g: &mut Group<'_>,
+        r: RefusalRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
         let entry = Entry {
             index: 0,
             kind: EventKind::Refused,
@@ -718,26 +831,47 @@ impl Writer {
                 if g.is_deleted(&qkey) {
                     continue;
                 }
-                let Some(seq) = keys::trailing_u64(&qkey) else { continue };
+                let Some(seq) = keys::trailing_u64(&qkey) else {
+                    continue;
+                };
                 let rkey = keys::envelope(seq);
                 let Some(rec) = g.get(&rkey)? else { continue };
-                let rec: EnvelopeRecord = serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
-                let raw = g.get(&keys::raw(seq))?.ok_or_else(|| StoreError::corrupt(&keys::raw(seq), "missing"))?;
+                let rec: EnvelopeRecord =
+                    serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+                let raw = g
+                    .get(&keys::raw(seq))?
+                    .ok_or_else(|| StoreError::corrupt(&keys::raw(seq), "missing"))?;
                 let token = new_token();
-                let lease = Lease { recipient: recipient.to_string(), seq, expires_ms: unix_ms(expires) };
+                let lease = Lease {
+                    recipient: recipient.to_string(),
+                    seq,
+                    expires_ms: unix_ms(expires),
+                };
                 g.delete(qkey);
-                g.put(keys::lease(&token), serde_json::to_vec(&lease).unwrap_or_default());
+                g.put(
+                    keys::lease(&token),
+                    serde_json::to_vec(&lease).unwrap_or_default(),
+                );
                 g.put(keys::lease_expiry(lease.expires_ms, &token), Vec::new());
                 let dkey = keys::delivery(recipient.as_str(), seq);
                 let attempts = match g.get(&dkey)? {
-                    Some(v) => serde_json::from_slice::<DeliveryRecord>(&v).map(|d| d.attempts).unwrap_or(0) + 1,
+                    Some(v) => {
+                        serde_json::from_slice::<DeliveryRecord>(&v)
+                            .map(|d| d.attempts)
+                            .unwrap_or(0)
+                            + 1
+                    }
                     None => 1,
                 };
                 g.put(dkey, delivery("leased", attempts, now));
                 let mut e = record_entry(EventKind::Delivered, &rec, now, Some(recipient.as_str()));
                 e.detail = Some(format!("leased until {}", format_time(expires)));
                 self.journal(g, e, Some(seq))?;
-                let format = if rec.format == "xml" { Format::Xml } else { Format::Json };
+                let format = if rec.format == "xml" {
+                    Format::Xml
+                } else {
+                    Format::Json
+                };
                 out.push(Leased {
                     lease: token,
                     lease_expires_at: format_time(expires),
@@ -781,7 +915,11 @@ impl Writer {
             .map_or(1, |d| d.attempts);
         if ack {
             g.put(dkey, delivery("acknowledged", attempts, now));
-            self.journal(g, record_entry(EventKind::Acknowledged, &rec, now, Some(caller.as_str())), Some(lease.seq))?;
+            self.journal(
+                g,
+                record_entry(EventKind::Acknowledged, &rec, now, Some(caller.as_str())),
+                Some(lease.seq),
+            )?;
         } else {
             g.put(dkey, delivery("returned", attempts, now));
             g.put(keys::queue(caller.as_str(), lease.seq), Vec::new());
@@ -793,7 +931,13 @@ impl Writer {
     fn sweep(&mut self, g: &mut Group<'_>, now: OffsetDateTime) -> Result<(), EngineError> {
         let now_ms = unix_ms(now);
         for (key, _) in self.store.scan(b"x/", None, 4096)? {
-            let Some(ms) = key.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes) else { continue };
+            let Some(ms) = key
+                .get(2..10)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
             if ms > now_ms {
                 break;
             }
@@ -801,7 +945,8 @@ impl Writer {
             g.delete(key);
             let lkey = keys::lease(&token);
             if let Some(v) = g.get(&lkey)? {
-                let lease: Lease = serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?;
+                let lease: Lease =
+                    serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?;
                 g.delete(lkey);
                 g.put(keys::queue(&lease.recipient, lease.seq), Vec::new());
                 let dkey = keys::delivery(&lease.recipient, lease.seq);
@@ -813,21 +958,34 @@ impl Writer {
             }
         }
         for (key, _) in self.store.scan(b"t/", None, 4096)? {
-            let Some(ms) = key.get(2..10).and_then(|b| b.try_into().ok()).map(i64::from_be_bytes) else { continue };
+            let Some(ms) = key
+                .get(2..10)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
             if ms > now_ms {
                 break;
             }
             g.delete(key.clone());
-            let Some(seq) = keys::trailing_u64(&key) else { continue };
+            let Some(seq) = keys::trailing_u64(&key) else {
+                continue;
+            };
             let rkey = keys::envelope(seq);
             let Some(rec) = g.get(&rkey)? else { continue };
-            let rec: EnvelopeRecord = serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+            let rec: EnvelopeRecord =
+                serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
             for r in &rec.recipients {
                 let qkey = keys::queue(r, seq);
                 if g.get(&qkey)?.is_some() {
                     g.delete(qkey);
                     g.put(keys::delivery(r, seq), delivery("expired", 0, now));
-                    self.journal(g, record_entry(EventKind::Expired, &rec, now, Some(r)), Some(seq))?;
+                    self.journal(
+                        g,
+                        record_entry(EventKind::Expired, &rec, now, Some(r)),
+                        Some(seq),
+                    )?;
                 }
             }
         }
@@ -835,7 +993,12 @@ impl Writer {
     }
 
     /// Signs a checkpoint when due, applies the group and flushes it.
-    fn commit(&mut self, mut g: Group<'_>, accepted_any: bool, now: OffsetDateTime) -> Result<Option<SignedCheckpoint>, EngineError> {
+    fn commit(
+        &mut self,
+        mut g: Group<'_>,
+        accepted_any: bool,
+        now: OffsetDateTime,
+    ) -> Result<Option<SignedCheckpoint>, EngineError> {
         let unsigned = self.state.journal_size - self.state.checkpoint_size;
         let due = unsigned > 0
             && (accepted_any
@@ -843,9 +1006,16 @@ impl Writer {
                 || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
         let checkpoint = if due {
             let size = self.state.journal_size;
-            let root = merkle::root(size, |l, i| g.node(l, i)).map_err(|e| EngineError::Journal(e.to_string()))?;
-            let signed = self.hub.sign(self.hub.checkpoint(size, root, now)).map_err(|e| EngineError::Journal(e.to_string()))?;
-            g.put(keys::checkpoint(size), serde_json::to_vec(&signed).unwrap_or_default());
+            let root = merkle::root(size, |l, i| g.node(l, i))
+                .map_err(|e| EngineError::Journal(e.to_string()))?;
+            let signed = self
+                .hub
+                .sign(self.hub.checkpoint(size, root, now))
+                .map_err(|e| EngineError::Journal(e.to_string()))?;
+            g.put(
+                keys::checkpoint(size),
+                serde_json::to_vec(&signed).unwrap_or_default(),
+            );
             self.state.checkpoint_size = size;
             self.last_checkpoint = Instant::now();
             Some(signed)
@@ -855,7 +1025,10 @@ impl Writer {
         if g.batch.is_empty() {
             return Ok(checkpoint);
         }
-        g.put(keys::STATE.to_vec(), serde_json::to_vec(&self.state).unwrap_or_default());
+        g.put(
+            keys::STATE.to_vec(),
+            serde_json::to_vec(&self.state).unwrap_or_default(),
+        );
         self.store.apply(g.batch)?;
         self.store.flush()?;
         Ok(checkpoint)
@@ -890,16 +1063,27 @@ impl Writer {
                 }
             }
         }
-            self.requeue.extend(requeue);
+        self.requeue.extend(requeue);
     }
 
     /// The receipt of a newly accepted envelope: its entry, included under `checkpoint`.
-    fn receipt(&self, entry: &Entry, checkpoint: &SignedCheckpoint) -> Result<Receipt, EngineError> {
+    fn receipt(
+        &self,
+        entry: &Entry,
+        checkpoint: &SignedCheckpoint,
+    ) -> Result<Receipt, EngineError> {
         let store = self.store.as_ref();
-        let node = |l: u32, i: u64| store.get(&keys::node(l, i)).ok().flatten().and_then(|v| v.try_into().ok());
+        let node = |l: u32, i: u64| {
+            store
+                .get(&keys::node(l, i))
+                .ok()
+                .flatten()
+                .and_then(|v| v.try_into().ok())
+        };
         let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
             .map_err(|e| EngineError::Journal(e.to_string()))?;
-        Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
+        Receipt::new(entry, proof, checkpoint.clone())
+            .map_err(|e| EngineError::Journal(e.to_string()))
     }
 
     /// The receipt first returned for envelope `seq`, rebuilt: its `accepted` entry under the
@@ -912,13 +1096,16 @@ impl Writer {
             None => return Err(StoreError::corrupt(&rkey, "accepted envelope missing").into()),
         };
         let jkey = keys::journal(rec.accepted_index);
-        let bytes = store.get(&jkey)?.ok_or_else(|| StoreError::corrupt(&jkey, "journal entry missing"))?;
+        let bytes = store
+            .get(&jkey)?
+            .ok_or_else(|| StoreError::corrupt(&jkey, "journal entry missing"))?;
         let entry = Entry::from_bytes(&bytes).map_err(|e| StoreError::corrupt(&jkey, e))?;
         let (ckey, cp) = store
             .scan(b"k/", Some(&keys::checkpoint(rec.accepted_index)), 1)?
             .pop()
             .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
-        let cp: SignedCheckpoint = serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
+        let cp: SignedCheckpoint =
+            serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
         self.receipt(&entry, &cp)
     }
 
@@ -941,7 +1128,13 @@ impl Writer {
     }
 }
 
-fn entry_for(kind: EventKind, h: &Header, digest: &[u8; 32], now: OffsetDateTime, actor: Option<&str>) -> Entry {
+fn entry_for(
+    kind: EventKind,
+    h: &Header,
+    digest: &[u8; 32],
+    now: OffsetDateTime,
+    actor: Option<&str>,
+) -> Entry {
     Entry {
         index: 0,
         kind,
@@ -959,7 +1152,12 @@ fn entry_for(kind: EventKind, h: &Header, digest: &[u8; 32], now: OffsetDateTime
     }
 }
 
-fn record_entry(kind: EventKind, r: &EnvelopeRecord, now: OffsetDateTime, actor: Option<&str>) -> Entry {
+fn record_entry(
+    kind: EventKind,
+    r: &EnvelopeRecord,
+    now: OffsetDateTime,
+    actor: Option<&str>,
+) -> Entry {
     Entry {
         index: 0,
         kind,
@@ -978,7 +1176,12 @@ fn record_entry(kind: EventKind, r: &EnvelopeRecord, now: OffsetDateTime, actor:
 }
 
 fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
-    serde_json::to_vec(&DeliveryRecord { state: state.into(), attempts, at: format_time(now) }).unwrap_or_default()
+    serde_json::to_vec(&DeliveryRecord {
+        state: state.into(),
+        attempts,
+        at: format_time(now),
+    })
+    .unwrap_or_default()
 }
 
 fn unix_ms(t: OffsetDateTime) -> i64 {

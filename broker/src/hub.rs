@@ -56,17 +56,30 @@ impl Hub {
     ///
     /// # Errors
     /// A message when the trust material cannot be loaded.
-    pub fn new(config: Config, config_path: Option<PathBuf>, engine: Engine) -> anyhow::Result<Self> {
+    pub fn new(
+        config: Config,
+        config_path: Option<PathBuf>,
+        engine: Engine,
+    ) -> anyhow::Result<Self> {
         let current = Self::load(config)?;
         let limiter = Limiter::new(&current.config.limits);
-        Ok(Hub { current: RwLock::new(current), config_path, engine, metrics: Metrics::new(), limiter })
+        Ok(Hub {
+            current: RwLock::new(current),
+            config_path,
+            engine,
+            metrics: Metrics::new(),
+            limiter,
+        })
     }
 
     fn load(config: Config) -> anyhow::Result<Current> {
         let tls = config.load_tls()?;
         let verifier = Verifier::new(Arc::new(tls.trust), config.limits.envelope_limits());
         let mut expiries = Vec::new();
-        for (what, path) in [("hub certificate", &config.tls.cert), ("CA certificate", &config.tls.ca)] {
+        for (what, path) in [
+            ("hub certificate", &config.tls.cert),
+            ("CA certificate", &config.tls.ca),
+        ] {
             let cert = snodo_envelopes::pki::load_cert(path)?;
             let epoch = openssl::asn1::Asn1Time::from_unix(0)?;
             let d = epoch.diff(cert.not_after())?;
@@ -86,7 +99,10 @@ impl Hub {
     /// # Errors
     /// The configuration error naming the bad field; the configuration in force stays.
     pub fn reload_from_file(&self) -> anyhow::Result<String> {
-        let path = self.config_path.as_ref().ok_or_else(|| anyhow::anyhow!("this hub was not started from a file"))?;
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("this hub was not started from a file"))?;
         let new = Config::load(path)?;
         let old = self.config();
         let kept = old.restart_required(&new);
@@ -95,7 +111,10 @@ impl Hub {
         if kept.is_empty() {
             Ok(summary)
         } else {
-            Ok(format!("{summary}; changes to {} take effect at the next restart", kept.join(", ")))
+            Ok(format!(
+                "{summary}; changes to {} take effect at the next restart",
+                kept.join(", ")
+            ))
         }
     }
 
@@ -107,12 +126,20 @@ impl Hub {
             problems.push("the store is not writable".to_owned());
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let expiries = self.current.read().map(|c| c.expiries.clone()).unwrap_or_default();
+        let expiries = self
+            .current
+            .read()
+            .map(|c| c.expiries.clone())
+            .unwrap_or_default();
         for (what, at) in expiries {
             if at - now < EXPIRY_WARNING_SECS {
-                problems.push(format!("the {what} expires at {}", snodo_envelopes::header::format_time(
-                    time::OffsetDateTime::from_unix_timestamp(at).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
-                )));
+                problems.push(format!(
+                    "the {what} expires at {}",
+                    snodo_envelopes::header::format_time(
+                        time::OffsetDateTime::from_unix_timestamp(at)
+                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+                    )
+                ));
             }
         }
         problems
@@ -134,17 +161,26 @@ impl Hub {
     /// The configuration in force.
     #[must_use]
     pub fn config(&self) -> Arc<Config> {
-        self.current.read().map(|c| c.config.clone()).unwrap_or_else(|p| p.into_inner().config.clone())
+        self.current
+            .read()
+            .map(|c| c.config.clone())
+            .unwrap_or_else(|p| p.into_inner().config.clone())
     }
 
     /// The registry in force.
     #[must_use]
     pub fn registry(&self) -> Arc<Registry> {
-        self.current.read().map(|c| c.registry.clone()).unwrap_or_else(|p| p.into_inner().registry.clone())
+        self.current
+            .read()
+            .map(|c| c.registry.clone())
+            .unwrap_or_else(|p| p.into_inner().registry.clone())
     }
 
     fn verifier(&self) -> Verifier {
-        self.current.read().map(|c| c.verifier.clone()).unwrap_or_else(|p| p.into_inner().verifier.clone())
+        self.current
+            .read()
+            .map(|c| c.verifier.clone())
+            .unwrap_or_else(|p| p.into_inner().verifier.clone())
     }
 
     /// Takes one request from `entity`'s rate.
@@ -153,8 +189,12 @@ impl Hub {
     /// `rate-limited` (429) with the seconds to wait.
     pub fn rate(&self, entity: &str) -> Result<(), ApiError> {
         self.limiter.request(entity).map_err(|s| {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", format!("{entity} sends more than its request rate"))
-                .retry_after(s)
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!("{entity} sends more than its request rate"),
+            )
+            .retry_after(s)
         })
     }
 
@@ -178,7 +218,11 @@ impl Hub {
         // Only entities submit envelopes.
         let Identity::Entity(caller_entity) = caller else {
             return Err(refuse(
-                ApiError::new(StatusCode::FORBIDDEN, "caller-not-an-entity", format!("{caller} may not submit envelopes")),
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "caller-not-an-entity",
+                    format!("{caller} may not submit envelopes"),
+                ),
                 None,
             ));
         };
@@ -192,7 +236,9 @@ impl Hub {
                     ApiError::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "unsupported-media-type",
-                        format!("Content-Type {other:?} is not application/xml or application/jose+json"),
+                        format!(
+                            "Content-Type {other:?} is not application/xml or application/jose+json"
+                        ),
                     ),
                     None,
                 ));
@@ -222,7 +268,10 @@ impl Hub {
                 ApiError::new(
                     StatusCode::FORBIDDEN,
                     "transport-identity-mismatch",
-                    format!("the envelope is signed by {} but submitted by {caller_entity}", header.sender),
+                    format!(
+                        "the envelope is signed by {} but submitted by {caller_entity}",
+                        header.sender
+                    ),
                 ),
                 Some(header),
             ));
@@ -230,13 +279,23 @@ impl Hub {
         // Expired envelopes are never accepted.
         if header.is_expired(time::OffsetDateTime::now_utc()) {
             return Err(refuse(
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "envelope-expired", "the envelope's expires_at has passed"),
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "envelope-expired",
+                    "the envelope's expires_at has passed",
+                ),
                 Some(header),
             ));
         }
         // 4. The registry allows sender -> recipient for this service/action.
         let registry = self.registry();
-        if let Err(r) = registry.authorize(&header.sender, &header.recipient, &header.service, &header.action, header.profile) {
+        if let Err(r) = registry.authorize(
+            &header.sender,
+            &header.recipient,
+            &header.service,
+            &header.action,
+            header.profile,
+        ) {
             return Err(refuse(ApiError::from(&r), Some(header)));
         }
         let recipients: Vec<EntityId> = match &header.recipient {
@@ -251,7 +310,9 @@ impl Hub {
         // 5. Body schemas arrive with the services (they are not checked yet).
         // 6-8. Duplicate check, durable write, receipt: the engine.
         let waiter = match (header.profile, wait) {
-            (Profile::Request, Some(w)) if !w.is_zero() => Some((self.engine.waiter(&header.sender, header.id), w)),
+            (Profile::Request, Some(w)) if !w.is_zero() => {
+                Some((self.engine.waiter(&header.sender, header.id), w))
+            }
             _ => None,
         };
         let submission = Submission {
@@ -273,7 +334,13 @@ impl Hub {
     }
 
     /// Journals and counts a refusal.
-    fn refused(&self, caller: &Identity, digest: &[u8; 32], e: &ApiError, header: Option<&snodo_envelopes::Header>) {
+    fn refused(
+        &self,
+        caller: &Identity,
+        digest: &[u8; 32],
+        e: &ApiError,
+        header: Option<&snodo_envelopes::Header>,
+    ) {
         self.metrics.refused(e.code);
         if e.status.is_server_error() {
             return;

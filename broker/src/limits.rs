@@ -58,7 +58,9 @@ impl Limiter {
             bytes: HashMap::new(),
             connections: HashMap::new(),
         };
-        Limiter { inner: Arc::new(Mutex::new(inner)) }
+        Limiter {
+            inner: Arc::new(Mutex::new(inner)),
+        }
     }
 
     /// Applies new limits (on reload); counts in progress are kept.
@@ -76,17 +78,26 @@ impl Limiter {
     /// # Errors
     /// The seconds to wait before a request will be allowed.
     pub fn request(&self, entity: &str) -> Result<(), u64> {
-        let Ok(mut i) = self.inner.lock() else { return Ok(()) };
+        let Ok(mut i) = self.inner.lock() else {
+            return Ok(());
+        };
         let (rate, burst) = (i.rate, i.burst);
         let now = Instant::now();
-        let b = i.buckets.entry(entity.to_owned()).or_insert(Bucket { tokens: burst, last: now });
+        let b = i.buckets.entry(entity.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * rate).min(burst);
         b.last = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = if rate > 0.0 { (1.0 - b.tokens) / rate } else { 60.0 };
+            let wait = if rate > 0.0 {
+                (1.0 - b.tokens) / rate
+            } else {
+                60.0
+            };
             Err(wait.ceil().max(1.0) as u64)
         }
     }
@@ -97,7 +108,11 @@ impl Limiter {
     /// When the entity already has too many bytes in flight (retry after a second).
     pub fn bytes(&self, entity: &str, n: usize) -> Result<BytesGuard, u64> {
         let Ok(mut i) = self.inner.lock() else {
-            return Ok(BytesGuard { limiter: self.clone(), entity: entity.to_owned(), n: 0 });
+            return Ok(BytesGuard {
+                limiter: self.clone(),
+                entity: entity.to_owned(),
+                n: 0,
+            });
         };
         let max = i.max_bytes;
         let used = i.bytes.entry(entity.to_owned()).or_insert(0);
@@ -105,7 +120,11 @@ impl Limiter {
             return Err(1);
         }
         *used += n;
-        Ok(BytesGuard { limiter: self.clone(), entity: entity.to_owned(), n })
+        Ok(BytesGuard {
+            limiter: self.clone(),
+            entity: entity.to_owned(),
+            n,
+        })
     }
 
     /// Opens one connection for `entity`, if it is under its limit.
@@ -118,7 +137,10 @@ impl Limiter {
             return None;
         }
         *open += 1;
-        Some(ConnectionGuard { limiter: self.clone(), entity: entity.to_owned() })
+        Some(ConnectionGuard {
+            limiter: self.clone(),
+            entity: entity.to_owned(),
+        })
     }
 }
 

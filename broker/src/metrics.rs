@@ -59,15 +59,49 @@ impl Metrics {
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             depth: Family::default(),
         };
-        registry.register("envelopes_accepted", "Envelopes accepted", m.accepted.clone());
-        registry.register("envelopes_duplicate", "Duplicate submissions answered with the original receipt", m.duplicates.clone());
-        registry.register("envelopes_refused", "Envelopes refused, by code", m.refused.clone());
-        registry.register("envelopes_leased", "Envelopes handed out from inboxes", m.leased.clone());
-        registry.register("envelopes_acknowledged", "Envelopes acknowledged by their recipient", m.acknowledged.clone());
-        registry.register("envelopes_returned", "Leased envelopes returned to the inbox", m.returned.clone());
-        registry.register("acceptance_seconds", "Time from request to receipt", m.latency.clone());
-        registry.register("inbox_depth", "Envelopes waiting in an inbox (counted up to 100000)", m.depth.clone());
-        *m.registry.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
+        registry.register(
+            "envelopes_accepted",
+            "Envelopes accepted",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "envelopes_duplicate",
+            "Duplicate submissions answered with the original receipt",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "envelopes_refused",
+            "Envelopes refused, by code",
+            m.refused.clone(),
+        );
+        registry.register(
+            "envelopes_leased",
+            "Envelopes handed out from inboxes",
+            m.leased.clone(),
+        );
+        registry.register(
+            "envelopes_acknowledged",
+            "Envelopes acknowledged by their recipient",
+            m.acknowledged.clone(),
+        );
+        registry.register(
+            "envelopes_returned",
+            "Leased envelopes returned to the inbox",
+            m.returned.clone(),
+        );
+        registry.register(
+            "acceptance_seconds",
+            "Time from request to receipt",
+            m.latency.clone(),
+        );
+        registry.register(
+            "inbox_depth",
+            "Envelopes waiting in an inbox (counted up to 100000)",
+            m.depth.clone(),
+        );
+        *m.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = registry;
         m
     }
 
@@ -81,7 +115,11 @@ impl Metrics {
 
     /// Counts a refusal by code.
     pub fn refused(&self, code: &str) {
-        self.refused.get_or_create(&CodeLabel { code: code.to_owned() }).inc();
+        self.refused
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts envelopes handed out.
@@ -105,7 +143,11 @@ impl Metrics {
 
     /// Sets an inbox depth.
     pub fn depth(&self, entity: &str, n: usize) {
-        self.depth.get_or_create(&EntityLabel { entity: entity.to_owned() }).set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.depth
+            .get_or_create(&EntityLabel {
+                entity: entity.to_owned(),
+            })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition.

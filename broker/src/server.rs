@@ -125,7 +125,10 @@ pub async fn serve_tls(
     }
     drop(listener);
     tracing::info!("Listener closed; finishing requests in flight.");
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("Requests still in flight after the drain timeout were cut.");
     }
     Ok(())
@@ -147,8 +150,14 @@ where
 ///
 /// # Errors
 /// When the listener fails.
-pub async fn serve_plain(listener: TcpListener, app: Router, shutdown: Shutdown) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(stopped(shutdown)).await
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped(shutdown))
+        .await
 }
 
 /// Binds `addr`, naming it in the error.
@@ -156,5 +165,7 @@ pub async fn serve_plain(listener: TcpListener, app: Router, shutdown: Shutdown)
 /// # Errors
 /// A message naming the address.
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
 }

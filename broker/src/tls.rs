@@ -29,7 +29,10 @@ pub enum TlsError {
 }
 
 fn file_err(path: &Path, e: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.display().to_string(), detail: e.to_string() }
+    TlsError::File {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -68,9 +71,15 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
 ///
 /// # Errors
 /// [`TlsError`] when a file is unreadable or rustls refuses it.
-pub fn server_config(ca: &Path, crl: Option<&Path>, cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    ca: &Path,
+    crl: Option<&Path>,
+    cert: &Path,
+    key: &Path,
+) -> Result<ServerConfig, TlsError> {
     let provider = provider();
-    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone());
+    let mut verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider.clone());
     if let Some(crl) = crl {
         let crls = CertificateRevocationListDer::pem_file_iter(crl)
             .map_err(|e| file_err(crl, e))?
@@ -78,7 +87,9 @@ pub fn server_config(ca: &Path, crl: Option<&Path>, cert: &Path, key: &Path) -> 
             .map_err(|e| file_err(crl, e))?;
         verifier = verifier.with_crls(crls);
     }
-    let verifier = verifier.build().map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = verifier
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls(e.to_string()))?

@@ -5,7 +5,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn snodo(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_snodo")).args(args).current_dir(cwd).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_snodo"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -18,7 +22,16 @@ fn stderr(o: &Output) -> String {
 
 fn init(dir: &Path) {
     let o = snodo(
-        &["pki", "init", "--dir", "pki", "--entities", "comune:001272,anpr:ministero", "--key-type", "p256"],
+        &[
+            "pki",
+            "init",
+            "--dir",
+            "pki",
+            "--entities",
+            "comune:001272,anpr:ministero",
+            "--key-type",
+            "p256",
+        ],
         dir,
     );
     assert!(o.status.success(), "{}", stderr(&o));
@@ -52,7 +65,14 @@ fn sign_as(dir: &Path, who: &str, to: &str, body: &str, format: &str, extra: &[&
 }
 
 fn sign(dir: &Path, format: &str, extra: &[&str]) -> Output {
-    sign_as(dir, "comune:001272", "anpr:ministero", "body.json", format, extra)
+    sign_as(
+        dir,
+        "comune:001272",
+        "anpr:ministero",
+        "body.json",
+        format,
+        extra,
+    )
 }
 
 #[test]
@@ -60,16 +80,36 @@ fn init_sign_verify_in_both_formats() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     init(dir);
-    for f in ["ca.key", "hub.key", "comune-001272.key", "anpr-ministero.key"] {
-        let mode = std::fs::metadata(dir.join("pki").join(f)).unwrap().permissions().mode() & 0o777;
+    for f in [
+        "ca.key",
+        "hub.key",
+        "comune-001272.key",
+        "anpr-ministero.key",
+    ] {
+        let mode = std::fs::metadata(dir.join("pki").join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }
-    std::fs::write(dir.join("body.json"), r#"{"codice_fiscale":"RSSMRA80A01L219X"}"#).unwrap();
+    std::fs::write(
+        dir.join("body.json"),
+        r#"{"codice_fiscale":"RSSMRA80A01L219X"}"#,
+    )
+    .unwrap();
     for format in ["xml", "json"] {
         let o = sign(
             dir,
             format,
-            &["--conversation", "pratica-42", "--profile", "request", "--expires-in", "2h"],
+            &[
+                "--conversation",
+                "pratica-42",
+                "--profile",
+                "request",
+                "--expires-in",
+                "2h",
+            ],
         );
         assert!(o.status.success(), "{}", stderr(&o));
         let file = format!("signed.{format}");
@@ -94,27 +134,51 @@ fn verify_names_the_reason_on_one_line_and_exits_1() {
     let o = sign(dir, "json", &[]);
     let signed = String::from_utf8(o.stdout).unwrap();
     std::fs::write(dir.join("signed.json"), &signed).unwrap();
-    let o = snodo(&["envelope", "verify", "--ca", "pki/ca.crt", "signed.json"], dir);
-    assert!(o.status.success(), "before revocation it verifies: {}", stderr(&o));
+    let o = snodo(
+        &["envelope", "verify", "--ca", "pki/ca.crt", "signed.json"],
+        dir,
+    );
+    assert!(
+        o.status.success(),
+        "before revocation it verifies: {}",
+        stderr(&o)
+    );
 
     // Revoke the signer: the same file is now refused, for that reason.
-    let o = snodo(&["pki", "revoke", "--dir", "pki", "--entity", "comune:001272"], dir);
+    let o = snodo(
+        &["pki", "revoke", "--dir", "pki", "--entity", "comune:001272"],
+        dir,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let o = snodo(
-        &["envelope", "verify", "--ca", "pki/ca.crt", "--crl", "pki/ca.crl", "signed.json"],
+        &[
+            "envelope",
+            "verify",
+            "--ca",
+            "pki/ca.crt",
+            "--crl",
+            "pki/ca.crl",
+            "signed.json",
+        ],
         dir,
     );
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("certificate-revoked") && err.contains("is revoked"), "{err}");
+    assert!(
+        err.contains("certificate-revoked") && err.contains("is revoked"),
+        "{err}"
+    );
     assert!(o.stdout.is_empty());
 
     // Tampered signature: one line naming the signature.
     let mut jws: serde_json::Value = serde_json::from_str(&signed).unwrap();
     jws["signature"] = "AAAA".into();
     std::fs::write(dir.join("bad.json"), jws.to_string()).unwrap();
-    let o = snodo(&["envelope", "verify", "--ca", "pki/ca.crt", "bad.json"], dir);
+    let o = snodo(
+        &["envelope", "verify", "--ca", "pki/ca.crt", "bad.json"],
+        dir,
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("signature-invalid"), "{}", stderr(&o));
 }
@@ -161,11 +225,31 @@ fn issue_adds_an_entity_that_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     init(dir);
-    let o = snodo(&["pki", "issue", "--dir", "pki", "--entity", "pagopa:nodo", "--key-type", "p256"], dir);
+    let o = snodo(
+        &[
+            "pki",
+            "issue",
+            "--dir",
+            "pki",
+            "--entity",
+            "pagopa:nodo",
+            "--key-type",
+            "p256",
+        ],
+        dir,
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let mode = std::fs::metadata(dir.join("pki/pagopa-nodo.key")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(dir.join("pki/pagopa-nodo.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
-    std::fs::write(dir.join("body.xml"), r#"<p:Avviso xmlns:p="urn:snodo:pagopa:1"/>"#).unwrap();
+    std::fs::write(
+        dir.join("body.xml"),
+        r#"<p:Avviso xmlns:p="urn:snodo:pagopa:1"/>"#,
+    )
+    .unwrap();
     let o = sign_as(dir, "pagopa:nodo", "comune:001272", "body.xml", "xml", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::write(dir.join("e.xml"), &o.stdout).unwrap();
@@ -177,10 +261,20 @@ fn issue_adds_an_entity_that_verifies() {
 #[test]
 fn bad_arguments_are_named() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = snodo(&["pki", "init", "--dir", "x", "--entities", "Comune:1"], tmp.path());
+    let o = snodo(
+        &["pki", "init", "--dir", "x", "--entities", "Comune:1"],
+        tmp.path(),
+    );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("entity class `Comune` must be 1 to 32 lowercase letters"), "{}", stderr(&o));
-    let o = snodo(&["pki", "issue", "--dir", "nowhere", "--entity", "comune:1"], tmp.path());
+    assert!(
+        stderr(&o).contains("entity class `Comune` must be 1 to 32 lowercase letters"),
+        "{}",
+        stderr(&o)
+    );
+    let o = snodo(
+        &["pki", "issue", "--dir", "nowhere", "--entity", "comune:1"],
+        tmp.path(),
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nowhere/ca.crt"), "{}", stderr(&o));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use snodo_broker::journal::receipt::Receipt;
-use snodo_envelopes::{Envelope, EntityId, Format, Profile};
+use snodo_envelopes::{EntityId, Envelope, Format, Profile};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_pull_ack_in_both_formats() {
@@ -18,8 +18,14 @@ async fn submit_pull_ack_in_both_formats() {
     let turin = t.client(TURIN);
     let anpr = t.client(ANPR);
     for format in [Format::Json, Format::Xml] {
-        let (env, signed) =
-            t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({"cf": "RSSMRA80A01L219X"}), format);
+        let (env, signed) = t.envelope(
+            TURIN,
+            ANPR,
+            "residenza.cambio",
+            "richiesta",
+            json!({"cf": "RSSMRA80A01L219X"}),
+            format,
+        );
         let a = turin.submit(&hub, &signed, format).await;
         assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
         let receipt: Receipt = serde_json::from_slice(&a.body).unwrap();
@@ -33,8 +39,13 @@ async fn submit_pull_ack_in_both_formats() {
         assert_eq!(item["envelope_id"], env.header.id.to_string());
         assert_eq!(item["media_type"], format.media_type());
         // The recipient gets the exact signed bytes, and can check the sender's signature.
-        assert_eq!(item["envelope"].as_str().unwrap().as_bytes(), signed.as_slice());
-        let v = verifier(&t).verify(item["envelope"].as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(
+            item["envelope"].as_str().unwrap().as_bytes(),
+            signed.as_slice()
+        );
+        let v = verifier(&t)
+            .verify(item["envelope"].as_str().unwrap().as_bytes())
+            .unwrap();
         assert_eq!(v.envelope, env);
 
         let a = anpr.ack(&hub, item["lease"].as_str().unwrap()).await;
@@ -45,10 +56,16 @@ async fn submit_pull_ack_in_both_formats() {
         assert_eq!((a.status, a.code()), (404, "lease-unknown".into()));
 
         // The sender sees the state and history.
-        let a = turin.get(&hub, &format!("/v1/envelopes/{}", env.header.id)).await;
+        let a = turin
+            .get(&hub, &format!("/v1/envelopes/{}", env.header.id))
+            .await;
         assert_eq!(a.status, 200);
-        let kinds: Vec<String> =
-            a.json()["history"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect();
+        let kinds: Vec<String> = a.json()["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(kinds, ["accepted", "delivered", "acknowledged"]);
     }
     hub.shutdown().await.unwrap();
@@ -59,20 +76,36 @@ async fn a_duplicate_gets_the_original_receipt_and_delivers_nothing_new() {
     let t = TestHub::new("");
     let hub = t.start().await;
     let turin = t.client(TURIN);
-    let (env, signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({"n": 1}), Format::Json);
+    let (env, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({"n": 1}),
+        Format::Json,
+    );
     let first = turin.submit(&hub, &signed, Format::Json).await;
     assert_eq!(first.status, 202);
     let again = turin.submit(&hub, &signed, Format::Json).await;
     assert_eq!(again.status, 200);
-    assert_eq!(first.json(), again.json(), "the original receipt, byte for byte");
+    assert_eq!(
+        first.json(),
+        again.json(),
+        "the original receipt, byte for byte"
+    );
     assert_eq!(t.client(ANPR).inbox(&hub, "").await.len(), 1);
 
     // The same id for other content is a conflict, not a duplicate.
-    let other = Envelope::builder(TURIN.parse().unwrap(), ANPR.parse::<EntityId>().unwrap(), "residenza.cambio", "richiesta")
-        .id(env.header.id)
-        .json(json!({"n": 2}))
-        .build()
-        .unwrap();
+    let other = Envelope::builder(
+        TURIN.parse().unwrap(),
+        ANPR.parse::<EntityId>().unwrap(),
+        "residenza.cambio",
+        "richiesta",
+    )
+    .id(env.header.id)
+    .json(json!({"n": 2}))
+    .build()
+    .unwrap();
     let signed = snodo_envelopes::sign(&other, &t.signer(TURIN), Format::Json).unwrap();
     let a = turin.submit(&hub, &signed, Format::Json).await;
     assert_eq!((a.status, a.code()), (409, "envelope-id-conflict".into()));
@@ -87,39 +120,81 @@ async fn refusals_name_what_was_wrong() {
     let body = json!({"cf": "RSSMRA80A01L219X"});
 
     // The certificate of Cuneo submitting an envelope signed by Turin.
-    let (_, signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", body.clone(), Format::Json);
+    let (_, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        body.clone(),
+        Format::Json,
+    );
     let a = t.client(CUNEO).submit(&hub, &signed, Format::Json).await;
-    assert_eq!((a.status, a.code()), (403, "transport-identity-mismatch".into()));
+    assert_eq!(
+        (a.status, a.code()),
+        (403, "transport-identity-mismatch".into())
+    );
 
     // A sender the registry does not allow for this action.
-    let (_, signed) = t.envelope(PAGOPA, ANPR, "residenza.cambio", "richiesta", body.clone(), Format::Json);
+    let (_, signed) = t.envelope(
+        PAGOPA,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        body.clone(),
+        Format::Json,
+    );
     let a = t.client(PAGOPA).submit(&hub, &signed, Format::Json).await;
     assert_eq!((a.status, a.code()), (403, "sender-not-allowed".into()));
 
     // An unknown recipient.
-    let (_, signed) = t.envelope(TURIN, "comune:999999", "residenza.cambio", "richiesta", body.clone(), Format::Json);
+    let (_, signed) = t.envelope(
+        TURIN,
+        "comune:999999",
+        "residenza.cambio",
+        "richiesta",
+        body.clone(),
+        Format::Json,
+    );
     let a = turin.submit(&hub, &signed, Format::Json).await;
     assert_eq!((a.status, a.code()), (422, "unknown-recipient".into()));
 
     // An expired envelope.
     let created = time::OffsetDateTime::now_utc() - time::Duration::minutes(10);
-    let env = Envelope::builder(TURIN.parse().unwrap(), ANPR.parse::<EntityId>().unwrap(), "residenza.cambio", "richiesta")
-        .created_at(created)
-        .expires_at(created + time::Duration::minutes(1))
-        .build()
-        .unwrap();
+    let env = Envelope::builder(
+        TURIN.parse().unwrap(),
+        ANPR.parse::<EntityId>().unwrap(),
+        "residenza.cambio",
+        "richiesta",
+    )
+    .created_at(created)
+    .expires_at(created + time::Duration::minutes(1))
+    .build()
+    .unwrap();
     let signed = snodo_envelopes::sign(&env, &t.signer(TURIN), Format::Xml).unwrap();
     let a = turin.submit(&hub, &signed, Format::Xml).await;
     assert_eq!((a.status, a.code()), (422, "envelope-expired".into()));
 
     // Oversize.
-    let (_, signed) =
-        t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({"x": "y".repeat(5000)}), Format::Json);
+    let (_, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({"x": "y".repeat(5000)}),
+        Format::Json,
+    );
     let a = turin.submit(&hub, &signed, Format::Json).await;
     assert_eq!((a.status, a.code()), (413, "envelope-too-large".into()));
 
     // A tampered envelope, and the wrong media type.
-    let (_, mut signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", body.clone(), Format::Json);
+    let (_, mut signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        body.clone(),
+        Format::Json,
+    );
     let a = turin.submit(&hub, &signed, Format::Xml).await;
     assert_eq!((a.status, a.code()), (415, "media-type-mismatch".into()));
     let n = signed.len();
@@ -128,7 +203,10 @@ async fn refusals_name_what_was_wrong() {
     assert_eq!(a.status, 400);
 
     // An auditor has no inbox and sends nothing.
-    let a = t.client("auditor-corte-dei-conti").get(&hub, "/v1/inbox").await;
+    let a = t
+        .client("auditor-corte-dei-conti")
+        .get(&hub, "/v1/inbox")
+        .await;
     assert_eq!((a.status, a.code()), (403, "caller-not-an-entity".into()));
 
     // Nothing refused reached an inbox.
@@ -140,19 +218,32 @@ async fn refusals_name_what_was_wrong() {
 async fn no_client_certificate_no_connection() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(t.pki().join("ca.crt")).unwrap()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
+    let ca = snodo_broker::tls::load_certs(&t.pki().join("ca.crt"))
         .unwrap()
-        .with_root_certificates({
-            let mut r = rustls::RootCertStore::empty();
-            r.add(rustls::pki_types::CertificateDer::from(ca.as_der().to_vec())).unwrap();
-            r
-        })
-        .with_no_client_auth();
-    let anonymous = reqwest::Client::builder().use_preconfigured_tls(config).build().unwrap();
-    let r = anonymous.get(format!("https://127.0.0.1:{}/v1/inbox", hub.addr.port())).send().await;
-    assert!(r.is_err(), "a client without certificate was answered: {r:?}");
+        .remove(0);
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates({
+        let mut r = rustls::RootCertStore::empty();
+        r.add(ca).unwrap();
+        r
+    })
+    .with_no_client_auth();
+    let anonymous = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .build()
+        .unwrap();
+    let r = anonymous
+        .get(format!("https://127.0.0.1:{}/v1/inbox", hub.addr.port()))
+        .send()
+        .await;
+    assert!(
+        r.is_err(),
+        "a client without certificate was answered: {r:?}"
+    );
     hub.shutdown().await.unwrap();
 }
 
@@ -160,17 +251,37 @@ async fn no_client_certificate_no_connection() {
 async fn an_entity_cannot_touch_another_entitys_envelopes() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (env, signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({}), Format::Json);
-    assert_eq!(t.client(TURIN).submit(&hub, &signed, Format::Json).await.status, 202);
+    let (env, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(
+        t.client(TURIN)
+            .submit(&hub, &signed, Format::Json)
+            .await
+            .status,
+        202
+    );
     let cuneo = t.client(CUNEO);
-    assert!(cuneo.inbox(&hub, "").await.is_empty(), "Cuneo leased ANPR's envelope");
-    let a = cuneo.get(&hub, &format!("/v1/envelopes/{}", env.header.id)).await;
+    assert!(
+        cuneo.inbox(&hub, "").await.is_empty(),
+        "Cuneo leased ANPR's envelope"
+    );
+    let a = cuneo
+        .get(&hub, &format!("/v1/envelopes/{}", env.header.id))
+        .await;
     assert_eq!((a.status, a.code()), (404, "not-found".into()));
     let leased = t.client(ANPR).inbox(&hub, "").await;
     let token = leased[0]["lease"].as_str().unwrap();
     let a = cuneo.ack(&hub, token).await;
     assert_eq!((a.status, a.code()), (404, "lease-unknown".into()));
-    let a = cuneo.post_json(&hub, "/v1/inbox/nack", json!({ "lease": token })).await;
+    let a = cuneo
+        .post_json(&hub, "/v1/inbox/nack", json!({ "lease": token }))
+        .await;
     assert_eq!((a.status, a.code()), (404, "lease-unknown".into()));
     // The rightful recipient still holds it.
     assert_eq!(t.client(ANPR).ack(&hub, token).await.status, 204);
@@ -181,8 +292,21 @@ async fn an_entity_cannot_touch_another_entitys_envelopes() {
 async fn a_request_waits_for_its_response() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (req, signed) = t.envelope(PORTAL, ANPR, "residenza.cambio", "richiesta", json!({"cf": "X"}), Format::Json);
-    let req_env = Envelope { header: snodo_envelopes::Header { profile: Profile::Request, ..req.header.clone() }, ..req };
+    let (req, signed) = t.envelope(
+        PORTAL,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({"cf": "X"}),
+        Format::Json,
+    );
+    let req_env = Envelope {
+        header: snodo_envelopes::Header {
+            profile: Profile::Request,
+            ..req.header.clone()
+        },
+        ..req
+    };
     let signed_req = snodo_envelopes::sign(&req_env, &t.signer(PORTAL), Format::Json).unwrap();
     drop(signed);
 
@@ -193,28 +317,44 @@ async fn a_request_waits_for_its_response() {
     let responder = tokio::spawn(async move {
         let hub_url = format!("https://127.0.0.1:{}", addr.port());
         for _ in 0..100 {
-            let a = anpr.send(anpr.http.get(format!("{hub_url}/v1/inbox"))).await;
+            let a = anpr
+                .send(anpr.http.get(format!("{hub_url}/v1/inbox")))
+                .await;
             let items = a.json()["envelopes"].as_array().unwrap().clone();
             if let Some(item) = items.first() {
                 let id: uuid::Uuid = item["envelope_id"].as_str().unwrap().parse().unwrap();
-                let resp = Envelope::builder(ANPR.parse().unwrap(), PORTAL.parse::<EntityId>().unwrap(), "residenza.cambio", "esito")
-                    .in_reply_to(id)
-                    .json(json!({"esito": "registrato"}))
-                    .build()
-                    .unwrap();
+                let resp = Envelope::builder(
+                    ANPR.parse().unwrap(),
+                    PORTAL.parse::<EntityId>().unwrap(),
+                    "residenza.cambio",
+                    "esito",
+                )
+                .in_reply_to(id)
+                .json(json!({"esito": "registrato"}))
+                .build()
+                .unwrap();
                 let signed = snodo_envelopes::sign(&resp, &answer_signer, Format::Xml).unwrap();
                 let a = anpr
-                    .send(anpr.http.post(format!("{hub_url}/v1/envelopes")).header("content-type", "application/xml").body(signed))
+                    .send(
+                        anpr.http
+                            .post(format!("{hub_url}/v1/envelopes"))
+                            .header("content-type", "application/xml")
+                            .body(signed),
+                    )
                     .await;
                 assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
-                anpr.ack_url(&hub_url, item["lease"].as_str().unwrap()).await;
+                anpr.ack_url(&hub_url, item["lease"].as_str().unwrap())
+                    .await;
                 return resp.header.id;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the request never arrived");
     });
-    let a = t.client(PORTAL).submit_query(&hub, &signed_req, Format::Json, "?wait=10s").await;
+    let a = t
+        .client(PORTAL)
+        .submit_query(&hub, &signed_req, Format::Json, "?wait=10s")
+        .await;
     let response_id = responder.await.unwrap();
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert_eq!(a.content_type, "application/xml");
@@ -226,10 +366,26 @@ async fn a_request_waits_for_its_response() {
     assert!(t.client(PORTAL).inbox(&hub, "").await.is_empty());
 
     // With nobody answering, the receipt comes back after the wait.
-    let (req2, _) = t.envelope(PORTAL, ANPR, "residenza.cambio", "richiesta", json!({}), Format::Json);
-    let req2 = Envelope { header: snodo_envelopes::Header { profile: Profile::Request, ..req2.header.clone() }, ..req2 };
+    let (req2, _) = t.envelope(
+        PORTAL,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    let req2 = Envelope {
+        header: snodo_envelopes::Header {
+            profile: Profile::Request,
+            ..req2.header.clone()
+        },
+        ..req2
+    };
     let signed = snodo_envelopes::sign(&req2, &t.signer(PORTAL), Format::Json).unwrap();
-    let a = t.client(PORTAL).submit_query(&hub, &signed, Format::Json, "?wait=300ms").await;
+    let a = t
+        .client(PORTAL)
+        .submit_query(&hub, &signed, Format::Json, "?wait=300ms")
+        .await;
     assert_eq!(a.status, 202);
     assert_eq!(a.json()["envelope_id"], req2.header.id.to_string());
     hub.shutdown().await.unwrap();
@@ -239,7 +395,14 @@ async fn a_request_waits_for_its_response() {
 async fn events_fan_out_to_every_subscriber() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (env, signed) = t.envelope(ANPR, "*", "anpr.feed", "variazione", json!({"cf": "X", "evento": "decesso"}), Format::Json);
+    let (env, signed) = t.envelope(
+        ANPR,
+        "*",
+        "anpr.feed",
+        "variazione",
+        json!({"cf": "X", "evento": "decesso"}),
+        Format::Json,
+    );
     assert_eq!(env.header.profile, Profile::Event);
     let a = t.client(ANPR).submit(&hub, &signed, Format::Json).await;
     assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
@@ -257,23 +420,51 @@ async fn events_fan_out_to_every_subscriber() {
 async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_once() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (env, signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({}), Format::Json);
-    assert_eq!(t.client(TURIN).submit(&hub, &signed, Format::Json).await.status, 202);
+    let (env, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(
+        t.client(TURIN)
+            .submit(&hub, &signed, Format::Json)
+            .await
+            .status,
+        202
+    );
     let anpr = t.client(ANPR);
     let first = anpr.inbox(&hub, "?lease=1s").await;
     assert_eq!(first.len(), 1);
-    assert!(anpr.inbox(&hub, "").await.is_empty(), "leased envelopes are not handed out twice");
+    assert!(
+        anpr.inbox(&hub, "").await.is_empty(),
+        "leased envelopes are not handed out twice"
+    );
     tokio::time::sleep(Duration::from_millis(1800)).await;
     let again = anpr.inbox(&hub, "?lease=30s").await;
     assert_eq!(again.len(), 1, "the expired lease returned the envelope");
     assert_eq!(again[0]["envelope_id"], env.header.id.to_string());
     // The old lease is void.
-    assert_eq!(anpr.ack(&hub, first[0]["lease"].as_str().unwrap()).await.status, 404);
-    let a = anpr.post_json(&hub, "/v1/inbox/nack", json!({"lease": again[0]["lease"]})).await;
+    assert_eq!(
+        anpr.ack(&hub, first[0]["lease"].as_str().unwrap())
+            .await
+            .status,
+        404
+    );
+    let a = anpr
+        .post_json(&hub, "/v1/inbox/nack", json!({"lease": again[0]["lease"]}))
+        .await;
     assert_eq!(a.status, 204);
     let third = anpr.inbox(&hub, "").await;
     assert_eq!(third.len(), 1);
-    assert_eq!(anpr.ack(&hub, third[0]["lease"].as_str().unwrap()).await.status, 204);
+    assert_eq!(
+        anpr.ack(&hub, third[0]["lease"].as_str().unwrap())
+            .await
+            .status,
+        204
+    );
     assert!(anpr.inbox(&hub, "").await.is_empty());
     hub.shutdown().await.unwrap();
 }
@@ -282,18 +473,59 @@ async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_onc
 async fn health_readiness_metrics_and_openapi() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (_, signed) = t.envelope(TURIN, ANPR, "residenza.cambio", "richiesta", json!({}), Format::Json);
-    assert_eq!(t.client(TURIN).submit(&hub, &signed, Format::Json).await.status, 202);
+    let (_, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(
+        t.client(TURIN)
+            .submit(&hub, &signed, Format::Json)
+            .await
+            .status,
+        202
+    );
+    // A plain-HTTP client still wants a TLS provider to be chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let plain = reqwest::Client::new();
     let base = format!("http://{}", hub.plain_addr.unwrap());
-    assert_eq!(plain.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        plain
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let r = plain.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
-    let m = plain.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let m = plain
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("snodo_envelopes_accepted_total 1"), "{m}");
-    assert!(m.contains(r#"snodo_inbox_depth{entity="anpr:ministero"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"snodo_inbox_depth{entity="anpr:ministero"} 1"#),
+        "{m}"
+    );
     // The plain listener serves nothing else.
-    assert_eq!(plain.get(format!("{base}/v1/inbox")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        plain
+            .get(format!("{base}/v1/inbox"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     let doc = t.client(TURIN).get(&hub, "/v1/openapi.json").await.json();
     assert_eq!(doc["openapi"], "3.1.0");
     assert!(doc["paths"]["/v1/envelopes"]["post"].is_object());

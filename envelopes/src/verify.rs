@@ -155,7 +155,8 @@ impl Verifier {
             }
             // A hub sends its own notices (delivery failures) as the entity `hub:<name>`.
             Identity::Hub(h)
-                if envelope.header.sender.class() == HUB_CLASS && envelope.header.sender.code() == h => {}
+                if envelope.header.sender.class() == HUB_CLASS
+                    && envelope.header.sender.code() == h => {}
             other => {
                 return Err(Error::CertificateNoIdentity(format!(
                     "certificate of {other} cannot sign as sender `{}`",

@@ -22,7 +22,10 @@ impl Federation {
     #[must_use]
     pub fn new(entities: &[&str], kind: KeyType) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let entities: Vec<EntityId> = entities.iter().map(|e| e.parse().expect("entity id")).collect();
+        let entities: Vec<EntityId> = entities
+            .iter()
+            .map(|e| e.parse().expect("entity id"))
+            .collect();
         pki::init(dir.path(), &entities, kind).expect("PKI init");
         Federation { dir }
     }
@@ -72,5 +75,7 @@ fn stem(entity: &str) -> String {
 /// The workspace root (where `scripts/` and `tests/interop/` live).
 #[must_use]
 pub fn workspace_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
 }

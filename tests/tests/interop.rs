@@ -13,7 +13,12 @@ const TURIN: &str = "comune:001272";
 const ANPR: &str = "anpr:ministero";
 
 fn envelope(xml_body: bool) -> Envelope {
-    let b = Envelope::builder(TURIN.parse().unwrap(), ANPR.parse::<EntityId>().unwrap(), "residenza.cambio", "richiesta");
+    let b = Envelope::builder(
+        TURIN.parse().unwrap(),
+        ANPR.parse::<EntityId>().unwrap(),
+        "residenza.cambio",
+        "richiesta",
+    );
     if xml_body {
         b.xml(r#"<r:Richiesta xmlns:r="urn:snodo:residenza:1"><r:cf>RSSMRA80A01L219X</r:cf><r:via>Via Garibaldi, 3 – “interno” 2</r:via></r:Richiesta>"#)
     } else {
@@ -24,7 +29,9 @@ fn envelope(xml_body: bool) -> Envelope {
 }
 
 fn run(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (scripts/test installs it)"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (scripts/test installs it)"));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -33,7 +40,11 @@ fn run(cmd: &mut Command) -> (bool, String, String) {
 }
 
 fn xmlsec1_verify(fed: &Federation, file: &Path) -> (bool, String) {
-    let (ok, out, err) = run(Command::new("xmlsec1").arg("--verify").arg("--trusted-pem").arg(fed.path("ca.crt")).arg(file));
+    let (ok, out, err) = run(Command::new("xmlsec1")
+        .arg("--verify")
+        .arg("--trusted-pem")
+        .arg(fed.path("ca.crt"))
+        .arg(file));
     (ok, out + &err)
 }
 
@@ -50,7 +61,9 @@ fn xml_signed_by_snodo_verifies_with_xmlsec1() {
             assert!(log.contains("OK"), "{log}");
 
             // And xmlsec1 notices tampering, so the check above means something.
-            let tampered = String::from_utf8(signed).unwrap().replace("richiesta", "revoca");
+            let tampered = String::from_utf8(signed)
+                .unwrap()
+                .replace("richiesta", "revoca");
             std::fs::write(&file, tampered).unwrap();
             let (ok, log) = xmlsec1_verify(&fed, &file);
             assert!(!ok, "xmlsec1 accepted a tampered envelope:\n{log}");
@@ -124,7 +137,10 @@ fn xml_signed_by_xmlsec1_verifies_in_snodo() {
         assert!(ok, "xmlsec1 could not sign: {err}");
         let signed = std::fs::read(&out).unwrap();
         let v = fed.verifier().verify(&signed).unwrap_or_else(|e| {
-            panic!("snodo refused xmlsec1's {kind:?} signature: {e}\n{}", String::from_utf8_lossy(&signed))
+            panic!(
+                "snodo refused xmlsec1's {kind:?} signature: {e}\n{}",
+                String::from_utf8_lossy(&signed)
+            )
         });
         assert_eq!(v.envelope.header.conversation, "pratica-2026-000042");
         assert_eq!(v.signer.entity().unwrap().as_str(), TURIN);
@@ -139,13 +155,18 @@ fn xml_signed_by_xmlsec1_verifies_in_snodo() {
             .arg(&out)
             .arg(&tmpl));
         assert!(ok, "xmlsec1 could not sign: {err}");
-        let err = fed.verifier().verify(&std::fs::read(&out).unwrap()).unwrap_err();
+        let err = fed
+            .verifier()
+            .verify(&std::fs::read(&out).unwrap())
+            .unwrap_err();
         assert!(matches!(err, Error::SenderMismatch { .. }), "{err}");
     }
 }
 
 fn jose(args: &[&std::ffi::OsStr]) -> (bool, String, String) {
-    run(Command::new("python3").arg(workspace_root().join("tests/interop/jose_interop.py")).args(args))
+    run(Command::new("python3")
+        .arg(workspace_root().join("tests/interop/jose_interop.py"))
+        .args(args))
 }
 
 #[test]
@@ -157,7 +178,11 @@ fn json_signed_by_snodo_verifies_with_jwcrypto() {
             let signed = sign(&env, &fed.signer(TURIN), Format::Json).unwrap();
             let file = fed.path("signed.json");
             std::fs::write(&file, &signed).unwrap();
-            let (ok, payload, err) = jose(&["verify".as_ref(), fed.path("ca.crt").as_os_str(), file.as_os_str()]);
+            let (ok, payload, err) = jose(&[
+                "verify".as_ref(),
+                fed.path("ca.crt").as_os_str(),
+                file.as_os_str(),
+            ]);
             assert!(ok, "jwcrypto refused a {kind:?} JWS: {err}");
             let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
             assert_eq!(payload["header"]["id"], env.header.id.to_string());
@@ -165,10 +190,15 @@ fn json_signed_by_snodo_verifies_with_jwcrypto() {
 
             // jwcrypto notices a forged payload, so the check above means something.
             let mut jws: serde_json::Value = serde_json::from_slice(&signed).unwrap();
-            let forged = base64_url(&serde_json::to_vec(&json!({"header": {"sender": ANPR}})).unwrap());
+            let forged =
+                base64_url(&serde_json::to_vec(&json!({"header": {"sender": ANPR}})).unwrap());
             jws["payload"] = forged.into();
             std::fs::write(&file, serde_json::to_vec(&jws).unwrap()).unwrap();
-            let (ok, _, _) = jose(&["verify".as_ref(), fed.path("ca.crt").as_os_str(), file.as_os_str()]);
+            let (ok, _, _) = jose(&[
+                "verify".as_ref(),
+                fed.path("ca.crt").as_os_str(),
+                file.as_os_str(),
+            ]);
             assert!(!ok, "jwcrypto accepted a forged payload");
         }
     }

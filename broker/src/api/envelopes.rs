@@ -46,19 +46,33 @@ pub async fn submit(
     let wait = match q.wait.as_deref() {
         None => None,
         Some(w) => Some(humantime::parse_duration(w).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad-parameter", format!("wait={w:?} is not a duration like 5s: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-parameter",
+                format!("wait={w:?} is not a duration like 5s: {e}"),
+            )
         })?),
     }
     .map(|w| w.min(config.limits.max_wait));
     let limit = config.limits.max_envelope_bytes;
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "envelope-too-large", format!("the envelope is larger than {limit} bytes"))
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "envelope-too-large",
+            format!("the envelope is larger than {limit} bytes"),
+        )
     })?;
     let _in_flight = hub.limiter.bytes(&entity, bytes.len()).map_err(|s| {
-        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too-many-bytes-in-flight", format!("{entity} has too many bytes in flight"))
-            .retry_after(s)
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-bytes-in-flight",
+            format!("{entity} has too many bytes in flight"),
+        )
+        .retry_after(s)
     })?;
-    let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     let outcome = hub.submit(&caller.0, media_type, bytes, wait).await?;
     hub.metrics.latency(started.elapsed().as_secs_f64());
     Ok(match outcome {
@@ -66,12 +80,19 @@ pub async fn submit(
         Outcome::Accepted(Accepted::Duplicate(r)) => (StatusCode::OK, Json(r)).into_response(),
         Outcome::Answered(accepted, response) => {
             let receipt = match &accepted {
-                Accepted::New(r) | Accepted::Duplicate(r) => serde_json::to_vec(r).unwrap_or_default(),
+                Accepted::New(r) | Accepted::Duplicate(r) => {
+                    serde_json::to_vec(r).unwrap_or_default()
+                }
             };
             let mut resp = (StatusCode::OK, response.envelope).into_response();
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(response.media_type));
-            if let Ok(v) = HeaderValue::from_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(receipt)) {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(response.media_type),
+            );
+            if let Ok(v) = HeaderValue::from_str(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(receipt),
+            ) {
                 h.insert(RECEIPT_HEADER, v);
             }
             resp
@@ -89,12 +110,19 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let entity = caller.entity()?;
-    let id = Uuid::parse_str(&id)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad-parameter", format!("`{id}` is not a UUID: {e}")))?;
+    let id = Uuid::parse_str(&id).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-parameter",
+            format!("`{id}` is not a UUID: {e}"),
+        )
+    })?;
     match hub.engine.envelope(&id, entity).map_err(ApiError::from)? {
         Some((record, history)) => {
             Ok(Json(serde_json::json!({ "envelope": record, "history": history })).into_response())
         }
-        None => Err(ApiError::not_found(format!("no envelope {id} that {entity} sent or received"))),
+        None => Err(ApiError::not_found(format!(
+            "no envelope {id} that {entity} sent or received"
+        ))),
     }
 }

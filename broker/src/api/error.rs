@@ -37,7 +37,12 @@ struct Problem<'a> {
 impl ApiError {
     /// A refusal with `status`, `code` and `detail`.
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError { status, code, detail: detail.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            retry_after: None,
+        }
     }
 
     /// Adds a `Retry-After`.
@@ -50,7 +55,11 @@ impl ApiError {
     /// A failure of the hub: logged in full, reported to the client as `internal`.
     pub fn internal(e: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %e, "Internal error.");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the hub failed; the request had no effect")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the hub failed; the request had no effect",
+        )
     }
 
     /// 404 for a resource the caller cannot see (or that does not exist: the same answer).
@@ -71,9 +80,11 @@ impl IntoResponse for ApiError {
         })
         .unwrap_or_default();
         let mut resp = (self.status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(s) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }
@@ -99,7 +110,9 @@ impl From<&snodo_envelopes::Error> for ApiError {
 impl From<&Refusal> for ApiError {
     fn from(r: &Refusal) -> Self {
         let status = match r.code() {
-            "sender-not-allowed" | "recipient-not-allowed" | "unknown-sender" => StatusCode::FORBIDDEN,
+            "sender-not-allowed" | "recipient-not-allowed" | "unknown-sender" => {
+                StatusCode::FORBIDDEN
+            }
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, r.code(), r.to_string())
@@ -109,11 +122,18 @@ impl From<&Refusal> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::UnknownLease(_) => ApiError::new(StatusCode::NOT_FOUND, "lease-unknown", e.to_string()),
-            EngineError::IdConflict(_) => ApiError::new(StatusCode::CONFLICT, "envelope-id-conflict", e.to_string()),
-            EngineError::Overloaded | EngineError::Stopped => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()).retry_after(1)
+            EngineError::UnknownLease(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "lease-unknown", e.to_string())
             }
+            EngineError::IdConflict(_) => {
+                ApiError::new(StatusCode::CONFLICT, "envelope-id-conflict", e.to_string())
+            }
+            EngineError::Overloaded | EngineError::Stopped => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+            .retry_after(1),
             other => ApiError::internal(&other),
         }
     }

@@ -16,7 +16,10 @@ use crate::hub::Hub;
 
 /// Health, readiness and metrics.
 pub fn routes() -> Router<Arc<Hub>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz() -> &'static str {
@@ -28,7 +31,11 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join("; "))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", problems.join("; ")),
+        )
+            .into_response()
     }
 }
 
@@ -39,7 +46,13 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             hub.metrics.depth(&id, n);
         }
     }
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], hub.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        hub.metrics.render(),
+    )
         .into_response()
 }
 
@@ -47,7 +60,10 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
 ///
 /// # Errors
 /// 403 for any other caller; 422 naming the bad field when the new file is refused.
-pub async fn reload(State(hub): State<Arc<Hub>>, Extension(caller): Extension<Caller>) -> Result<Response, ApiError> {
+pub async fn reload(
+    State(hub): State<Arc<Hub>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
     match &caller.0 {
         Identity::Hub(name) if *name == hub.config().hub.name => {}
         other => {
@@ -58,8 +74,12 @@ pub async fn reload(State(hub): State<Arc<Hub>>, Extension(caller): Extension<Ca
             ));
         }
     }
-    let summary = hub
-        .reload_from_file()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "config-invalid", format!("{e:#}")))?;
+    let summary = hub.reload_from_file().map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "config-invalid",
+            format!("{e:#}"),
+        )
+    })?;
     Ok((StatusCode::OK, format!("reloaded: {summary}\n")).into_response())
 }

@@ -48,11 +48,18 @@ pub async fn lease(
     let entity = caller.entity()?.clone();
     hub.rate(entity.as_str())?;
     let limits = hub.config().limits.clone();
-    let limit = q.limit.unwrap_or(10).clamp(1, limits.inbox_max_batch as usize);
+    let limit = q
+        .limit
+        .unwrap_or(10)
+        .clamp(1, limits.inbox_max_batch as usize);
     let lease_for = match q.lease.as_deref() {
         None => limits.lease_default,
         Some(l) => humantime::parse_duration(l).map_err(|e| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad-parameter", format!("lease={l:?} is not a duration like 30s: {e}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-parameter",
+                format!("lease={l:?} is not a duration like 30s: {e}"),
+            )
         })?,
     }
     .clamp(std::time::Duration::from_secs(1), limits.lease_max);
@@ -85,7 +92,12 @@ pub async fn nack(
     settle(hub, caller, s, false).await
 }
 
-async fn settle(hub: Arc<Hub>, caller: Caller, s: Settle, ack: bool) -> Result<StatusCode, ApiError> {
+async fn settle(
+    hub: Arc<Hub>,
+    caller: Caller,
+    s: Settle,
+    ack: bool,
+) -> Result<StatusCode, ApiError> {
     let entity = caller.entity()?.clone();
     hub.rate(entity.as_str())?;
     hub.engine.settle(entity, s.lease, ack).await?;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use snodo_envelopes::{
-    Body, EntityId, Envelope, Format, Identity, Limits, Profile, Recipient, Signer, TrustStore, Verifier,
+    Body, EntityId, Envelope, Format, Identity, Limits, Profile, Recipient, Signer, TrustStore,
+    Verifier,
 };
 use uuid::Uuid;
 
@@ -123,14 +124,20 @@ pub fn run(cmd: EnvelopeCommand) -> anyhow::Result<()> {
         } => {
             let signer = Signer::load(&key, &cert)?;
             if signer.identity != Identity::Entity(from.clone()) {
-                bail!("the certificate names {}, not --from {from}", signer.identity);
+                bail!(
+                    "the certificate names {}, not --from {from}",
+                    signer.identity
+                );
             }
             let raw = read_input(&body)?;
             let text = String::from_utf8(raw).context("the body is not UTF-8")?;
             let body = if text.trim_start().starts_with('<') {
                 Body::Xml(text.trim().to_owned())
             } else {
-                Body::Json(serde_json::from_str(&text).context("the body is neither an XML fragment nor JSON")?)
+                Body::Json(
+                    serde_json::from_str(&text)
+                        .context("the body is neither an XML fragment nor JSON")?,
+                )
             };
             let mut b = Envelope::builder(from, to, service, action).body(body);
             if let Some(c) = conversation {
@@ -154,12 +161,25 @@ pub fn run(cmd: EnvelopeCommand) -> anyhow::Result<()> {
             out.write_all(&signed)?;
             out.write_all(b"\n")?;
         }
-        EnvelopeCommand::Verify { ca, crl, max_bytes, file } => {
+        EnvelopeCommand::Verify {
+            ca,
+            crl,
+            max_bytes,
+            file,
+        } => {
             let trust = TrustStore::load(&ca, crl.as_deref())?;
-            let limits = Limits { max_bytes, ..Limits::default() };
+            let limits = Limits {
+                max_bytes,
+                ..Limits::default()
+            };
             let input = read_input(&file)?;
-            let verified = Verifier::new(Arc::new(trust), limits).verify(trim_newline(&input)).map_err(Refused)?;
-            println!("{}", serde_json::to_string_pretty(&verified.envelope.header)?);
+            let verified = Verifier::new(Arc::new(trust), limits)
+                .verify(trim_newline(&input))
+                .map_err(Refused)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&verified.envelope.header)?
+            );
         }
     }
     Ok(())

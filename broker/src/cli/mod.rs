@@ -37,6 +37,7 @@ pub enum Command {
 /// # Errors
 /// A message naming the bad value.
 pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s, 15m, 2h, 7d: {e}"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration like 30s, 15m, 2h, 7d: {e}"))?;
     time::Duration::try_from(d).map_err(|e| format!("`{s}`: {e}"))
 }

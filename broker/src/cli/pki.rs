@@ -61,19 +61,40 @@ fn parse_key_type(s: &str) -> Result<KeyType, String> {
 /// When a file cannot be read or written, or the CA is missing.
 pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
     match cmd {
-        PkiCommand::Init { dir, entities, key_type } => {
+        PkiCommand::Init {
+            dir,
+            entities,
+            key_type,
+        } => {
             let issued = pki::init(&dir, &entities, key_type)?;
             println!("CA:  {}", dir.join(pki::CA_CERT).display());
             for i in issued {
-                println!("key: {}  cert: {}", i.key_path.display(), i.cert_path.display());
+                println!(
+                    "key: {}  cert: {}",
+                    i.key_path.display(),
+                    i.cert_path.display()
+                );
             }
         }
-        PkiCommand::Issue { dir, entity, key_type, days } => {
-            let ca = CertificateAuthority::load(&dir).with_context(|| format!("loading the CA in {}", dir.display()))?;
+        PkiCommand::Issue {
+            dir,
+            entity,
+            key_type,
+            days,
+        } => {
+            let ca = CertificateAuthority::load(&dir)
+                .with_context(|| format!("loading the CA in {}", dir.display()))?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            let validity = Validity { not_before: now - 300, not_after: now + i64::from(days) * 86_400 };
+            let validity = Validity {
+                not_before: now - 300,
+                not_after: now + i64::from(days) * 86_400,
+            };
             let i = pki::issue(&dir, &ca, &Subject::Entity(entity), key_type, validity)?;
-            println!("key: {}  cert: {}", i.key_path.display(), i.cert_path.display());
+            println!(
+                "key: {}  cert: {}",
+                i.key_path.display(),
+                i.cert_path.display()
+            );
         }
         PkiCommand::Revoke { dir, cert, entity } => {
             let cert = match (cert, entity) {
@@ -82,7 +103,11 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --cert or --entity"),
             };
             let crl = pki::revoke(&dir, &cert)?;
-            println!("revoked {}; revocation list: {}", cert.display(), crl.display());
+            println!(
+                "revoked {}; revocation list: {}",
+                cert.display(),
+                crl.display()
+            );
         }
     }
     Ok(())

@@ -80,9 +80,11 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         &config.tls.key,
     )?);
     let store_dir = config.hub.data_dir.join("store");
-    std::fs::create_dir_all(&store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
+    std::fs::create_dir_all(&store_dir)
+        .with_context(|| format!("creating {}", store_dir.display()))?;
     let store = Arc::new(
-        SledStore::open(&store_dir).with_context(|| format!("opening the store in {}", store_dir.display()))?,
+        SledStore::open(&store_dir)
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
     );
     let tls_listener = server::bind(config.hub.listen, "HTTPS").await?;
     let plain_listener = match config.hub.plain_listen {
@@ -101,7 +103,10 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
     )?;
     let hub = Arc::new(Hub::new(config, path, engine)?);
     let addr = tls_listener.local_addr()?;
-    let plain_addr = plain_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let plain_addr = plain_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = vec![tokio::spawn(server::serve_tls(
         tls_listener,
@@ -111,10 +116,20 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         stop_rx.clone(),
     ))];
     if let Some(l) = plain_listener {
-        tasks.push(tokio::spawn(server::serve_plain(l, api::plain_app(hub.clone()), stop_rx)));
+        tasks.push(tokio::spawn(server::serve_plain(
+            l,
+            api::plain_app(hub.clone()),
+            stop_rx,
+        )));
     }
     tracing::info!(%addr, "snodo hub listening.");
-    Ok(Running { addr, plain_addr, hub, stop, tasks })
+    Ok(Running {
+        addr,
+        plain_addr,
+        hub,
+        stop,
+        tasks,
+    })
 }
 
 /// Runs the hub until SIGTERM or SIGINT.
@@ -143,9 +158,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 async fn signals(hub: Arc<Hub>, stop: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-    else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
         tracing::error!("Cannot install signal handlers.");
         return;
     };

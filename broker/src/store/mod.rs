@@ -31,7 +31,10 @@ impl StoreError {
     }
 
     pub(crate) fn corrupt(key: &[u8], detail: impl std::fmt::Display) -> Self {
-        StoreError::Corrupt { key: String::from_utf8_lossy(key).into_owned(), detail: detail.to_string() }
+        StoreError::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            detail: detail.to_string(),
+        }
     }
 }
 
@@ -84,7 +87,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError`] when the backend fails.
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 
     /// The entry with the greatest key starting with `prefix`.
     ///

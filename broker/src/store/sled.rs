@@ -39,7 +39,12 @@ impl Store for SledStore {
         Ok(self.db.get(key).map_err(backend)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let iter = match after {
             Some(after) => {
                 let mut start = after.to_vec();
@@ -60,7 +65,13 @@ impl Store for SledStore {
     }
 
     fn last(&self, prefix: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.db.scan_prefix(prefix).next_back().transpose().map_err(backend)?.map(|(k, v)| (k.to_vec(), v.to_vec())))
+        Ok(self
+            .db
+            .scan_prefix(prefix)
+            .next_back()
+            .transpose()
+            .map_err(backend)?
+            .map(|(k, v)| (k.to_vec(), v.to_vec())))
     }
 
     fn apply(&self, batch: Batch) -> StoreResult<()> {
@@ -94,7 +105,10 @@ mod tests {
             let s = SledStore::open(dir.path()).unwrap();
             let mut b = Batch::default();
             for i in 0u64..10 {
-                b.put([b"q/a\0".as_slice(), &i.to_be_bytes()].concat(), i.to_string());
+                b.put(
+                    [b"q/a\0".as_slice(), &i.to_be_bytes()].concat(),
+                    i.to_string(),
+                );
             }
             b.put("q/b\0x", "other");
             s.apply(b).unwrap();
@@ -107,7 +121,10 @@ mod tests {
         let all = s.scan(b"q/a\0", None, 100).unwrap();
         assert_eq!(all.len(), 9);
         let page = s.scan(b"q/a\0", Some(&all[1].0), 2).unwrap();
-        assert_eq!(page.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), vec![b"4".to_vec(), b"5".to_vec()]);
+        assert_eq!(
+            page.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            vec![b"4".to_vec(), b"5".to_vec()]
+        );
         assert_eq!(s.last(b"q/a\0").unwrap().unwrap().1, b"9");
         assert_eq!(s.last(b"q/c").unwrap(), None);
         assert!(s.is_writable());

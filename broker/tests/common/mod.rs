@@ -69,8 +69,10 @@ impl TestHub {
     /// A PKI (P-256) and a configuration with `extra` TOML appended to the `[limits]` table.
     pub fn new(limits: &str) -> TestHub {
         let dir = tempfile::tempdir().unwrap();
-        let entities: Vec<EntityId> =
-            [TURIN, CUNEO, ANPR, PORTAL, PAGOPA].iter().map(|e| e.parse().unwrap()).collect();
+        let entities: Vec<EntityId> = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
+            .iter()
+            .map(|e| e.parse().unwrap())
+            .collect();
         pki::init(&dir.path().join("pki"), &entities, KeyType::P256).unwrap();
         let ca = pki::CertificateAuthority::load(&dir.path().join("pki")).unwrap();
         pki::issue(
@@ -112,12 +114,18 @@ checkpoint_interval = "100ms"
 
     pub async fn start(&self) -> Running {
         let config = Config::load(&self.config_path).unwrap();
-        serve::start(config, Some(self.config_path.clone())).await.unwrap()
+        serve::start(config, Some(self.config_path.clone()))
+            .await
+            .unwrap()
     }
 
     pub fn signer(&self, entity: &str) -> Signer {
         let stem = entity.parse::<EntityId>().unwrap().file_stem();
-        Signer::load(&self.pki().join(format!("{stem}.key")), &self.pki().join(format!("{stem}.crt"))).unwrap()
+        Signer::load(
+            &self.pki().join(format!("{stem}.key")),
+            &self.pki().join(format!("{stem}.crt")),
+        )
+        .unwrap()
     }
 
     pub fn trust(&self) -> TrustStore {
@@ -126,14 +134,32 @@ checkpoint_interval = "100ms"
 
     /// A TLS client presenting `who`'s certificate (`auditor-x`, `hub` or an entity id).
     pub fn client(&self, who: &str) -> Client {
-        let stem = who.parse::<EntityId>().map(|e| e.file_stem()).unwrap_or_else(|_| who.to_owned());
+        let stem = who
+            .parse::<EntityId>()
+            .map(|e| e.file_stem())
+            .unwrap_or_else(|_| who.to_owned());
         client_with(&self.pki(), &stem)
     }
 
     /// A signed envelope from `from` to `to`.
-    pub fn envelope(&self, from: &str, to: &str, service: &str, action: &str, body: Value, format: Format) -> (Envelope, Vec<u8>) {
-        let to = if to == "*" { Recipient::Broadcast } else { Recipient::Entity(to.parse().unwrap()) };
-        let env = Envelope::builder(from.parse().unwrap(), to, service, action).json(body).build().unwrap();
+    pub fn envelope(
+        &self,
+        from: &str,
+        to: &str,
+        service: &str,
+        action: &str,
+        body: Value,
+        format: Format,
+    ) -> (Envelope, Vec<u8>) {
+        let to = if to == "*" {
+            Recipient::Broadcast
+        } else {
+            Recipient::Entity(to.parse().unwrap())
+        };
+        let env = Envelope::builder(from.parse().unwrap(), to, service, action)
+            .json(body)
+            .build()
+            .unwrap();
         let signed = snodo_envelopes::sign(&env, &self.signer(from), format).unwrap();
         (env, signed)
     }
@@ -152,7 +178,10 @@ pub fn client_with(pki: &Path, stem: &str) -> Client {
         &pki.join(format!("{stem}.key")),
     )
     .unwrap();
-    let http = reqwest::Client::builder().use_preconfigured_tls(config).build().unwrap();
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .build()
+        .unwrap();
     Client { http }
 }
 
@@ -167,12 +196,18 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The problem+json code.
     pub fn code(&self) -> String {
-        assert_eq!(self.content_type, "application/problem+json", "{}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.content_type,
+            "application/problem+json",
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
         self.json()["code"].as_str().unwrap().to_owned()
     }
 }
@@ -182,27 +217,56 @@ impl Client {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let content_type =
-            headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let body = resp.bytes().await.unwrap().to_vec();
-        Answer { status, content_type, headers, body }
+        Answer {
+            status,
+            content_type,
+            headers,
+            body,
+        }
     }
 
     pub async fn submit(&self, hub: &Running, signed: &[u8], format: Format) -> Answer {
         self.submit_query(hub, signed, format, "").await
     }
 
-    pub async fn submit_query(&self, hub: &Running, signed: &[u8], format: Format, query: &str) -> Answer {
+    pub async fn submit_query(
+        &self,
+        hub: &Running,
+        signed: &[u8],
+        format: Format,
+        query: &str,
+    ) -> Answer {
         let url = format!("https://127.0.0.1:{}/v1/envelopes{query}", hub.addr.port());
-        self.send(self.http.post(url).header("content-type", format.media_type()).body(signed.to_vec())).await
+        self.send(
+            self.http
+                .post(url)
+                .header("content-type", format.media_type())
+                .body(signed.to_vec()),
+        )
+        .await
     }
 
     pub async fn get(&self, hub: &Running, path: &str) -> Answer {
-        self.send(self.http.get(format!("https://127.0.0.1:{}{path}", hub.addr.port()))).await
+        self.send(
+            self.http
+                .get(format!("https://127.0.0.1:{}{path}", hub.addr.port())),
+        )
+        .await
     }
 
     pub async fn post_json(&self, hub: &Running, path: &str, body: Value) -> Answer {
-        self.send(self.http.post(format!("https://127.0.0.1:{}{path}", hub.addr.port())).json(&body)).await
+        self.send(
+            self.http
+                .post(format!("https://127.0.0.1:{}{path}", hub.addr.port()))
+                .json(&body),
+        )
+        .await
     }
 
     /// Leases the inbox: the envelopes with their lease tokens.
@@ -213,11 +277,17 @@ impl Client {
     }
 
     pub async fn ack_url(&self, base: &str, lease: &str) -> Answer {
-        self.send(self.http.post(format!("{base}/v1/inbox/ack")).json(&json!({ "lease": lease }))).await
+        self.send(
+            self.http
+                .post(format!("{base}/v1/inbox/ack"))
+                .json(&json!({ "lease": lease })),
+        )
+        .await
     }
 
     pub async fn ack(&self, hub: &Running, lease: &str) -> Answer {
-        self.post_json(hub, "/v1/inbox/ack", json!({ "lease": lease })).await
+        self.post_json(hub, "/v1/inbox/ack", json!({ "lease": lease }))
+            .await
     }
 }
 
