@@ -537,7 +537,7 @@ enum Reply {
 
 enum AcceptOutcome {
     New {
-        entry: Entry,
+        entry: Box<Entry>,
     },
     /// Accepted before as envelope `seq`: its receipt is rebuilt once the group is durable.
     Duplicate(u64),
@@ -779,7 +779,9 @@ impl Writer {
                 Some(seq),
             )?;
         }
-        Ok(AcceptOutcome::New { entry })
+        Ok(AcceptOutcome::New {
+            entry: Box::new(entry),
+        })
     }
 
     fn refuse(

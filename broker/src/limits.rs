@@ -146,20 +146,20 @@ impl Limiter {
 
 impl Drop for BytesGuard {
     fn drop(&mut self) {
-        if let Ok(mut i) = self.limiter.inner.lock() {
-            if let Some(used) = i.bytes.get_mut(&self.entity) {
-                *used = used.saturating_sub(self.n);
-            }
+        if let Ok(mut i) = self.limiter.inner.lock()
+            && let Some(used) = i.bytes.get_mut(&self.entity)
+        {
+            *used = used.saturating_sub(self.n);
         }
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        if let Ok(mut i) = self.limiter.inner.lock() {
-            if let Some(open) = i.connections.get_mut(&self.entity) {
-                *open = open.saturating_sub(1);
-            }
+        if let Ok(mut i) = self.limiter.inner.lock()
+            && let Some(open) = i.connections.get_mut(&self.entity)
+        {
+            *open = open.saturating_sub(1);
         }
     }
 }

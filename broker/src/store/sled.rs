@@ -123,7 +123,7 @@ mod tests {
         let page = s.scan(b"q/a\0", Some(&all[1].0), 2).unwrap();
         assert_eq!(
             page.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
-            vec![b"4".to_vec(), b"5".to_vec()]
+            vec![b"2".to_vec(), b"4".to_vec()]
         );
         assert_eq!(s.last(b"q/a\0").unwrap().unwrap().1, b"9");
         assert_eq!(s.last(b"q/c").unwrap(), None);
