@@ -2,6 +2,7 @@
 
 pub mod envelope;
 pub mod pki;
+pub mod receipt;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,9 @@ pub enum Command {
     /// Sign and verify envelopes.
     #[command(subcommand)]
     Envelope(envelope::EnvelopeCommand),
+    /// Verify receipts the hub returns.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.
