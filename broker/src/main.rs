@@ -1,7 +1,7 @@
 //! `snodo`: parses the command line and runs the command; all logic lives in the library.
 
 use clap::Parser as _;
-use snodo_broker::cli::{Cli, Command, config, envelope, pki, serve};
+use snodo_broker::cli::{Cli, Command, config, envelope, pki, receipt, serve};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
                 .and_then(|rt| rt.block_on(serve::run(args)))
         }
         Command::Config(cmd) => config::run(cmd),
+        Command::Receipt(cmd) => receipt::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod config;
 pub mod envelope;
 pub mod pki;
+pub mod receipt;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,9 @@ pub enum Command {
     /// Check a hub configuration file, print its JSON Schema.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Verify receipts the hub returns.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.

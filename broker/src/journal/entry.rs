@@ -185,6 +185,7 @@ impl Entry {
     /// [`EntryError::Time`] when `at` is not UTC or not within the years 0000–9999.
     pub fn to_bytes(&self) -> Result<Vec<u8>, EntryError> {
         check_digest(&self.digest)?;
+        // Only the time can fail to serialize: integers, strings and ids always do.
         serde_json::to_vec(self).map_err(|e| EntryError::Time(e.to_string()))
     }
 

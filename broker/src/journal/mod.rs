@@ -1,4 +1,13 @@
-//! The tamper-evident journal: entries, the RFC 9162 Merkle tree over them, signed checkpoints and receipts.
+//! The tamper-evident journal: every event about every envelope as an [`Entry`], each entry a
+//! leaf of an RFC 9162 Merkle tree, the tree's size and root signed by the hub in a
+//! [`SignedCheckpoint`], and a [`Receipt`] per accepted envelope that anyone holding the
+//! federation CA verifies offline.
+//!
+//! - [`merkle`]: hashing, the store of complete subtrees (`append`, `root`), inclusion and
+//!   consistency proofs and their verification; [`MemoryTree`] for tests and auditors.
+//! - [`entry`]: the entry and its one canonical encoding, whose bytes are the leaf.
+//! - [`checkpoint`]: the signed checkpoint text and the hub's [`CheckpointSigner`].
+//! - [`receipt`]: the receipt the hub returns on acceptance, and its verification.
 
 pub mod checkpoint;
 pub mod entry;
