@@ -1581,4 +1581,34 @@ subscribers = ["portale:comunefacile"]
         assert_eq!(schema["additionalProperties"], false);
         assert_eq!(schema["required"], serde_json::json!(["tls"]));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_refused_or_loaded_without_panic(text in "\\PC{0,200}") {
+            let _ = Config::from_toml(&text, Path::new("/nonexistent/snodo.toml"));
+        }
+
+        #[test]
+        fn a_mangled_file_is_refused_or_loaded_without_panic(
+            at in 0..BASE.len(),
+            cut in 0usize..8,
+            insert in "\\PC{0,4}",
+        ) {
+            let end = (at + cut).min(BASE.len());
+            let text = format!("{}{insert}{}", &BASE[..at], &BASE[end..]);
+            let d = dir();
+            if let Err(ConfigError::Invalid { problems, .. }) =
+                Config::from_toml(&text, &d.path().join("snodo.toml"))
+            {
+                proptest::prop_assert!(!problems.is_empty());
+            }
+        }
+
+        #[test]
+        fn a_parsed_pattern_writes_back_as_read(s in "[*]|[a-zA-Z]{0,3}:([*]|[a-zA-Z0-9_ -]{0,4})|\\PC{0,8}") {
+            if let Ok(p) = s.parse::<Pattern>() {
+                proptest::prop_assert_eq!(p.to_string(), s);
+            }
+        }
+    }
 }
