@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use snodo_envelopes::header::format_time;
-use snodo_envelopes::{EntityId, Format, Header, Profile};
+use snodo_envelopes::{EntityId, Envelope, Format, Header, Profile, Recipient, Signer};
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -20,6 +20,11 @@ use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
 use crate::journal::receipt::Receipt;
 use crate::store::{Batch, Store, StoreError, keys};
+
+/// The service and action of the hub's own failure notices.
+pub const NOTICE_SERVICE: &str = "snodo.consegna";
+/// See [`NOTICE_SERVICE`].
+pub const NOTICE_ACTION: &str = "mancata";
 
 /// How many requests one group commit takes at most.
 const MAX_GROUP: usize = 1024;
@@ -66,6 +71,8 @@ impl EngineError {
 /// What the engine needs to know of its hub.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// The entity under which the hub sends its own notices: `hub:<name>`.
+    pub hub_entity: EntityId,
     /// Sign a checkpoint at least this often while entries are unsigned.
     pub checkpoint_interval: Duration,
     /// Sign a checkpoint at least every this many entries.
@@ -173,6 +180,9 @@ pub struct EnvelopeRecord {
     pub accepted_index: u64,
 }
 
+/// An envelope taken from a queue: lease token, record, exact bytes, attempts so far.
+type Taken = (String, EnvelopeRecord, Vec<u8>, u32);
+
 /// A lease as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lease {
@@ -217,6 +227,59 @@ enum Job {
         ack: bool,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    PushTake {
+        recipient: EntityId,
+        limit: usize,
+        hold: Duration,
+        reply: oneshot::Sender<Result<Vec<Pushed>, EngineError>>,
+    },
+    PushDone {
+        recipient: EntityId,
+        token: String,
+        outcome: PushOutcome,
+        reply: oneshot::Sender<Result<(), EngineError>>,
+    },
+}
+
+/// An envelope taken from an inbox for a push to its recipient's endpoint.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// Report the outcome under this token.
+    pub lease: String,
+    /// The envelope's id.
+    pub envelope_id: Uuid,
+    /// Its service (for the delivery deadline).
+    pub service: String,
+    /// `application/xml` or `application/jose+json`.
+    pub media_type: &'static str,
+    /// The exact signed bytes.
+    pub envelope: Vec<u8>,
+    /// When it was accepted (unix ms): the delivery deadline counts from here.
+    pub accepted_ms: i64,
+    /// Attempts so far, this one included.
+    pub attempts: u32,
+}
+
+/// How a push went.
+#[derive(Debug, Clone)]
+pub enum PushOutcome {
+    /// The endpoint answered 2xx: delivered.
+    Delivered {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Failed; try again after a while.
+    Retry {
+        /// The backoff chosen.
+        after: Duration,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Failed past the delivery deadline: dead-letter it and tell the sender.
+    DeadLetter {
+        /// What went wrong last.
+        reason: String,
+    },
 }
 
 /// Requests waiting (`?wait=`) for the response to a request: (requester, request id).
@@ -238,6 +301,7 @@ impl Engine {
     pub fn start(
         store: Arc<dyn Store>,
         hub: CheckpointSigner,
+        notices: Signer,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let state = match store.get(keys::STATE)? {
@@ -251,6 +315,7 @@ impl Engine {
         let mut writer = Writer {
             store: store.clone(),
             hub,
+            notices,
             config,
             state,
             last_checkpoint: Instant::now(),
@@ -332,6 +397,48 @@ impl Engine {
             caller,
             token,
             ack,
+            reply,
+        })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Takes up to `limit` envelopes due for a push to `recipient`, held for `hold` (after
+    /// which, if no outcome was reported, they return to the queue).
+    ///
+    /// # Errors
+    /// [`EngineError`] when the store fails.
+    pub async fn push_take(
+        &self,
+        recipient: EntityId,
+        limit: usize,
+        hold: Duration,
+    ) -> Result<Vec<Pushed>, EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::PushTake {
+            recipient,
+            limit,
+            hold,
+            reply,
+        })?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Records how a push went.
+    ///
+    /// # Errors
+    /// [`EngineError::UnknownLease`] when the hold expired first (the envelope is back in the
+    /// queue and will be pushed again).
+    pub async fn push_done(
+        &self,
+        recipient: EntityId,
+        token: String,
+        outcome: PushOutcome,
+    ) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::PushDone {
+            recipient,
+            token,
+            outcome,
             reply,
         })?;
         rx.await.map_err(|_| EngineError::Stopped)?
@@ -531,6 +638,10 @@ enum Reply {
         oneshot::Sender<Result<(), EngineError>>,
         Result<(), EngineError>,
     ),
+    Pushed(
+        oneshot::Sender<Result<Vec<Pushed>, EngineError>>,
+        Result<Vec<Pushed>, EngineError>,
+    ),
     /// A response for a waiting request; if the request is gone, back to the inbox.
     Waiter(oneshot::Sender<Leased>, Leased, String, u64),
 }
@@ -546,6 +657,8 @@ enum AcceptOutcome {
 struct Writer {
     store: Arc<dyn Store>,
     hub: CheckpointSigner,
+    /// Signs the hub's own notices (delivery failures) as `hub:<name>`.
+    notices: Signer,
     config: EngineConfig,
     state: State,
     last_checkpoint: Instant,
@@ -631,6 +744,24 @@ impl Writer {
                     reply,
                 } => {
                     let r = self.settle(&mut g, &caller, &token, ack, now);
+                    replies.push(Reply::Settled(reply, r));
+                }
+                Job::PushTake {
+                    recipient,
+                    limit,
+                    hold,
+                    reply,
+                } => {
+                    let r = self.push_take(&mut g, &recipient, limit, hold, now);
+                    replies.push(Reply::Pushed(reply, r));
+                }
+                Job::PushDone {
+                    recipient,
+                    token,
+                    outcome,
+                    reply,
+                } => {
+                    let r = self.push_done(&mut g, &recipient, &token, outcome, now);
                     replies.push(Reply::Settled(reply, r));
                 }
                 Job::Stop(reply) => {
@@ -808,18 +939,20 @@ impl Writer {
         self.journal(g, entry, None).map(|_| ())
     }
 
-    fn lease(
+    /// Takes up to `limit` envelopes from `recipient`'s queue under fresh leases held until
+    /// `hold_until`; envelopes found expired are expired instead (never delivered).
+    fn take(
         &mut self,
         g: &mut Group<'_>,
         recipient: &EntityId,
         limit: usize,
-        lease_for: Duration,
+        hold_until: OffsetDateTime,
+        state: &str,
         now: OffsetDateTime,
-    ) -> Result<Vec<Leased>, EngineError> {
+    ) -> Result<Vec<Taken>, EngineError> {
         let mut out = Vec::new();
         let prefix = keys::queue_prefix(recipient.as_str());
         let mut after: Option<Vec<u8>> = None;
-        let expires = now + lease_for;
         while out.len() < limit {
             let page = self.store.scan(&prefix, after.as_deref(), limit.max(16))?;
             if page.is_empty() {
@@ -836,10 +969,17 @@ impl Writer {
                 let Some(seq) = keys::trailing_u64(&qkey) else {
                     continue;
                 };
-                let rkey = keys::envelope(seq);
-                let Some(rec) = g.get(&rkey)? else { continue };
-                let rec: EnvelopeRecord =
-                    serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+                let rec = self.record(g, seq)?;
+                g.delete(qkey);
+                if rec
+                    .expires_at
+                    .as_deref()
+                    .and_then(|t| snodo_envelopes::header::parse_time("expires_at", t).ok())
+                    .is_some_and(|t| t <= now)
+                {
+                    self.expire_for(g, &rec, recipient.as_str(), now)?;
+                    continue;
+                }
                 let raw = g
                     .get(&keys::raw(seq))?
                     .ok_or_else(|| StoreError::corrupt(&keys::raw(seq), "missing"))?;
@@ -847,44 +987,241 @@ impl Writer {
                 let lease = Lease {
                     recipient: recipient.to_string(),
                     seq,
-                    expires_ms: unix_ms(expires),
+                    expires_ms: unix_ms(hold_until),
                 };
-                g.delete(qkey);
                 g.put(
                     keys::lease(&token),
                     serde_json::to_vec(&lease).unwrap_or_default(),
                 );
                 g.put(keys::lease_expiry(lease.expires_ms, &token), Vec::new());
                 let dkey = keys::delivery(recipient.as_str(), seq);
-                let attempts = match g.get(&dkey)? {
-                    Some(v) => {
-                        serde_json::from_slice::<DeliveryRecord>(&v)
-                            .map(|d| d.attempts)
-                            .unwrap_or(0)
-                            + 1
-                    }
-                    None => 1,
-                };
-                g.put(dkey, delivery("leased", attempts, now));
-                let mut e = record_entry(EventKind::Delivered, &rec, now, Some(recipient.as_str()));
-                e.detail = Some(format!("leased until {}", format_time(expires)));
-                self.journal(g, e, Some(seq))?;
-                let format = if rec.format == "xml" {
-                    Format::Xml
-                } else {
-                    Format::Json
-                };
-                out.push(Leased {
-                    lease: token,
-                    lease_expires_at: format_time(expires),
-                    envelope_id: rec.id,
-                    sender: rec.sender.clone(),
-                    media_type: format.media_type(),
-                    envelope: String::from_utf8_lossy(&raw).into_owned(),
-                });
+                let attempts = g
+                    .get(&dkey)?
+                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
+                    .map_or(0, |d| d.attempts)
+                    + 1;
+                g.put(dkey, delivery(state, attempts, now));
+                out.push((token, rec, raw, attempts));
             }
         }
         Ok(out)
+    }
+
+    fn record(&self, g: &Group<'_>, seq: u64) -> Result<EnvelopeRecord, EngineError> {
+        let rkey = keys::envelope(seq);
+        let rec = g
+            .get(&rkey)?
+            .ok_or_else(|| StoreError::corrupt(&rkey, "envelope record missing"))?;
+        Ok(serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?)
+    }
+
+    fn lease(
+        &mut self,
+        g: &mut Group<'_>,
+        recipient: &EntityId,
+        limit: usize,
+        lease_for: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Leased>, EngineError> {
+        let expires = now + lease_for;
+        let mut out = Vec::new();
+        for (token, rec, raw, _) in self.take(g, recipient, limit, expires, "leased", now)? {
+            let mut e = record_entry(EventKind::Delivered, &rec, now, Some(recipient.as_str()));
+            e.detail = Some(format!("leased until {}", format_time(expires)));
+            self.journal(g, e, Some(rec.seq))?;
+            out.push(Leased {
+                lease: token,
+                lease_expires_at: format_time(expires),
+                envelope_id: rec.id,
+                sender: rec.sender.clone(),
+                media_type: media_type(&rec),
+                envelope: String::from_utf8_lossy(&raw).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn push_take(
+        &mut self,
+        g: &mut Group<'_>,
+        recipient: &EntityId,
+        limit: usize,
+        hold: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Vec<Pushed>, EngineError> {
+        let taken = self.take(g, recipient, limit, now + hold, "pushing", now)?;
+        Ok(taken
+            .into_iter()
+            .map(|(token, rec, raw, attempts)| Pushed {
+                lease: token,
+                envelope_id: rec.id,
+                media_type: media_type(&rec),
+                accepted_ms: snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
+                    .map(unix_ms)
+                    .unwrap_or_default(),
+                service: rec.service,
+                envelope: raw,
+                attempts,
+            })
+            .collect())
+    }
+
+    fn push_done(
+        &mut self,
+        g: &mut Group<'_>,
+        recipient: &EntityId,
+        token: &str,
+        outcome: PushOutcome,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let lkey = keys::lease(token);
+        let lease: Lease = match g.get(&lkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
+            None => return Err(EngineError::UnknownLease(token.to_owned())),
+        };
+        if lease.recipient != recipient.as_str() {
+            return Err(EngineError::UnknownLease(token.to_owned()));
+        }
+        g.delete(lkey);
+        g.delete(keys::lease_expiry(lease.expires_ms, token));
+        let rec = self.record(g, lease.seq)?;
+        let dkey = keys::delivery(recipient.as_str(), lease.seq);
+        let attempts = g
+            .get(&dkey)?
+            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
+            .map_or(1, |d| d.attempts);
+        match outcome {
+            PushOutcome::Delivered { status } => {
+                g.put(dkey, delivery("delivered", attempts, now));
+                let mut e = record_entry(EventKind::Delivered, &rec, now, Some(recipient.as_str()));
+                e.detail = Some(format!(
+                    "pushed; the endpoint answered {status} (attempt {attempts})"
+                ));
+                self.journal(g, e, Some(lease.seq))?;
+            }
+            PushOutcome::Retry { after, .. } => {
+                g.put(dkey, delivery("retrying", attempts, now));
+                g.put(
+                    keys::retry(unix_ms(now + after), recipient.as_str(), lease.seq),
+                    Vec::new(),
+                );
+            }
+            PushOutcome::DeadLetter { reason } => {
+                g.put(dkey, delivery("dead_lettered", attempts, now));
+                g.put(keys::dead_letter(recipient.as_str(), lease.seq), Vec::new());
+                let mut e =
+                    record_entry(EventKind::DeadLettered, &rec, now, Some(recipient.as_str()));
+                e.detail = Some(format!("after {attempts} attempts: {reason}"));
+                self.journal(g, e, Some(lease.seq))?;
+                let detail =
+                    format!("not delivered to {recipient} after {attempts} attempts: {reason}");
+                self.notice(g, &rec, "dead-lettered", &detail, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `rec` expired before it reached `recipient`: journal it, tell the sender.
+    fn expire_for(
+        &mut self,
+        g: &mut Group<'_>,
+        rec: &EnvelopeRecord,
+        recipient: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        g.put(
+            keys::delivery(recipient, rec.seq),
+            delivery("expired", 0, now),
+        );
+        self.journal(
+            g,
+            record_entry(EventKind::Expired, rec, now, Some(recipient)),
+            Some(rec.seq),
+        )?;
+        let detail = format!(
+            "expired at {} before {recipient} took it",
+            rec.expires_at.as_deref().unwrap_or("?")
+        );
+        self.notice(g, rec, "expired", &detail, now)
+    }
+
+    /// Sends `rec`'s sender a failure notice signed by the hub: an envelope from
+    /// `hub:<name>` answering the failed one, in its conversation.
+    fn notice(
+        &mut self,
+        g: &mut Group<'_>,
+        rec: &EnvelopeRecord,
+        reason: &str,
+        detail: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let Ok(sender) = rec.sender.parse::<EntityId>() else {
+            return Ok(());
+        };
+        if sender == self.config.hub_entity {
+            return Ok(()); // never a notice about a notice
+        }
+        let body = serde_json::json!({
+            "envelope_id": rec.id,
+            "recipient": rec.recipient,
+            "service": rec.service,
+            "action": rec.action,
+            "reason": reason,
+            "detail": detail,
+            "at": format_time(now),
+        });
+        let envelope = Envelope::builder(
+            self.config.hub_entity.clone(),
+            Recipient::Entity(sender.clone()),
+            NOTICE_SERVICE,
+            NOTICE_ACTION,
+        )
+        .conversation(rec.conversation.clone())
+        .in_reply_to(rec.id)
+        .profile(Profile::Oneway)
+        .json(body)
+        .build()
+        .map_err(|e| EngineError::Journal(format!("notice: {e}")))?;
+        let raw = snodo_envelopes::sign(&envelope, &self.notices, Format::Json)
+            .map_err(|e| EngineError::Journal(format!("notice: {e}")))?;
+        let digest = openssl::sha::sha256(&raw);
+        let seq = self.state.next_seq;
+        self.state.next_seq += 1;
+        let h = &envelope.header;
+        let entry = self.journal(
+            g,
+            entry_for(EventKind::Accepted, h, &digest, now, None),
+            Some(seq),
+        )?;
+        let record = EnvelopeRecord {
+            seq,
+            id: h.id,
+            sender: h.sender.to_string(),
+            recipient: sender.to_string(),
+            recipients: vec![sender.to_string()],
+            service: h.service.clone(),
+            action: h.action.clone(),
+            conversation: h.conversation.clone(),
+            profile: h.profile,
+            in_reply_to: h.in_reply_to,
+            expires_at: None,
+            format: "json".into(),
+            digest: hex::encode(digest),
+            accepted_at: format_time(now),
+            accepted_index: entry.index,
+        };
+        g.put(
+            keys::envelope(seq),
+            serde_json::to_vec(&record).unwrap_or_default(),
+        );
+        g.put(keys::raw(seq), raw);
+        g.put(
+            keys::idempotency(h.sender.as_str(), &h.id),
+            seq.to_be_bytes().to_vec(),
+        );
+        g.put(keys::by_id(&h.id, seq), Vec::new());
+        g.put(keys::queue(sender.as_str(), seq), Vec::new());
+        Ok(())
     }
 
     fn settle(
@@ -959,6 +1296,27 @@ impl Writer {
                 g.put(dkey, delivery("returned", attempts, now));
             }
         }
+        for (key, _) in self.store.scan(b"w/", None, 4096)? {
+            let Some(ms) = key
+                .get(2..10)
+                .and_then(|b| b.try_into().ok())
+                .map(i64::from_be_bytes)
+            else {
+                continue;
+            };
+            if ms > now_ms {
+                break;
+            }
+            g.delete(key.clone());
+            let (Some(seq), Some(recipient)) = (
+                keys::trailing_u64(&key),
+                key.get(11..key.len().saturating_sub(9)),
+            ) else {
+                continue;
+            };
+            let recipient = String::from_utf8_lossy(recipient).into_owned();
+            g.put(keys::queue(&recipient, seq), Vec::new());
+        }
         for (key, _) in self.store.scan(b"t/", None, 4096)? {
             let Some(ms) = key
                 .get(2..10)
@@ -974,20 +1332,12 @@ impl Writer {
             let Some(seq) = keys::trailing_u64(&key) else {
                 continue;
             };
-            let rkey = keys::envelope(seq);
-            let Some(rec) = g.get(&rkey)? else { continue };
-            let rec: EnvelopeRecord =
-                serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?;
+            let rec = self.record(g, seq)?;
             for r in &rec.recipients {
                 let qkey = keys::queue(r, seq);
                 if g.get(&qkey)?.is_some() {
                     g.delete(qkey);
-                    g.put(keys::delivery(r, seq), delivery("expired", 0, now));
-                    self.journal(
-                        g,
-                        record_entry(EventKind::Expired, &rec, now, Some(r)),
-                        Some(seq),
-                    )?;
+                    self.expire_for(g, &rec, r, now)?;
                 }
             }
         }
@@ -1058,6 +1408,9 @@ impl Writer {
                 Reply::Settled(tx, r) => {
                     let _ = tx.send(r);
                 }
+                Reply::Pushed(tx, r) => {
+                    let _ = tx.send(r);
+                }
                 Reply::Waiter(tx, leased, recipient, seq) => {
                     if tx.send(leased).is_err() {
                         requeue.push((recipient, seq));
@@ -1124,6 +1477,9 @@ impl Writer {
                 Reply::Settled(tx, _) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
+                Reply::Pushed(tx, _) => {
+                    let _ = tx.send(Err(EngineError::Journal(msg.clone())));
+                }
                 Reply::Waiter(..) => {}
             }
         }
@@ -1184,6 +1540,14 @@ fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
         at: format_time(now),
     })
     .unwrap_or_default()
+}
+
+fn media_type(rec: &EnvelopeRecord) -> &'static str {
+    if rec.format == "xml" {
+        Format::Xml.media_type()
+    } else {
+        Format::Json.media_type()
+    }
 }
 
 fn unix_ms(t: OffsetDateTime) -> i64 {

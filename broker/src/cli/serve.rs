@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
+use snodo_envelopes::EntityId;
+use snodo_envelopes::verify::HUB_CLASS;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -41,6 +43,7 @@ pub struct Running {
     pub hub: Arc<Hub>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    delivery: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -61,6 +64,7 @@ impl Running {
         for t in self.tasks {
             t.await.context("listener task")??;
         }
+        let _ = self.delivery.await;
         self.hub.engine.stop().await;
         Ok(())
     }
@@ -92,11 +96,14 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         None => None,
     };
     let hub_cert = snodo_envelopes::pki::load_cert(&config.tls.cert)?;
-    let checkpoints = CheckpointSigner::new(material.signer, &hub_cert)?;
+    let checkpoints = CheckpointSigner::new(material.signer.clone(), &hub_cert)?;
+    let hub_entity: EntityId = format!("{HUB_CLASS}:{}", config.hub.name).parse()?;
     let engine = Engine::start(
         store,
         checkpoints,
+        material.signer,
         EngineConfig {
+            hub_entity,
             checkpoint_interval: config.journal.checkpoint_interval,
             checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
         },
@@ -119,9 +126,10 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         tasks.push(tokio::spawn(server::serve_plain(
             l,
             api::plain_app(hub.clone()),
-            stop_rx,
+            stop_rx.clone(),
         )));
     }
+    let delivery = tokio::spawn(crate::delivery::run(hub.clone(), stop_rx));
     tracing::info!(%addr, "snodo hub listening.");
     Ok(Running {
         addr,
@@ -129,6 +137,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         hub,
         stop,
         tasks,
+        delivery,
     })
 }
 

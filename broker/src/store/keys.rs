@@ -13,6 +13,8 @@
 //! | `l/` | lease token | lease (JSON) |
 //! | `x/` | lease expiry (ms), token | nothing: leases by expiry |
 //! | `t/` | envelope expiry (ms), seq | nothing: envelopes by expiry |
+//! | `w/` | retry time (ms), recipient, seq | nothing: pushes waiting to be retried |
+//! | `v/` | recipient, seq | nothing: the dead-letter queue |
 //! | `j/` | journal index | journal entry (canonical bytes) |
 //! | `n/` | level, index | Merkle tree node hash |
 //! | `k/` | tree size | signed checkpoint (JSON) |
@@ -114,6 +116,25 @@ pub fn lease_expiry(expires_ms: i64, token: &str) -> Vec<u8> {
 #[must_use]
 pub fn expiry(expires_ms: i64, seq: u64) -> Vec<u8> {
     join(b"t/", &[&expires_ms.to_be_bytes(), &seq.to_be_bytes()])
+}
+
+/// A push to retry at `due_ms`.
+#[must_use]
+pub fn retry(due_ms: i64, recipient: &str, seq: u64) -> Vec<u8> {
+    join(
+        b"w/",
+        &[
+            &due_ms.to_be_bytes(),
+            recipient.as_bytes(),
+            &seq.to_be_bytes(),
+        ],
+    )
+}
+
+/// An envelope dead-lettered for `recipient`.
+#[must_use]
+pub fn dead_letter(recipient: &str, seq: u64) -> Vec<u8> {
+    join(b"v/", &[recipient.as_bytes(), &seq.to_be_bytes()])
 }
 
 /// A journal entry.

@@ -16,23 +16,11 @@ pub const ANPR: &str = "anpr:ministero";
 pub const PORTAL: &str = "portale:comunefacile";
 pub const PAGOPA: &str = "pagopa:nodo";
 
-/// The registry every test hub serves.
+/// The registry every test hub serves (after the entities; `{deadline}` is filled in).
 pub const SERVICES: &str = r#"
-[[entities]]
-id = "comune:001272"
-name = "Comune di Torino"
-[[entities]]
-id = "comune:004078"
-name = "Comune di Cuneo"
-[[entities]]
-id = "anpr:ministero"
-[[entities]]
-id = "portale:comunefacile"
-[[entities]]
-id = "pagopa:nodo"
-
 [[services]]
 name = "residenza.cambio"
+{deadline}
 [[services.actions]]
 name = "richiesta"
 senders = ["comune:*", "portale:comunefacile"]
@@ -65,9 +53,32 @@ pub struct TestHub {
     pub config_path: PathBuf,
 }
 
+/// What a test hub's configuration may vary.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// TOML lines of the `[limits]` table.
+    pub limits: &'a str,
+    /// TOML lines of the `[delivery]` table.
+    pub delivery: &'a str,
+    /// Push endpoints: (entity, URL).
+    pub endpoints: Vec<(&'a str, String)>,
+    /// The delivery deadline of `residenza.cambio` (`"2s"`).
+    pub deadline: Option<&'a str>,
+}
+
 impl TestHub {
-    /// A PKI (P-256) and a configuration with `extra` TOML appended to the `[limits]` table.
+    /// A PKI (P-256) and a configuration with `limits` as the `[limits]` table.
     pub fn new(limits: &str) -> TestHub {
+        TestHub::with(Options {
+            limits,
+            ..Options::default()
+        })
+    }
+
+    /// A PKI (P-256) and a configuration as `o` says.
+    pub fn with(o: Options<'_>) -> TestHub {
+        let limits = o.limits;
+        let delivery = o.delivery;
         let dir = tempfile::tempdir().unwrap();
         let entities: Vec<EntityId> = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
             .iter()
@@ -101,11 +112,40 @@ key = "pki/hub.key"
 
 [journal]
 checkpoint_interval = "100ms"
-{SERVICES}"#
+
+[delivery]
+{delivery}
+{entities}
+{services}"#,
+            entities = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
+                .iter()
+                .map(|e| match o.endpoints.iter().find(|(x, _)| x == e) {
+                    Some((_, url)) => format!("[[entities]]\nid = \"{e}\"\nendpoint = \"{url}\"\n"),
+                    None => format!("[[entities]]\nid = \"{e}\"\n"),
+                })
+                .collect::<String>(),
+            services = SERVICES.replace(
+                "{deadline}",
+                &o.deadline
+                    .map(|d| format!("deadline = \"{d}\""))
+                    .unwrap_or_default()
+            ),
         );
         let config_path = dir.path().join("snodo.toml");
         std::fs::write(&config_path, config).unwrap();
         TestHub { dir, config_path }
+    }
+
+    /// Gives `entity` a push endpoint in the configuration (before the hub starts).
+    pub fn set_endpoint(&self, entity: &str, url: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let block = format!("[[entities]]\nid = \"{entity}\"\n");
+        assert!(
+            text.contains(&block),
+            "{entity} is not in the configuration"
+        );
+        let text = text.replace(&block, &format!("{block}endpoint = \"{url}\"\n"));
+        std::fs::write(&self.config_path, text).unwrap();
     }
 
     pub fn pki(&self) -> PathBuf {
@@ -294,4 +334,130 @@ impl Client {
 /// The trust store wrapped for verifiers.
 pub fn verifier(hub: &TestHub) -> snodo_envelopes::Verifier {
     snodo_envelopes::Verifier::new(Arc::new(hub.trust()), snodo_envelopes::Limits::default())
+}
+
+/// What a partner's push endpoint received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub media_type: String,
+    pub body: Vec<u8>,
+}
+
+/// A partner's HTTPS endpoint, serving `entity`'s certificate and requiring the hub's: it
+/// answers 503 to the first `fail_first` pushes (forever if `u32::MAX`), then 200.
+pub struct Partner {
+    pub url: String,
+    pub received: Arc<std::sync::Mutex<Vec<Received>>>,
+    pub attempts: Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Partner {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Partner {
+    pub async fn start(pki: &Path, entity: &str, fail_first: u32) -> Partner {
+        use axum::routing::post;
+        use std::sync::atomic::Ordering;
+        let stem = entity.parse::<EntityId>().unwrap().file_stem();
+        let tls = snodo_broker::tls::server_config(
+            &pki.join("ca.crt"),
+            None,
+            &pki.join(format!("{stem}.crt")),
+            &pki.join(format!("{stem}.key")),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}/snodo/push",
+            listener.local_addr().unwrap().port()
+        );
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let attempts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (r, a) = (received.clone(), attempts.clone());
+        let app = axum::Router::new().route(
+            "/snodo/push",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (r, a) = (r.clone(), a.clone());
+                    async move {
+                        let n = a.fetch_add(1, Ordering::SeqCst) + 1;
+                        if n <= fail_first {
+                            return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let media_type = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        r.lock().unwrap().push(Received {
+                            media_type,
+                            body: body.to_vec(),
+                        });
+                        axum::http::StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // Only the hub may push here.
+                    let caller = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| snodo_broker::tls::identity(c));
+                    assert!(
+                        matches!(caller, Some(Ok(snodo_envelopes::Identity::Hub(_)))),
+                        "{caller:?}"
+                    );
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        Partner {
+            url,
+            received,
+            attempts,
+            task,
+        }
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, for at most `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f().await {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
