@@ -334,7 +334,7 @@ impl Hub {
     }
 
     /// Journals and counts a refusal.
-    fn refused(
+    pub fn refused(
         &self,
         caller: &Identity,
         digest: &[u8; 32],

@@ -33,6 +33,9 @@ pub struct Metrics {
     leased: Counter,
     acknowledged: Counter,
     returned: Counter,
+    pushed: Counter,
+    retried: Counter,
+    dead_lettered: Counter,
     latency: Histogram,
     depth: Family<EntityLabel, Gauge>,
 }
@@ -56,6 +59,9 @@ impl Metrics {
             leased: Counter::default(),
             acknowledged: Counter::default(),
             returned: Counter::default(),
+            pushed: Counter::default(),
+            retried: Counter::default(),
+            dead_lettered: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             depth: Family::default(),
         };
@@ -88,6 +94,21 @@ impl Metrics {
             "envelopes_returned",
             "Leased envelopes returned to the inbox",
             m.returned.clone(),
+        );
+        registry.register(
+            "envelopes_pushed",
+            "Envelopes pushed to an endpoint that answered 2xx",
+            m.pushed.clone(),
+        );
+        registry.register(
+            "pushes_retried",
+            "Failed pushes scheduled for a retry",
+            m.retried.clone(),
+        );
+        registry.register(
+            "envelopes_dead_lettered",
+            "Envelopes dead-lettered past their delivery deadline",
+            m.dead_lettered.clone(),
         );
         registry.register(
             "acceptance_seconds",
@@ -134,6 +155,15 @@ impl Metrics {
         } else {
             self.returned.inc();
         }
+    }
+
+    /// Counts the outcome of a push.
+    pub fn push(&self, outcome: &crate::engine::PushOutcome) {
+        match outcome {
+            crate::engine::PushOutcome::Delivered { .. } => self.pushed.inc(),
+            crate::engine::PushOutcome::Retry { .. } => self.retried.inc(),
+            crate::engine::PushOutcome::DeadLetter { .. } => self.dead_lettered.inc(),
+        };
     }
 
     /// Records how long an acceptance took.

@@ -212,6 +212,85 @@ async fn refusals_name_what_was_wrong() {
     // Nothing refused reached an inbox.
     assert!(t.client(ANPR).inbox(&hub, "").await.is_empty());
     hub.shutdown().await.unwrap();
+
+    // Every refusal is in the journal, with its code.
+    use snodo_broker::store::{SledStore, Store};
+    // The store is free once the last connection task has let go of the hub.
+    drop(turin);
+    let store = eventually(10, || async {
+        SledStore::open(&t.dir.path().join("data/store")).ok()
+    })
+    .await;
+    let codes: Vec<String> = store
+        .scan(b"j/", None, 1000)
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| snodo_broker::journal::entry::Entry::from_bytes(&v).unwrap())
+        .filter(|e| e.kind == snodo_broker::journal::entry::EventKind::Refused)
+        .map(|e| e.code.unwrap())
+        .collect();
+    for code in [
+        "transport-identity-mismatch",
+        "sender-not-allowed",
+        "unknown-recipient",
+        "envelope-expired",
+        "media-type-mismatch",
+        "envelope-too-large",
+        "signature-invalid",
+    ] {
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{code} not journaled: {codes:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_over_its_rate_gets_429_with_retry_after() {
+    let t = TestHub::new("requests_per_second = 1\nburst = 3");
+    let hub = t.start().await;
+    let turin = t.client(TURIN);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..6 {
+        let (_, signed) = t.envelope(
+            TURIN,
+            ANPR,
+            "residenza.cambio",
+            "richiesta",
+            json!({}),
+            Format::Json,
+        );
+        let a = turin.submit(&hub, &signed, Format::Json).await;
+        if a.status == 429 {
+            assert_eq!(a.code(), "rate-limited");
+            retry_after = a
+                .headers
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+        }
+        statuses.push(a.status);
+    }
+    assert_eq!(&statuses[..3], &[202, 202, 202], "{statuses:?}");
+    assert!(statuses[3..].contains(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // Another entity has its own budget.
+    let (_, signed) = t.envelope(
+        CUNEO,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(
+        t.client(CUNEO)
+            .submit(&hub, &signed, Format::Json)
+            .await
+            .status,
+        202
+    );
+    hub.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

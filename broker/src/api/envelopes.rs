@@ -55,13 +55,19 @@ pub async fn submit(
     }
     .map(|w| w.min(config.limits.max_wait));
     let limit = config.limits.max_envelope_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "envelope-too-large",
-            format!("the envelope is larger than {limit} bytes"),
-        )
-    })?;
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "envelope-too-large",
+                format!("the envelope is larger than {limit} bytes"),
+            );
+            // Only the first `limit` bytes were read: the digest is of nothing.
+            hub.refused(&caller.0, &openssl::sha::sha256(b""), &e, None);
+            return Err(e);
+        }
+    };
     let _in_flight = hub.limiter.bytes(&entity, bytes.len()).map_err(|s| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
