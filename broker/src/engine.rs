@@ -213,8 +213,15 @@ struct State {
 enum Job {
     /// Flush and stop.
     Stop(oneshot::Sender<()>),
+    /// Answered once every job sent before it is durable.
+    Barrier(oneshot::Sender<()>),
     Accept(Submission, oneshot::Sender<Result<Accepted, EngineError>>),
     Refuse(RefusalRecord),
+    /// An auditor's query, journaled: who asked what.
+    Queried {
+        actor: String,
+        query: String,
+    },
     Lease {
         recipient: EntityId,
         limit: usize,
@@ -345,6 +352,34 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Accept(submission, reply))?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Journals an auditor's query (who asked what), durably before the answer goes out.
+    ///
+    /// # Errors
+    /// [`EngineError`] when it cannot be journaled: then the query must not be answered.
+    pub async fn record_query(&self, actor: String, query: String) -> Result<(), EngineError> {
+        self.send(Job::Queried { actor, query })?;
+        // Once the barrier is answered, the group holding the query entry has been flushed
+        // (a failed group drops the barrier, and the query is not answered).
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Barrier(reply))?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The number of entries in the journal, as last flushed.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn journal_size(&self) -> Result<u64, EngineError> {
+        Ok(match self.store.get(keys::STATE)? {
+            Some(v) => {
+                serde_json::from_slice::<State>(&v)
+                    .map_err(|e| StoreError::corrupt(keys::STATE, e))?
+                    .journal_size
+            }
+            None => 0,
+        })
     }
 
     /// Stops the engine after everything sent before is durable.
@@ -481,6 +516,33 @@ impl Engine {
             if record.sender == caller || record.recipients.iter().any(|r| r == caller) {
                 let history = self.history(seq)?;
                 return Ok(Some((record, history)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The exact bytes received for envelope `id`, if `caller` is its sender or a recipient
+    /// (`None`: an auditor, who may see all).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn raw_envelope(
+        &self,
+        id: &Uuid,
+        caller: Option<&EntityId>,
+    ) -> Result<Option<(EnvelopeRecord, Vec<u8>)>, EngineError> {
+        for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
+            let Some(seq) = keys::trailing_u64(&key) else {
+                continue;
+            };
+            let Some(record) = self.record(seq)? else {
+                continue;
+            };
+            let allowed = caller.is_none_or(|c| {
+                record.sender == c.as_str() || record.recipients.iter().any(|r| r == c.as_str())
+            });
+            if allowed && let Some(raw) = self.store.get(&keys::raw(seq))? {
+                return Ok(Some((record, raw)));
             }
         }
         Ok(None)
@@ -642,6 +704,8 @@ enum Reply {
         oneshot::Sender<Result<Vec<Pushed>, EngineError>>,
         Result<Vec<Pushed>, EngineError>,
     ),
+    /// Everything before is durable.
+    Barrier(oneshot::Sender<()>),
     /// A response for a waiting request; if the request is gone, back to the inbox.
     Waiter(oneshot::Sender<Leased>, Leased, String, u64),
 }
@@ -723,6 +787,19 @@ impl Writer {
                     accepted_any |= matches!(r, Ok(AcceptOutcome::New { .. }));
                     replies.push(Reply::Accepted(reply, r));
                 }
+                Job::Queried { actor, query } => {
+                    let mut e = Entry::new(
+                        0,
+                        EventKind::Queried,
+                        now,
+                        hex::encode(openssl::sha::sha256(query.as_bytes())),
+                    );
+                    e.actor = Some(actor);
+                    e.detail = Some(query);
+                    if let Err(e) = self.journal(&mut g, e, None) {
+                        tracing::error!(error = %e, "Query not journaled.");
+                    }
+                }
                 Job::Refuse(refusal) => {
                     if let Err(e) = self.refuse(&mut g, refusal, now) {
                         tracing::error!(error = %e, "Refusal not journaled.");
@@ -767,6 +844,7 @@ impl Writer {
                 Job::Stop(reply) => {
                     let _ = reply.send(());
                 }
+                Job::Barrier(reply) => replies.push(Reply::Barrier(reply)),
             }
         }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
@@ -804,6 +882,9 @@ impl Writer {
             g.put(keys::node(level, index), hash.to_vec());
         }
         g.put(keys::journal(entry.index), bytes);
+        for k in crate::journal::query::index_keys(&entry) {
+            g.put(k, Vec::new());
+        }
         if let Some(seq) = seq {
             g.put(keys::history(seq, entry.index), Vec::new());
         }
@@ -1411,6 +1492,9 @@ impl Writer {
                 Reply::Pushed(tx, r) => {
                     let _ = tx.send(r);
                 }
+                Reply::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
                 Reply::Waiter(tx, leased, recipient, seq) => {
                     if tx.send(leased).is_err() {
                         requeue.push((recipient, seq));
@@ -1480,7 +1564,7 @@ impl Writer {
                 Reply::Pushed(tx, _) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
-                Reply::Waiter(..) => {}
+                Reply::Barrier(_) | Reply::Waiter(..) => {}
             }
         }
     }

@@ -4,6 +4,7 @@ pub mod envelopes;
 pub mod error;
 pub mod health;
 pub mod inbox;
+pub mod journal;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -44,6 +45,13 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/v1/inbox", get(inbox::lease))
         .route("/v1/inbox/ack", post(inbox::ack))
         .route("/v1/inbox/nack", post(inbox::nack))
+        .route("/v1/journal/entries", get(journal::entries))
+        .route("/v1/journal/entries/{index}", get(journal::entry))
+        .route("/v1/journal/envelopes/{id}/raw", get(journal::raw))
+        .route("/v1/journal/checkpoint", get(journal::checkpoint))
+        .route("/v1/journal/checkpoints", get(journal::checkpoints))
+        .route("/v1/journal/proof/inclusion", get(journal::inclusion))
+        .route("/v1/journal/proof/consistency", get(journal::consistency))
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/admin/reload", post(health::reload))
         .merge(health::routes())
