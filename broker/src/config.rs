@@ -182,6 +182,16 @@ pub struct JournalConfig {
     /// Most entries under one checkpoint (bounds the work of one signature batch).
     #[serde(default = "default_checkpoint_max_entries")]
     pub checkpoint_max_entries: u32,
+    /// How long the exact bytes of accepted envelopes are kept (`"365days"`); past it they are
+    /// pruned, and the journal records it, while entries, digests, the tree and checkpoints
+    /// stay. Envelopes still waiting for delivery are never pruned. Absent: kept forever.
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "duration_schema")]
+    pub retention: Option<Duration>,
 }
 
 /// `[delivery]`: push delivery to entities that have an endpoint.
@@ -386,6 +396,7 @@ impl Default for JournalConfig {
         JournalConfig {
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_max_entries: default_checkpoint_max_entries(),
+            retention: None,
         }
     }
 }

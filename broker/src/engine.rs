@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     /// Sign a checkpoint at least every this many entries.
     pub checkpoint_max_entries: u64,
+    /// Prune the exact bytes of envelopes accepted longer ago than this.
+    pub retention: Option<Duration>,
 }
 
 /// An envelope that passed every check of the acceptance pipeline.
@@ -208,6 +210,9 @@ struct State {
     journal_size: u64,
     next_seq: u64,
     checkpoint_size: u64,
+    /// The next envelope the retention sweep looks at.
+    #[serde(default)]
+    prune_from: u64,
 }
 
 enum Job {
@@ -521,8 +526,8 @@ impl Engine {
         Ok(None)
     }
 
-    /// The exact bytes received for envelope `id`, if `caller` is its sender or a recipient
-    /// (`None`: an auditor, who may see all).
+    /// The exact bytes received for envelope `id` (`None` once pruned), if `caller` is its
+    /// sender or a recipient (`None`: an auditor, who may see all).
     ///
     /// # Errors
     /// [`EngineError::Store`].
@@ -530,7 +535,7 @@ impl Engine {
         &self,
         id: &Uuid,
         caller: Option<&EntityId>,
-    ) -> Result<Option<(EnvelopeRecord, Vec<u8>)>, EngineError> {
+    ) -> Result<Option<(EnvelopeRecord, Option<Vec<u8>>)>, EngineError> {
         for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
             let Some(seq) = keys::trailing_u64(&key) else {
                 continue;
@@ -541,7 +546,9 @@ impl Engine {
             let allowed = caller.is_none_or(|c| {
                 record.sender == c.as_str() || record.recipients.iter().any(|r| r == c.as_str())
             });
-            if allowed && let Some(raw) = self.store.get(&keys::raw(seq))? {
+            if allowed {
+                // `None`: pruned after the retention period.
+                let raw = self.store.get(&keys::raw(seq))?;
                 return Ok(Some((record, raw)));
             }
         }
@@ -1421,6 +1428,50 @@ impl Writer {
                     self.expire_for(g, &rec, r, now)?;
                 }
             }
+        }
+        if let Some(retention) = self.config.retention {
+            self.prune(g, now - retention, now)?;
+        }
+        Ok(())
+    }
+
+    /// Prunes the exact bytes of envelopes accepted before `cutoff`, in acceptance order, a
+    /// bounded number per sweep; envelopes still waiting for delivery keep theirs.
+    fn prune(
+        &mut self,
+        g: &mut Group<'_>,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let after = self.state.prune_from.checked_sub(1).map(keys::envelope);
+        for (key, value) in self.store.scan(b"m/", after.as_deref(), 512)? {
+            let rec: EnvelopeRecord =
+                serde_json::from_slice(&value).map_err(|e| StoreError::corrupt(&key, e))?;
+            let accepted = snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
+                .map_err(|e| StoreError::corrupt(&key, e))?;
+            if accepted >= cutoff {
+                break;
+            }
+            self.state.prune_from = rec.seq + 1;
+            let mut pending = false;
+            for r in &rec.recipients {
+                pending |= g.get(&keys::queue(r, rec.seq))?.is_some();
+                if let Some(d) = g.get(&keys::delivery(r, rec.seq))? {
+                    let d: DeliveryRecord =
+                        serde_json::from_slice(&d).map_err(|e| StoreError::corrupt(&key, e))?;
+                    pending |= matches!(d.state.as_str(), "leased" | "pushing" | "retrying");
+                }
+            }
+            if pending || g.get(&keys::raw(rec.seq))?.is_none() {
+                continue;
+            }
+            g.delete(keys::raw(rec.seq));
+            let mut e = record_entry(EventKind::Pruned, &rec, now, None);
+            e.detail = Some(format!(
+                "body pruned after the retention period; its digest was {}",
+                rec.digest
+            ));
+            self.journal(g, e, Some(rec.seq))?;
         }
         Ok(())
     }

@@ -335,3 +335,81 @@ async fn exports_stream_as_ndjson_and_csv() {
     assert!(rows[1..].iter().all(|r| r.contains(",accepted,")));
     hub.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_pruned_after_retention_and_the_tree_still_verifies() {
+    let t = TestHub::with(Options {
+        journal: "retention = \"1s\"",
+        ..Options::default()
+    });
+    let hub = t.start().await;
+    let sent = traffic(&t, &hub).await;
+    // One more that nobody takes: waiting envelopes are never pruned.
+    let (waiting, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(
+        t.client(TURIN)
+            .submit(&hub, &signed, Format::Json)
+            .await
+            .status,
+        202
+    );
+    let auditor = t.client(AUDITOR);
+    let before: SignedCheckpoint =
+        serde_json::from_slice(&auditor.get(&hub, "/v1/journal/checkpoint").await.body).unwrap();
+    let (id, _) = &sent[0];
+    let pruned = eventually(10, || async {
+        let got = all_entries(&auditor, &hub, &format!("&envelope_id={id}&kind=pruned")).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert!(
+        pruned[0]["entry"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("pruned after the retention period")
+    );
+    let a = auditor
+        .get(&hub, &format!("/v1/journal/envelopes/{id}/raw"))
+        .await;
+    assert_eq!((a.status, a.code()), (410, "envelope-pruned".into()));
+    assert_eq!(
+        auditor
+            .get(
+                &hub,
+                &format!("/v1/journal/envelopes/{}/raw", waiting.header.id)
+            )
+            .await
+            .status,
+        200
+    );
+    // The old checkpoint is consistent with the new one: pruning changed no entry.
+    let after: SignedCheckpoint =
+        serde_json::from_slice(&auditor.get(&hub, "/v1/journal/checkpoint").await.body).unwrap();
+    let p = auditor
+        .get(
+            &hub,
+            &format!(
+                "/v1/journal/proof/consistency?from={}&to={}",
+                before.checkpoint.size, after.checkpoint.size
+            ),
+        )
+        .await
+        .json();
+    let proof: Vec<merkle::Hash> = p["hashes"].as_array().unwrap().iter().map(hash).collect();
+    merkle::verify_consistency(
+        before.checkpoint.size,
+        after.checkpoint.size,
+        &before.checkpoint.root,
+        &after.checkpoint.root,
+        &proof,
+    )
+    .unwrap();
+    hub.shutdown().await.unwrap();
+}

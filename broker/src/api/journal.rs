@@ -344,7 +344,7 @@ pub async fn raw(
     .await?;
     let uuid = uuid::Uuid::parse_str(&id).map_err(|e| bad(format!("`{id}` is not a UUID: {e}")))?;
     match hub.engine.raw_envelope(&uuid, reader.entity())? {
-        Some((record, bytes)) => {
+        Some((record, Some(bytes))) => {
             let ct = if record.format == "xml" {
                 "application/xml"
             } else {
@@ -352,6 +352,14 @@ pub async fn raw(
             };
             Ok(([(header::CONTENT_TYPE, ct)], bytes).into_response())
         }
+        Some((record, None)) => Err(ApiError::new(
+            StatusCode::GONE,
+            "envelope-pruned",
+            format!(
+                "the body of envelope {id} was pruned after the retention period; its journal entries and digest {} remain",
+                record.digest
+            ),
+        )),
         None => Err(ApiError::not_found(format!(
             "no envelope {id} the caller may see"
         ))),

@@ -106,6 +106,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
             hub_entity,
             checkpoint_interval: config.journal.checkpoint_interval,
             checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
+            retention: config.journal.retention,
         },
     )?;
     let hub = Arc::new(Hub::new(config, path, engine)?);

@@ -36,11 +36,14 @@ pub enum EventKind {
     DeadLettered,
     /// An auditor queried the journal; `detail` is the query, `actor` the auditor.
     Queried,
+    /// The envelope's exact bytes were pruned after the retention period; its entries and
+    /// digest stay.
+    Pruned,
 }
 
 impl EventKind {
     /// Every kind, in the order of an envelope's life.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Received,
         EventKind::Refused,
         EventKind::Accepted,
@@ -50,6 +53,7 @@ impl EventKind {
         EventKind::Expired,
         EventKind::DeadLettered,
         EventKind::Queried,
+        EventKind::Pruned,
     ];
 
     /// The name in entries and filters: `received`, …, `dead_lettered`.
@@ -65,6 +69,7 @@ impl EventKind {
             EventKind::Expired => "expired",
             EventKind::DeadLettered => "dead_lettered",
             EventKind::Queried => "queried",
+            EventKind::Pruned => "pruned",
         }
     }
 }
