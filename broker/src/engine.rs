@@ -182,6 +182,9 @@ pub struct EnvelopeRecord {
     pub accepted_index: u64,
 }
 
+/// An envelope's record and its exact bytes (`None` once pruned).
+pub type RawEnvelope = (EnvelopeRecord, Option<Vec<u8>>);
+
 /// An envelope taken from a queue: lease token, record, exact bytes, attempts so far.
 type Taken = (String, EnvelopeRecord, Vec<u8>, u32);
 
@@ -535,7 +538,7 @@ impl Engine {
         &self,
         id: &Uuid,
         caller: Option<&EntityId>,
-    ) -> Result<Option<(EnvelopeRecord, Option<Vec<u8>>)>, EngineError> {
+    ) -> Result<Option<RawEnvelope>, EngineError> {
         for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
             let Some(seq) = keys::trailing_u64(&key) else {
                 continue;
