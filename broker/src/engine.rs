@@ -1085,13 +1085,11 @@ impl Writer {
                     serde_json::to_vec(&lease).unwrap_or_default(),
                 );
                 g.put(keys::lease_expiry(lease.expires_ms, &token), Vec::new());
-                let dkey = keys::delivery(recipient.as_str(), seq);
-                let attempts = g
-                    .get(&dkey)?
-                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-                    .map_or(0, |d| d.attempts)
-                    + 1;
-                g.put(dkey, delivery(state, attempts, now));
+                let attempts = self.attempts(g, recipient.as_str(), seq)? + 1;
+                g.put(
+                    keys::delivery(recipient.as_str(), seq),
+                    delivery(state, attempts, now),
+                );
                 out.push((token, rec, raw, attempts));
             }
         }
@@ -1165,22 +1163,8 @@ impl Writer {
         outcome: PushOutcome,
         now: OffsetDateTime,
     ) -> Result<(), EngineError> {
-        let lkey = keys::lease(token);
-        let lease: Lease = match g.get(&lkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
-            None => return Err(EngineError::UnknownLease(token.to_owned())),
-        };
-        if lease.recipient != recipient.as_str() {
-            return Err(EngineError::UnknownLease(token.to_owned()));
-        }
-        g.delete(lkey);
-        g.delete(keys::lease_expiry(lease.expires_ms, token));
-        let rec = self.record(g, lease.seq)?;
+        let (lease, rec, attempts) = self.end_lease(g, recipient, token)?;
         let dkey = keys::delivery(recipient.as_str(), lease.seq);
-        let attempts = g
-            .get(&dkey)?
-            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-            .map_or(1, |d| d.attempts);
         match outcome {
             PushOutcome::Delivered { status } => {
                 g.put(dkey, delivery("delivered", attempts, now));
@@ -1315,6 +1299,42 @@ impl Writer {
         Ok(())
     }
 
+    /// Ends the lease `token` held by `holder`: the lease, its envelope's record, and how many
+    /// attempts the delivery has had.
+    fn end_lease(
+        &self,
+        g: &mut Group<'_>,
+        holder: &EntityId,
+        token: &str,
+    ) -> Result<(Lease, EnvelopeRecord, u32), EngineError> {
+        let lkey = keys::lease(token);
+        let lease: Lease = match g.get(&lkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
+            None => return Err(EngineError::UnknownLease(token.to_owned())),
+        };
+        if lease.recipient != holder.as_str() {
+            return Err(EngineError::UnknownLease(token.to_owned()));
+        }
+        g.delete(lkey);
+        g.delete(keys::lease_expiry(lease.expires_ms, token));
+        let rec = self.record(g, lease.seq)?;
+        let attempts = self.attempts(g, holder.as_str(), lease.seq)?.max(1);
+        Ok((lease, rec, attempts))
+    }
+
+    /// How many times the envelope `seq` was handed to `recipient` so far.
+    fn attempts(&self, g: &Group<'_>, recipient: &str, seq: u64) -> Result<u32, EngineError> {
+        let dkey = keys::delivery(recipient, seq);
+        Ok(match g.get(&dkey)? {
+            Some(v) => {
+                serde_json::from_slice::<DeliveryRecord>(&v)
+                    .map_err(|e| StoreError::corrupt(&dkey, e))?
+                    .attempts
+            }
+            None => 0,
+        })
+    }
+
     fn settle(
         &mut self,
         g: &mut Group<'_>,
@@ -1323,26 +1343,8 @@ impl Writer {
         ack: bool,
         now: OffsetDateTime,
     ) -> Result<(), EngineError> {
-        let lkey = keys::lease(token);
-        let lease: Lease = match g.get(&lkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
-            None => return Err(EngineError::UnknownLease(token.to_owned())),
-        };
-        if lease.recipient != caller.as_str() {
-            return Err(EngineError::UnknownLease(token.to_owned()));
-        }
-        g.delete(lkey);
-        g.delete(keys::lease_expiry(lease.expires_ms, token));
-        let rkey = keys::envelope(lease.seq);
-        let rec: EnvelopeRecord = match g.get(&rkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
-            None => return Err(StoreError::corrupt(&rkey, "leased envelope missing").into()),
-        };
+        let (lease, rec, attempts) = self.end_lease(g, caller, token)?;
         let dkey = keys::delivery(caller.as_str(), lease.seq);
-        let attempts = g
-            .get(&dkey)?
-            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-            .map_or(1, |d| d.attempts);
         if ack {
             g.put(dkey, delivery("acknowledged", attempts, now));
             self.journal(
@@ -1379,12 +1381,11 @@ impl Writer {
                     serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?;
                 g.delete(lkey);
                 g.put(keys::queue(&lease.recipient, lease.seq), Vec::new());
-                let dkey = keys::delivery(&lease.recipient, lease.seq);
-                let attempts = g
-                    .get(&dkey)?
-                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-                    .map_or(1, |d| d.attempts);
-                g.put(dkey, delivery("returned", attempts, now));
+                let attempts = self.attempts(g, &lease.recipient, lease.seq)?;
+                g.put(
+                    keys::delivery(&lease.recipient, lease.seq),
+                    delivery("returned", attempts, now),
+                );
             }
         }
         for (key, _) in self.store.scan(b"w/", None, 4096)? {
