@@ -914,14 +914,29 @@ impl Writer {
         if let Some(seq) = g.get(&idem)? {
             let seq = keys::trailing_u64(&seq)
                 .ok_or_else(|| StoreError::corrupt(&idem, "not a sequence number"))?;
-            let rkey = keys::envelope(seq);
-            let original: EnvelopeRecord = match g.get(&rkey)? {
-                Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
-                None => return Err(StoreError::corrupt(&rkey, "accepted envelope missing").into()),
-            };
+            let original = self.record(g, seq)?;
+            let mut e = entry_for(
+                EventKind::Received,
+                h,
+                &sub.digest,
+                now,
+                Some(h.sender.as_str()),
+            );
             if original.digest != hex::encode(sub.digest) {
+                e.kind = EventKind::Refused;
+                e.code = Some("envelope-id-conflict".into());
+                e.detail = Some(format!(
+                    "the id was used for envelope {} with digest {}",
+                    original.id, original.digest
+                ));
+                self.journal(g, e, None)?;
                 return Err(EngineError::IdConflict(h.id));
             }
+            e.detail = Some(format!(
+                "again: a duplicate of the envelope accepted at index {}",
+                original.accepted_index
+            ));
+            self.journal(g, e, Some(seq))?;
             return Ok(AcceptOutcome::Duplicate(seq));
         }
         let seq = self.state.next_seq;
