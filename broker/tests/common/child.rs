@@ -135,6 +135,7 @@ impl HubProcess {
             .arg(&self.config)
             .current_dir(self.config.parent().unwrap())
             .env("SNODO_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -192,12 +193,13 @@ impl HubProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits up to `timeout` until the log holds `needle`; the log either way.
-    pub async fn wait_log(&self, needle: &str, timeout: Duration) -> (bool, String) {
+    /// Waits up to `timeout` until the log holds `needle` at least `times` times; true if it
+    /// does, and the log either way.
+    pub async fn wait_log(&self, needle: &str, times: usize, timeout: Duration) -> (bool, String) {
         let deadline = Instant::now() + timeout;
         loop {
             let text = self.log_text();
-            if text.contains(needle) {
+            if text.matches(needle).count() >= times {
                 return (true, text);
             }
             if Instant::now() >= deadline {
@@ -241,6 +243,42 @@ impl Drop for ChildGuard {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// What a command that ran to its end printed.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: String,
+    /// Its standard error.
+    pub stderr: String,
+}
+
+/// Runs `cmd` (its output to files in `dir`), killing it if it runs longer than `timeout`.
+pub async fn run_bounded(mut cmd: Command, dir: &Path, timeout: Duration) -> Finished {
+    let (out, err) = (dir.join("run.stdout"), dir.join("run.stderr"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .env("NO_COLOR", "1")
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(child));
+    let status = wait_exit(guard.get(), timeout).await;
+    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let Some(status) = status else {
+        panic!("{cmd:?} still ran after {timeout:?}:\n{stdout}\n{stderr}");
+    };
+    guard.0 = None;
+    Finished {
+        status,
+        stdout,
+        stderr,
     }
 }
 
