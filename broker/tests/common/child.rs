@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::TestHub;
+use serde_json::Value;
+use snodo_envelopes::Format;
+
+use super::{Answer, Client, TestHub};
 
 /// How long a hub gets to answer `/healthz` after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -289,4 +292,62 @@ pub fn log_file(path: &Path) -> File {
         .append(true)
         .open(path)
         .unwrap()
+}
+
+/// Calls that say when the connection fails instead of panicking, to a hub at any base URL.
+impl Client {
+    /// Sends `req` with a deadline; a connection that fails (a hub killed, not yet listening,
+    /// shutting down) is an `Err`, not a panic.
+    pub async fn try_send(&self, req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
+        let resp = req
+            .timeout(std::time::Duration::from_secs(20))
+            .send()
+            .await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp.bytes().await?.to_vec();
+        Ok(Answer {
+            status,
+            content_type,
+            headers,
+            body,
+        })
+    }
+
+    /// Submits `signed` to the hub at `base` (`https://127.0.0.1:PORT`).
+    pub async fn try_submit_at(
+        &self,
+        base: &str,
+        signed: &[u8],
+        format: Format,
+    ) -> Result<Answer, reqwest::Error> {
+        self.try_send(
+            self.http
+                .post(format!("{base}/v1/envelopes"))
+                .header("content-type", format.media_type())
+                .body(signed.to_vec()),
+        )
+        .await
+    }
+
+    /// GET `path` of the hub at `base`.
+    pub async fn try_get_at(&self, base: &str, path: &str) -> Result<Answer, reqwest::Error> {
+        self.try_send(self.http.get(format!("{base}{path}"))).await
+    }
+
+    /// POST `body` as JSON to `path` of the hub at `base`.
+    pub async fn try_post_json_at(
+        &self,
+        base: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<Answer, reqwest::Error> {
+        self.try_send(self.http.post(format!("{base}{path}")).json(body))
+            .await
+    }
 }
