@@ -21,6 +21,10 @@ struct Current {
     config: Arc<Config>,
     registry: Arc<Registry>,
     verifier: Verifier,
+    /// The partner listener's TLS configuration (CA, revocation list, hub certificate): built
+    /// with the rest, so that a reloaded revocation list refuses the revoked at the next
+    /// handshake.
+    tls: Arc<rustls::ServerConfig>,
     /// When the hub's certificate and the CA's expire (unix seconds), for readiness.
     expiries: Vec<(&'static str, i64)>,
 }
@@ -75,6 +79,12 @@ impl Hub {
     fn load(config: Config) -> anyhow::Result<Current> {
         let tls = config.load_tls()?;
         let verifier = Verifier::new(Arc::new(tls.trust), config.limits.envelope_limits());
+        let server_tls = Arc::new(crate::tls::server_config(
+            &config.tls.ca,
+            config.tls.crl.as_deref(),
+            &config.tls.cert,
+            &config.tls.key,
+        )?);
         let mut expiries = Vec::new();
         for (what, path) in [
             ("hub certificate", &config.tls.cert),
@@ -88,6 +98,7 @@ impl Hub {
         Ok(Current {
             registry: Arc::new(Registry::from_config(&config)),
             verifier,
+            tls: server_tls,
             config: Arc::new(config),
             expiries,
         })
@@ -174,6 +185,15 @@ impl Hub {
             .read()
             .map(|c| c.registry.clone())
             .unwrap_or_else(|p| p.into_inner().registry.clone())
+    }
+
+    /// The TLS configuration that the partner listener hands each new connection.
+    #[must_use]
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .map(|c| c.tls.clone())
+            .unwrap_or_else(|p| p.into_inner().tls.clone())
     }
 
     fn verifier(&self) -> Verifier {

@@ -77,12 +77,14 @@ impl Running {
 /// A message naming what is wrong; nothing is left running.
 pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let material = config.load_tls()?;
-    let tls_config = Arc::new(tls::server_config(
+    // Checked before any port is bound; the hub builds the configuration it serves with, and
+    // builds it again on reload.
+    tls::server_config(
         &config.tls.ca,
         config.tls.crl.as_deref(),
         &config.tls.cert,
         &config.tls.key,
-    )?);
+    )?;
     let store_dir = config.hub.data_dir.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
@@ -118,7 +120,6 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
     let (stop, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = vec![tokio::spawn(server::serve_tls(
         tls_listener,
-        tls_config,
         hub.clone(),
         api::app(hub.clone()),
         stop_rx.clone(),
