@@ -565,3 +565,52 @@ async fn serve_dev_creates_a_federation_serves_it_and_prints_commands_that_work(
     let status = child::wait_exit(guard.get(), Duration::from_secs(40)).await;
     assert_eq!(status.and_then(|s| s.code()), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_list_added_by_reload_shuts_the_revoked_entity_out() {
+    let t = TestHub::new("");
+    let mut hub = HubProcess::new(&t);
+    hub.start().await;
+    let base = hub.base();
+    let inbox = |who: &str| {
+        // A new client each time: a new connection, a new handshake.
+        let client = t.client(who);
+        let base = base.clone();
+        async move { client.try_get_at(&base, "/v1/inbox").await }
+    };
+    assert_eq!(inbox(CUNEO).await.unwrap().status, 200);
+
+    // Cuneo's certificate is revoked, the list named in the configuration, which is reloaded.
+    let mut revoke = child::snodo();
+    revoke
+        .args(["pki", "revoke", "--dir", "pki", "--entity", CUNEO])
+        .current_dir(t.dir.path());
+    let o = child::run_bounded(revoke, t.dir.path(), Duration::from_secs(30)).await;
+    assert!(o.status.success(), "{}", o.stderr);
+    edit(
+        &hub.config,
+        "key = \"pki/hub.key\"\n",
+        "key = \"pki/hub.key\"\ncrl = \"pki/ca.crl\"\n",
+    );
+    hub.signal("HUP");
+    let (ok, log) = hub
+        .wait_log("Configuration reloaded.", 1, Duration::from_secs(10))
+        .await;
+    assert!(ok, "{log}");
+
+    assert_eq!(inbox(TURIN).await.unwrap().status, 200);
+    let r = inbox(CUNEO).await;
+    assert!(
+        r.is_err(),
+        "a revoked entity read its inbox after the revocation list was reloaded: {r:?}"
+    );
+
+    // As after a restart.
+    hub.signal("TERM");
+    assert!(hub.wait_exit(Duration::from_secs(40)).await.success());
+    hub.start().await;
+    assert_eq!(inbox(TURIN).await.unwrap().status, 200);
+    assert!(inbox(CUNEO).await.is_err(), "revoked, after a restart");
+    hub.signal("TERM");
+    assert!(hub.wait_exit(Duration::from_secs(40)).await.success());
+}
