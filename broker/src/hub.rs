@@ -44,6 +44,9 @@ pub struct Hub {
     pub metrics: Metrics,
     /// Per-entity request rate and bytes in flight.
     pub limiter: Limiter,
+    /// Set to `true` when shutdown begins. The listeners and delivery watch it, and so do
+    /// requests waiting for their response, which then answer with their receipt.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The outcome of a submission that was not refused.
@@ -73,6 +76,7 @@ impl Hub {
             engine,
             metrics: Metrics::new(),
             limiter,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -345,10 +349,19 @@ impl Hub {
         let accepted = self.engine.accept(submission).await?;
         self.metrics.accepted(&accepted);
         match (waiter, &accepted) {
-            (Some((waiter, wait)), Accepted::New(_)) => match waiter.wait(wait).await {
-                Some(response) => Ok(Outcome::Answered(accepted, response)),
-                None => Ok(Outcome::Accepted(accepted)),
-            },
+            (Some((waiter, wait)), Accepted::New(_)) => {
+                // At shutdown the request stops waiting and gets its receipt, as if nobody had
+                // answered in time, rather than hold up the drain until it cuts the answer.
+                let mut stopping = self.stopping.subscribe();
+                let response = tokio::select! {
+                    response = waiter.wait(wait) => response,
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                match response {
+                    Some(response) => Ok(Outcome::Answered(accepted, response)),
+                    None => Ok(Outcome::Accepted(accepted)),
+                }
+            }
             _ => Ok(Outcome::Accepted(accepted)),
         }
     }

@@ -117,7 +117,8 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    // The hub's own shutdown signal, so that requests waiting for a response see it too.
+    let (stop, stop_rx) = (hub.stopping.clone(), hub.stopping.subscribe());
     let mut tasks = vec![tokio::spawn(server::serve_tls(
         tls_listener,
         hub.clone(),
