@@ -17,7 +17,7 @@ use common::*;
 use serde_json::json;
 use snodo_broker::journal::Receipt;
 use snodo_envelopes::pki::{self, KeyType};
-use snodo_envelopes::{EntityId, Format};
+use snodo_envelopes::{EntityId, Envelope, Format, Profile};
 use uuid::Uuid;
 
 /// No rate limit gets in the way of the load.
@@ -613,4 +613,66 @@ async fn a_revocation_list_added_by_reload_shuts_the_revoked_entity_out() {
     assert!(inbox(CUNEO).await.is_err(), "revoked, after a restart");
     hub.signal("TERM");
     assert!(hub.wait_exit(Duration::from_secs(40)).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_a_request_waiting_for_its_response_with_its_receipt() {
+    // Waits longer than the drain may last are allowed.
+    let t = TestHub::new("max_wait = \"2m\"");
+    let mut hub = HubProcess::new(&t);
+    hub.start().await;
+    let base = hub.base();
+    // A request from the portal that nobody answers, waiting up to a minute for its response.
+    let env = Envelope::builder(
+        PORTAL.parse().unwrap(),
+        ANPR.parse::<EntityId>().unwrap(),
+        "residenza.cambio",
+        "richiesta",
+    )
+    .profile(Profile::Request)
+    .json(json!({ "cf": "RSSMRA80A01L219X" }))
+    .build()
+    .unwrap();
+    let id = env.header.id;
+    let signed = snodo_envelopes::sign(&env, &t.signer(PORTAL), Format::Json).unwrap();
+    let portal = t.client(PORTAL);
+    let waiting = {
+        let (portal, base, signed) = (portal.clone(), base.clone(), signed.clone());
+        tokio::spawn(async move {
+            let req = portal
+                .http
+                .post(format!("{base}/v1/envelopes?wait=60s"))
+                .header("content-type", Format::Json.media_type())
+                .body(signed);
+            portal
+                .try_send_within(req, Duration::from_secs(90))
+                .await
+                .map_err(|e| root_cause(&e))
+        })
+    };
+    // Once it is accepted (its sender can see it), the hub is told to stop.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = portal
+            .try_get_at(&base, &format!("/v1/envelopes/{id}"))
+            .await
+            .unwrap();
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.signal("TERM");
+    let status = hub.wait_exit(Duration::from_secs(60)).await;
+    assert!(status.success(), "{status}");
+    let a = waiting
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("an accepted request was cut at shutdown, no receipt: {e}"));
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+    Receipt::from_json(&a.body)
+        .unwrap()
+        .verify(&t.trust(), Some(&signed))
+        .unwrap();
 }

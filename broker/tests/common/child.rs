@@ -299,10 +299,16 @@ impl Client {
     /// Sends `req` with a deadline; a connection that fails (a hub killed, not yet listening,
     /// shutting down) is an `Err`, not a panic.
     pub async fn try_send(&self, req: reqwest::RequestBuilder) -> Result<Answer, reqwest::Error> {
-        let resp = req
-            .timeout(std::time::Duration::from_secs(20))
-            .send()
-            .await?;
+        self.try_send_within(req, Duration::from_secs(20)).await
+    }
+
+    /// [`Client::try_send`] with its own deadline.
+    pub async fn try_send_within(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Answer, reqwest::Error> {
+        let resp = req.timeout(timeout).send().await?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let content_type = headers
