@@ -36,11 +36,12 @@ pub fn snodo() -> Command {
     Command::new(env!("CARGO_BIN_EXE_snodo"))
 }
 
-/// Sends `signal` (`TERM`, `HUP`, `KILL`…) to process `pid` with the system's `kill`.
+/// Sends `signal` (`TERM`, `HUP`, `KILL`…) to process `pid` with the shell's `kill`, which
+/// every machine has (procps' may be missing).
 pub fn send_signal(pid: u32, signal: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{signal} {pid}"))
         .status()
         .unwrap();
     assert!(status.success(), "kill -{signal} {pid}: {status}");
