@@ -562,8 +562,10 @@ fn check_store(
     // What the journal says happened to each envelope.
     let mut accepted: HashMap<Uuid, u32> = HashMap::new();
     let mut acked: HashMap<(String, Uuid), u32> = HashMap::new();
+    let mut deliveries = 0;
     for (e, _) in &entries {
         match e.kind {
+            EventKind::Delivered => deliveries += 1,
             EventKind::Accepted => *accepted.entry(e.envelope_id.unwrap()).or_default() += 1,
             EventKind::Acknowledged => {
                 *acked
@@ -606,9 +608,11 @@ fn check_store(
         );
     }
     eprintln!(
-        "journal: {size} entries, {} checkpoints, {} envelopes accepted ({} without a receipt)",
+        "journal: {size} entries, {} checkpoints, {} envelopes accepted ({} without a \
+         receipt), {deliveries} deliveries for {} acknowledgements",
         checkpoints.len(),
         accepted.len(),
         accepted.len() - ledger.receipts.len(),
+        acked.len(),
     );
 }

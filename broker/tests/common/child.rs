@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
 use serde_json::Value;
 use snodo_envelopes::Format;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{Answer, Client, TestHub};
 
