@@ -676,3 +676,52 @@ async fn sigterm_answers_a_request_waiting_for_its_response_with_its_receipt() {
         .verify(&t.trust(), Some(&signed))
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hub_on_the_same_data_directory_is_refused_and_the_first_serves_on() {
+    let t = TestHub::new("");
+    let mut hub = HubProcess::new(&t);
+    hub.start().await;
+    // The same file with other ports: only the data directory is shared.
+    let (port, plain_port) = (child::free_port(), child::free_port());
+    let text = std::fs::read_to_string(&hub.config)
+        .unwrap()
+        .replace(&format!(":{}\"", hub.port), &format!(":{port}\""))
+        .replace(
+            &format!(":{}\"", hub.plain_port),
+            &format!(":{plain_port}\""),
+        );
+    let second = t.dir.path().join("second.toml");
+    std::fs::write(&second, text).unwrap();
+    let mut cmd = child::snodo();
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(&second)
+        .current_dir(t.dir.path());
+    let o = child::run_bounded(cmd, t.dir.path(), Duration::from_secs(30)).await;
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr.contains("opening the store in"),
+        "the refusal does not name the store: {}",
+        o.stderr
+    );
+    assert!(child::port_is_free(port) && child::port_is_free(plain_port));
+
+    // The first hub still accepts.
+    let (_, signed) = t.envelope(
+        TURIN,
+        ANPR,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Xml,
+    );
+    let a = t
+        .client(TURIN)
+        .try_submit_at(&hub.base(), &signed, Format::Xml)
+        .await
+        .unwrap();
+    assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+    hub.signal("TERM");
+    assert!(hub.wait_exit(Duration::from_secs(40)).await.success());
+}
