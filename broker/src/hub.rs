@@ -200,6 +200,17 @@ impl Hub {
             .unwrap_or_else(|p| p.into_inner().tls.clone())
     }
 
+    /// Checks that a client certificate is still valid and not revoked (cached chain check).
+    ///
+    /// # Errors
+    /// The envelopes crate's certificate error (`certificate-revoked`, `certificate-expired`…).
+    pub fn check_certificate(&self, der: &[u8]) -> Result<(), snodo_envelopes::Error> {
+        self.verifier()
+            .trust()
+            .verify_cert(der, &[], time::OffsetDateTime::now_utc())
+            .map(|_| ())
+    }
+
     fn verifier(&self) -> Verifier {
         self.current
             .read()

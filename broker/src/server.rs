@@ -82,11 +82,14 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let identity = tls
+            let client_cert = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
+                .cloned();
+            let identity = client_cert
+                .as_ref()
                 .ok_or_else(|| "no client certificate".to_owned())
                 .and_then(crate::tls::identity);
             let identity = match identity {
@@ -117,7 +120,8 @@ pub async fn serve_tls(
                 _ => None,
             };
             tracing::debug!(%peer, caller = %identity, "Connection open.");
-            serve_connection(tls, app.layer(Extension(Caller(identity))), watcher).await;
+            let cert = Arc::new(client_cert.map(|c| c.to_vec()).unwrap_or_default());
+            serve_connection(tls, app.layer(Extension(Caller(identity, cert))), watcher).await;
             drop(guard);
         });
     }

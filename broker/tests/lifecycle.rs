@@ -579,6 +579,12 @@ async fn a_revocation_list_added_by_reload_shuts_the_revoked_entity_out() {
         async move { client.try_get_at(&base, "/v1/inbox").await }
     };
     assert_eq!(inbox(CUNEO).await.unwrap().status, 200);
+    // A connection Cuneo keeps open across the revocation.
+    let open = t.client(CUNEO);
+    assert_eq!(
+        open.try_get_at(&base, "/v1/inbox").await.unwrap().status,
+        200
+    );
 
     // Cuneo's certificate is revoked, the list named in the configuration, which is reloaded.
     let mut revoke = child::snodo();
@@ -604,6 +610,9 @@ async fn a_revocation_list_added_by_reload_shuts_the_revoked_entity_out() {
         r.is_err(),
         "a revoked entity read its inbox after the revocation list was reloaded: {r:?}"
     );
+    // The connection opened before the reload is refused request by request.
+    let a = open.try_get_at(&base, "/v1/inbox").await.unwrap();
+    assert_eq!((a.status, a.code()), (403, "certificate-revoked".into()));
 
     // As after a restart.
     hub.signal("TERM");
