@@ -96,7 +96,7 @@ struct Args {
     /// Options given to `perf record` (before `-p PID -o FILE`).
     #[arg(
         long,
-        default_value = "--call-graph dwarf,16384 -F 199",
+        default_value = "--call-graph dwarf,16384 -F 499",
         allow_hyphen_values = true
     )]
     perf_args: String,
@@ -120,6 +120,18 @@ fn memory(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time (user + system) a process has used, in seconds, from `/proc/<pid>/stat` (clock
+/// ticks of 1/100 s, Linux's `USER_HZ`).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -162,16 +174,28 @@ impl Source {
     }
 }
 
+/// A child process that is killed if the load generator stops early (an error, a panic).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The hub under load.
 enum HubHandle {
-    Child(Child),
+    Child(KillOnDrop),
     InProcess(snodo_broker::cli::serve::Running),
 }
 
 impl HubHandle {
     fn pid(&self) -> u32 {
         match self {
-            HubHandle::Child(c) => c.id(),
+            HubHandle::Child(c) => c.0.id(),
             HubHandle::InProcess(_) => std::process::id(),
         }
     }
@@ -209,20 +233,22 @@ async fn start_hub(args: &Args, fed: &support::Federation, port: u16) -> anyhow:
         }
         HubMode::Child => {
             let log = std::fs::File::create(fed.dir.join("hub.log"))?;
-            let mut child = Command::new(snodo_binary(args)?)
-                .arg("serve")
-                .arg("--config")
-                .arg(fed.config_path())
-                .env("SNODO_LOG", "warn")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting snodo serve")?;
+            let mut child = KillOnDrop(
+                Command::new(snodo_binary(args)?)
+                    .arg("serve")
+                    .arg("--config")
+                    .arg(fed.config_path())
+                    .env("SNODO_LOG", "warn")
+                    .env("NO_COLOR", "1")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .context("starting snodo serve")?,
+            );
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                if let Some(status) = child.try_wait()? {
+                if let Some(status) = child.0.try_wait()? {
                     bail!(
                         "snodo serve exited ({status}): {}",
                         std::fs::read_to_string(fed.dir.join("hub.log")).unwrap_or_default()
@@ -235,7 +261,6 @@ async fn start_hub(args: &Args, fed: &support::Federation, port: u16) -> anyhow:
                     break;
                 }
                 if Instant::now() > deadline {
-                    let _ = child.kill();
                     bail!("snodo serve did not listen on port {port} within 30 s");
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -245,7 +270,7 @@ async fn start_hub(args: &Args, fed: &support::Federation, port: u16) -> anyhow:
     }
 }
 
-/// Sends SIGTERM (or SIGINT) to `pid` with the `kill` command and waits for `child`.
+/// Sends signal `sig` (`TERM`, `INT`) to `pid` with the `kill` command.
 fn signal(pid: u32, sig: &str) -> anyhow::Result<()> {
     let ok = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -483,7 +508,7 @@ async fn main() -> anyhow::Result<()> {
                 .arg(out)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
-            let child = cmd.spawn().context("starting perf record")?;
+            let child = KillOnDrop(cmd.spawn().context("starting perf record")?);
             tokio::time::sleep(Duration::from_millis(500)).await;
             Some(child)
         }
@@ -492,6 +517,8 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mem_before = memory(pid);
+    let me = std::process::id();
+    let cpu_before = (cpu_seconds(pid), cpu_seconds(me));
     start_gate.wait().await;
     let started = Instant::now();
 
@@ -555,11 +582,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let mem_after = memory(pid);
+    let cpu_after = (cpu_seconds(pid), cpu_seconds(me));
     done.store(true, Ordering::Relaxed);
     let peak_rss = monitor.await.unwrap_or(0);
     if let Some(mut p) = perf {
-        signal(p.id(), "INT")?;
-        p.wait()?;
+        // SIGINT makes perf write its file and exit.
+        signal(p.0.id(), "INT")?;
+        p.0.wait()?;
     }
     for s in signers {
         s.join()
@@ -585,8 +614,8 @@ async fn main() -> anyhow::Result<()> {
 
     match hub {
         HubHandle::Child(mut child) => {
-            signal(child.id(), "TERM")?;
-            child.wait()?;
+            signal(child.0.id(), "TERM")?;
+            child.0.wait()?;
         }
         HubHandle::InProcess(running) => running.shutdown().await?,
     }
@@ -617,6 +646,27 @@ async fn main() -> anyhow::Result<()> {
         mib(peak_rss),
         mib(hwm)
     );
+    let used = |before: Option<f64>, after: Option<f64>| after.zip(before).map(|(a, b)| a - b);
+    let hub_cpu = used(cpu_before.0, cpu_after.0);
+    // In process, the hub's CPU is this process's: the generator's own is not separable.
+    let gen_cpu = (args.hub == HubMode::Child)
+        .then(|| used(cpu_before.1, cpu_after.1))
+        .flatten();
+    let per_envelope = |cpu: Option<f64>| cpu.map(|c| c * 1e6 / ok.max(1) as f64);
+    if let Some(c) = hub_cpu {
+        println!(
+            "hub CPU: {c:.2} s in {secs:.2} s ({:.2} cores), {:.0} µs per accepted envelope",
+            c / secs,
+            per_envelope(hub_cpu).unwrap_or_default()
+        );
+    }
+    if let Some(c) = gen_cpu {
+        println!(
+            "load generator CPU: {c:.2} s ({:.2} cores), {:.0} µs per envelope",
+            c / secs,
+            per_envelope(gen_cpu).unwrap_or_default()
+        );
+    }
     println!("hub store on disk: {:.1} MiB", disk as f64 / 1048576.0);
     println!("HTTP versions: {versions:?}");
     if let Some(n) = hub_count {
@@ -648,6 +698,10 @@ async fn main() -> anyhow::Result<()> {
             "rss_peak_sampled_mib": mib(peak_rss),
             "hwm_mib": mib(hwm),
             "disk_mib": disk as f64 / 1048576.0,
+            "hub_cpu_s": hub_cpu,
+            "hub_cpu_us_per_envelope": per_envelope(hub_cpu),
+            "generator_cpu_s": gen_cpu,
+            "generator_cpu_us_per_envelope": per_envelope(gen_cpu),
             "hub_count": hub_count,
             "errors": errors_total,
             "error_kinds": errors,
