@@ -655,7 +655,11 @@ async fn main() -> anyhow::Result<()> {
     let per_envelope = |cpu: Option<f64>| cpu.map(|c| c * 1e6 / ok.max(1) as f64);
     if let Some(c) = hub_cpu {
         println!(
-            "hub CPU: {c:.2} s in {secs:.2} s ({:.2} cores), {:.0} µs per accepted envelope",
+            "{}: {c:.2} s in {secs:.2} s ({:.2} cores), {:.0} µs per accepted envelope",
+            match args.hub {
+                HubMode::Child => "hub CPU",
+                HubMode::InProcess => "CPU of this process (hub and generator)",
+            },
             c / secs,
             per_envelope(hub_cpu).unwrap_or_default()
         );
