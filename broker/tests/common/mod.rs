@@ -461,3 +461,370 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic journals, for the audit tests: built as the engine builds one, kept in memory, and
+// written out as a bundle or as a hub's store.
+
+/// An envelope signed once, to be accepted (and delivered…) in synthetic journals.
+#[derive(Clone, Debug)]
+pub struct SignedEnvelope {
+    pub header: snodo_envelopes::Header,
+    pub format: Format,
+    pub raw: Vec<u8>,
+}
+
+/// Signs `n` envelopes from TURIN to ANPR, alternately JSON and XML, with the PKI in `pki`.
+pub fn sign_envelopes(pki: &Path, n: usize) -> Vec<SignedEnvelope> {
+    let signer = Signer::load(
+        &pki.join("comune-001272.key"),
+        &pki.join("comune-001272.crt"),
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let env = Envelope::builder(
+                TURIN.parse().unwrap(),
+                Recipient::Entity(ANPR.parse().unwrap()),
+                "residenza.cambio",
+                "richiesta",
+            )
+            .conversation(format!("pratica-{i}"))
+            .json(json!({ "pratica": i }))
+            .build()
+            .unwrap();
+            let format = if i % 2 == 0 {
+                Format::Json
+            } else {
+                Format::Xml
+            };
+            let raw = snodo_envelopes::sign(&env, &signer, format).unwrap();
+            SignedEnvelope {
+                header: env.header,
+                format,
+                raw,
+            }
+        })
+        .collect()
+}
+
+/// A PKI (P-256) with TURIN and ANPR, in `dir/pki`.
+pub fn small_pki(dir: &Path) -> PathBuf {
+    let pki_dir = dir.join("pki");
+    let entities: Vec<EntityId> = [TURIN, ANPR].iter().map(|e| e.parse().unwrap()).collect();
+    pki::init(&pki_dir, &entities, KeyType::P256).unwrap();
+    pki_dir
+}
+
+/// A hub's journal made in memory as the engine makes one: entries, their Merkle tree, signed
+/// checkpoints, and the record and exact bytes of each accepted envelope.
+///
+/// The fields are public so that tests can tamper with them; [`SyntheticJournal::bundle`] and
+/// [`SyntheticJournal::write_store`] write what they hold, with a tree rebuilt from the entries
+/// as they are (as a forger would) and the checkpoints as they were signed.
+pub struct SyntheticJournal {
+    pub pki: PathBuf,
+    pub hub: snodo_broker::journal::CheckpointSigner,
+    /// Canonical bytes, by index.
+    pub entries: Vec<Vec<u8>>,
+    /// The accepted envelopes, by the index of their `accepted` entry.
+    pub envelopes: std::collections::BTreeMap<u64, (snodo_broker::engine::EnvelopeRecord, Vec<u8>)>,
+    pub checkpoints: Vec<snodo_broker::journal::SignedCheckpoint>,
+    next_seq: u64,
+}
+
+/// How a bundle of a synthetic journal is laid out.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// Every entry, every checkpoint.
+    Complete,
+    /// The entries `pick` keeps, with inclusion proofs under the last checkpoint, which comes
+    /// after the checkpoint at position `since` in `checkpoints`, if any.
+    Filtered {
+        pick: fn(u64) -> bool,
+        since: Option<usize>,
+    },
+}
+
+impl SyntheticJournal {
+    pub fn new(pki_dir: &Path) -> Self {
+        let hub = snodo_broker::journal::CheckpointSigner::load(
+            &pki_dir.join(pki::HUB_KEY),
+            &pki_dir.join(pki::HUB_CERT),
+        )
+        .unwrap();
+        SyntheticJournal {
+            pki: pki_dir.to_path_buf(),
+            hub,
+            entries: Vec::new(),
+            envelopes: Default::default(),
+            checkpoints: Vec::new(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.pki.join(pki::CA_CERT)
+    }
+
+    /// A copy to tamper with.
+    pub fn copy(&self) -> Self {
+        SyntheticJournal {
+            pki: self.pki.clone(),
+            hub: self.hub.clone(),
+            entries: self.entries.clone(),
+            envelopes: self.envelopes.clone(),
+            checkpoints: self.checkpoints.clone(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    /// Appends `entry` at the next index.
+    pub fn push(&mut self, mut entry: snodo_broker::journal::Entry) -> u64 {
+        entry.index = self.entries.len() as u64;
+        self.entries.push(entry.to_bytes().unwrap());
+        entry.index
+    }
+
+    /// An entry about `env`.
+    pub fn about(
+        env: &SignedEnvelope,
+        kind: snodo_broker::journal::EventKind,
+        at: time::OffsetDateTime,
+    ) -> snodo_broker::journal::Entry {
+        let h = &env.header;
+        snodo_broker::journal::Entry {
+            envelope_id: Some(h.id),
+            sender: Some(h.sender.to_string()),
+            recipient: Some(h.recipient.to_string()),
+            service: Some(h.service.clone()),
+            action: Some(h.action.clone()),
+            conversation: Some(h.conversation.clone()),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                kind,
+                at,
+                snodo_broker::journal::Entry::digest_of(&env.raw),
+            )
+        }
+    }
+
+    /// Journals the acceptance of `env` at `at`, and keeps its record and bytes.
+    pub fn accept(&mut self, env: &SignedEnvelope, at: time::OffsetDateTime) -> u64 {
+        let index = self.push(Self::about(
+            env,
+            snodo_broker::journal::EventKind::Accepted,
+            at,
+        ));
+        let h = &env.header;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = snodo_broker::engine::EnvelopeRecord {
+            seq,
+            id: h.id,
+            sender: h.sender.to_string(),
+            recipient: h.recipient.to_string(),
+            recipients: vec![h.recipient.to_string()],
+            service: h.service.clone(),
+            action: h.action.clone(),
+            conversation: h.conversation.clone(),
+            profile: h.profile,
+            in_reply_to: h.in_reply_to,
+            expires_at: h.expires_at.map(snodo_envelopes::header::format_time),
+            format: match env.format {
+                Format::Xml => "xml".into(),
+                Format::Json => "json".into(),
+            },
+            digest: snodo_broker::journal::Entry::digest_of(&env.raw),
+            accepted_at: snodo_envelopes::header::format_time(at),
+            accepted_index: index,
+        };
+        self.envelopes.insert(index, (record, env.raw.clone()));
+        index
+    }
+
+    /// Journals a refusal at `at`.
+    pub fn refuse(&mut self, at: time::OffsetDateTime, code: &str) -> u64 {
+        self.push(snodo_broker::journal::Entry {
+            code: Some(code.into()),
+            detail: Some(format!("refused: {code}")),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                snodo_broker::journal::EventKind::Refused,
+                at,
+                snodo_broker::journal::Entry::digest_of(code.as_bytes()),
+            )
+        })
+    }
+
+    /// The tree of the entries as they are now.
+    pub fn tree(&self) -> snodo_broker::journal::MemoryTree {
+        snodo_broker::journal::MemoryTree::from_leaves(
+            self.entries
+                .iter()
+                .map(|b| snodo_broker::journal::merkle::leaf_hash(b)),
+        )
+        .unwrap()
+    }
+
+    /// Signs a checkpoint of the journal as it is, at `at`.
+    pub fn checkpoint(
+        &mut self,
+        at: time::OffsetDateTime,
+    ) -> snodo_broker::journal::SignedCheckpoint {
+        let size = self.entries.len() as u64;
+        let root = self.tree().root().unwrap();
+        let signed = self.hub.sign(self.hub.checkpoint(size, root, at)).unwrap();
+        self.checkpoints.push(signed.clone());
+        signed
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca()).unwrap()
+    }
+
+    fn media_type(record: &snodo_broker::engine::EnvelopeRecord) -> &'static str {
+        if record.format == "xml" {
+            "application/xml"
+        } else {
+            "application/jose+json"
+        }
+    }
+
+    /// The journal as a bundle.
+    pub fn bundle(&self, layout: Layout) -> Vec<u8> {
+        self.bundle_with(layout, &self.tree())
+    }
+
+    /// The journal as a bundle whose inclusion and consistency proofs come from `tree` (the
+    /// honest tree, for a forger who keeps the proofs of what they did not touch).
+    pub fn bundle_with(&self, layout: Layout, tree: &snodo_broker::journal::MemoryTree) -> Vec<u8> {
+        use snodo_broker::audit::{BundleHeader, BundleWriter};
+        let last = self.checkpoints.last().expect("a checkpoint");
+        let size = last.checkpoint.size;
+        let complete = matches!(layout, Layout::Complete);
+        let mut header = BundleHeader::new(self.hub.hub(), complete, size, self.ca_pem());
+        header.source = Some("synthetic".into());
+        header.hub_certificates =
+            vec![std::fs::read_to_string(self.pki.join(pki::HUB_CERT)).unwrap()];
+        let mut w = BundleWriter::new(Vec::new(), &header).unwrap();
+        match layout {
+            Layout::Complete => {
+                let mut checkpoints = self.checkpoints.iter().peekable();
+                while let Some(c) = checkpoints.next_if(|c| c.checkpoint.size == 0) {
+                    w.checkpoint(c).unwrap();
+                }
+                for (i, bytes) in self.entries.iter().enumerate() {
+                    let i = i as u64;
+                    w.entry(i, bytes, None).unwrap();
+                    if let Some((record, raw)) = self.envelopes.get(&i) {
+                        w.envelope(i, record.id, Self::media_type(record), raw)
+                            .unwrap();
+                    }
+                    while let Some(c) = checkpoints.next_if(|c| c.checkpoint.size <= i + 1) {
+                        w.checkpoint(c).unwrap();
+                    }
+                }
+                for c in checkpoints {
+                    w.checkpoint(c).unwrap();
+                }
+            }
+            Layout::Filtered { pick, since } => {
+                if let Some(since) = since
+                    .map(|s| &self.checkpoints[s])
+                    .filter(|s| s.checkpoint.size < size)
+                {
+                    let from = since.checkpoint.size;
+                    w.checkpoint(since).unwrap();
+                    w.checkpoint(last).unwrap();
+                    w.consistency(from, size, &tree.consistency_proof(from, size).unwrap())
+                        .unwrap();
+                } else {
+                    w.checkpoint(last).unwrap();
+                }
+                for (i, bytes) in self.entries.iter().enumerate() {
+                    let i = i as u64;
+                    if i >= size || i >= tree.size() || !pick(i) {
+                        continue;
+                    }
+                    let proof = tree.inclusion_proof(i, size).unwrap();
+                    w.entry(i, bytes, Some(&proof)).unwrap();
+                    if let Some((record, raw)) = self.envelopes.get(&i) {
+                        w.envelope(i, record.id, Self::media_type(record), raw)
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        w.finish().unwrap().0
+    }
+
+    /// Writes the journal into a new store in `dir` as the engine would: entries, every Merkle
+    /// node of the tree of the entries as they are, checkpoints, envelope records and bytes,
+    /// and the hub's state.
+    pub fn write_store(&self, dir: &Path) {
+        use snodo_broker::store::{Batch, Store, keys};
+        let store = open_store(dir);
+        let tree = self.tree();
+        let mut batch = Batch::default();
+        let flush = |batch: &mut Batch, force: bool| {
+            if force || batch.len() >= 10_000 {
+                store.apply(std::mem::take(batch)).unwrap();
+            }
+        };
+        for (i, bytes) in self.entries.iter().enumerate() {
+            batch.put(keys::journal(i as u64), bytes.clone());
+            flush(&mut batch, false);
+        }
+        let size = tree.size();
+        let mut level = 0u32;
+        while size >> level > 0 {
+            for k in 0..(size >> level) {
+                batch.put(keys::node(level, k), tree.get(level, k).unwrap().to_vec());
+                flush(&mut batch, false);
+            }
+            level += 1;
+        }
+        for c in &self.checkpoints {
+            batch.put(
+                keys::checkpoint(c.checkpoint.size),
+                serde_json::to_vec(c).unwrap(),
+            );
+        }
+        for (record, raw) in self.envelopes.values() {
+            batch.put(
+                keys::envelope(record.seq),
+                serde_json::to_vec(record).unwrap(),
+            );
+            batch.put(keys::raw(record.seq), raw.clone());
+            flush(&mut batch, false);
+        }
+        batch.put(
+            keys::STATE.to_vec(),
+            serde_json::to_vec(&json!({
+                "journal_size": self.entries.len(),
+                "next_seq": self.next_seq,
+                "checkpoint_size": self.checkpoints.last().map_or(0, |c| c.checkpoint.size),
+            }))
+            .unwrap(),
+        );
+        flush(&mut batch, true);
+        store.flush().unwrap();
+    }
+}
+
+/// Opens the store in `dir`, waiting (up to 10 s) for a store just closed in this process to
+/// let go of its lock: sled's background flusher holds it for up to a second after the drop.
+pub fn open_store(dir: &Path) -> snodo_broker::store::SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match snodo_broker::store::SledStore::open(dir) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
+}
