@@ -1092,6 +1092,8 @@ fn eventually_open(f: impl Fn() -> Result<Report, AuditError>) -> Report {
 ///
 /// Each envelope is accepted, delivered and acknowledged (three entries), half XML, half JSON,
 /// drawn from 2,000 signed ones; a checkpoint every `SNODO_AUDIT_BENCH_EVERY` entries (64).
+/// With `SNODO_AUDIT_BENCH_STORE=DIR`, the same journal is also written as a hub's store in
+/// `DIR`, for `snodo audit verify --data-dir DIR --ca …`.
 #[test]
 #[ignore = "writes a large file for a benchmark"]
 fn write_a_large_bundle() {
@@ -1129,6 +1131,11 @@ fn write_a_large_bundle() {
     let file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&out).unwrap());
     let mut w = BundleWriter::new(file, &header).unwrap();
     let mut tree = snodo_broker::journal::MemoryTree::new();
+    let store = std::env::var("SNODO_AUDIT_BENCH_STORE")
+        .ok()
+        .map(|d| open_store(Path::new(&d)));
+    let mut batch = snodo_broker::store::Batch::default();
+    let mut seq = 0u64;
     let at = OffsetDateTime::now_utc() - time::Duration::seconds(60);
     let mut index = 0u64;
     let mut n = 0usize;
@@ -1149,24 +1156,58 @@ fn write_a_large_bundle() {
                 e.actor = Some(ANPR.into());
             }
             let bytes = e.to_bytes().unwrap();
-            tree.push(leaf_hash(&bytes)).unwrap();
+            let leaf = leaf_hash(&bytes);
+            if store.is_some() {
+                let nodes =
+                    snodo_broker::journal::merkle::append(index, leaf, |l, k| tree.get(l, k))
+                        .unwrap();
+                for (l, k, h) in nodes {
+                    batch.put(keys::node(l, k), h.to_vec());
+                }
+                batch.put(keys::journal(index), bytes.clone());
+            }
+            tree.push(leaf).unwrap();
             w.entry(index, &bytes, None).unwrap();
             if kind == EventKind::Accepted {
-                let media = if env.format == Format::Xml {
-                    "application/xml"
+                let (media, format) = if env.format == Format::Xml {
+                    ("application/xml", "xml")
                 } else {
-                    "application/jose+json"
+                    ("application/jose+json", "json")
                 };
                 w.envelope(index, env.header.id, media, &env.raw).unwrap();
+                if store.is_some() {
+                    let record = json!({
+                        "seq": seq, "id": env.header.id, "sender": TURIN, "recipient": ANPR,
+                        "recipients": [ANPR], "service": "residenza.cambio",
+                        "action": "richiesta", "conversation": env.header.conversation,
+                        "profile": env.header.profile, "in_reply_to": null, "expires_at": null,
+                        "format": format, "digest": Entry::digest_of(&env.raw),
+                        "accepted_at": snodo_envelopes::header::format_time(at),
+                        "accepted_index": index,
+                    });
+                    batch.put(keys::envelope(seq), serde_json::to_vec(&record).unwrap());
+                    batch.put(keys::raw(seq), env.raw.clone());
+                    seq += 1;
+                }
             }
             index += 1;
             if index.is_multiple_of(every) || index == entries {
                 let root = tree.root().unwrap();
-                w.checkpoint(&hub.sign(hub.checkpoint(index, root, at)).unwrap())
-                    .unwrap();
+                let signed = hub.sign(hub.checkpoint(index, root, at)).unwrap();
+                w.checkpoint(&signed).unwrap();
+                if let Some(store) = &store {
+                    batch.put(
+                        keys::checkpoint(index),
+                        serde_json::to_vec(&signed).unwrap(),
+                    );
+                    store.apply(std::mem::take(&mut batch)).unwrap();
+                }
             }
         }
     }
     let (_, counts) = w.finish().unwrap();
+    if let Some(store) = &store {
+        store.flush().unwrap();
+    }
     eprintln!("wrote {}: {counts:?}", out.display());
 }
