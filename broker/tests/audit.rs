@@ -15,7 +15,10 @@ use proptest::prelude::*;
 use serde_json::json;
 use snodo_broker::audit::bundle::verify_reader;
 use snodo_broker::audit::verify::load_pem_certs;
-use snodo_broker::audit::{AuditError, Failure, Fault, Place, Report, Trust, datadir};
+use snodo_broker::audit::{
+    AuditError, Failure, Fault, Filters, JournalClient, Place, Report, Trust, bundle, client,
+    datadir,
+};
 use snodo_broker::journal::merkle::{leaf_hash, verify_consistency, verify_inclusion};
 use snodo_broker::journal::{Entry, EventKind};
 use snodo_broker::store::{Store, keys};
@@ -38,6 +41,7 @@ fn fixture() -> &'static Fixture {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let pki = small_pki(&dir);
+        issue_auditor(&pki, "corte-dei-conti");
         let pool = sign_envelopes(&pki, 6);
         Fixture { pki, pool }
     })
@@ -1079,6 +1083,204 @@ fn eventually_open(f: impl Fn() -> Result<Report, AuditError>) -> Report {
         }
     }
     f().unwrap()
+}
+
+/// The auditor's certificate and key of the fixture's PKI.
+fn auditor() -> (PathBuf, PathBuf) {
+    let pki = &fixture().pki;
+    (
+        pki.join("auditor-corte-dei-conti.crt"),
+        pki.join("auditor-corte-dei-conti.key"),
+    )
+}
+
+fn client_of(api: &MockJournalApi) -> JournalClient {
+    let (cert, key) = auditor();
+    JournalClient::new(&api.url, &fixture().pki.join("ca.crt"), &cert, &key).unwrap()
+}
+
+async fn snodo_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_snodo"))
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_from_the_journal_api_verify_offline() {
+    let j = typical();
+    let ca = j.ca();
+    let (entries, checkpoints) = (j.entries.len() as u64, j.checkpoints.len() as u64);
+    let since = j.checkpoints[2].checkpoint.size;
+    let api = MockJournalApi::start(MockJournal {
+        journal: j,
+        hidden: |_| false,
+    })
+    .await;
+    let client = client_of(&api);
+    let dir = tempfile::tempdir().unwrap();
+
+    // Complete: every entry, every checkpoint; the hub overloaded for a moment.
+    api.unavailable
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = dir.path().join("all.ndjson");
+    let counts = client::export(&client, &Filters::default(), None, &out)
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.entries, counts.envelopes, counts.checkpoints),
+        (entries, 20, checkpoints)
+    );
+    let report = bundle::verify_file(&out, Some(&ca), None).unwrap();
+    assert_eq!(report.entries.count, entries);
+    assert_eq!(report.checkpoints.roots_rebuilt, checkpoints);
+    let header: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["exported_by"], "auditor:corte-dei-conti");
+    assert_eq!(header["source"], api.url.as_str());
+    assert!(!dir.path().join("all.ndjson.partial").exists());
+
+    // Filtered, and proven consistent with an earlier checkpoint.
+    let filters = Filters {
+        kind: Some("accepted".into()),
+        ..Filters::default()
+    };
+    let out = dir.path().join("accepted.ndjson");
+    let counts = client::export(&client, &filters, Some(since), &out)
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.entries, counts.envelopes, counts.checkpoints),
+        (20, 20, 2)
+    );
+    let report = bundle::verify_file(&out, Some(&ca), None).unwrap();
+    assert_eq!(report.entries.inclusion_proofs, 20);
+    assert_eq!(report.checkpoints.consistency_proofs, 1);
+    assert_eq!(report.mode, snodo_broker::audit::report::Mode::Filtered);
+
+    // The command line, as an auditor runs it.
+    let (cert, key) = auditor();
+    let hub_args = |cmd: &str| {
+        vec![
+            "audit".to_owned(),
+            cmd.to_owned(),
+            "--hub".into(),
+            api.url.clone(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ]
+    };
+    let mut args = hub_args("export");
+    args.extend(["--sender".into(), TURIN.into(), "--out".into()]);
+    args.push(dir.path().join("turin.ndjson").display().to_string());
+    let o = snodo_async(args).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).starts_with("Wrote "), "{}", stderr(&o));
+    let o = snodo_async(vec![
+        "audit".into(),
+        "verify".into(),
+        "--ca".into(),
+        ca.display().to_string(),
+        dir.path().join("turin.ndjson").display().to_string(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    for (format, lines) in [("json", 4), ("csv", 5), ("table", 5)] {
+        let mut args = hub_args("query");
+        args.extend(["--kind", "refused", "--format", format].map(String::from));
+        let o = snodo_async(args).await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let text = stdout(&o);
+        assert_eq!(text.lines().count(), lines, "{format}: {text}");
+        match format {
+            "json" => {
+                for l in text.lines() {
+                    assert_eq!(
+                        Entry::from_bytes(l.as_bytes()).unwrap().kind,
+                        EventKind::Refused
+                    );
+                }
+            }
+            "csv" => assert!(
+                text.starts_with("index,at,kind,envelope_id,sender"),
+                "{text}"
+            ),
+            _ => assert!(
+                text.lines().nth(1).unwrap().contains("sender-not-allowed"),
+                "{text}"
+            ),
+        }
+    }
+    let mut args = hub_args("query");
+    args.extend(["--limit", "3", "--format", "json"].map(String::from));
+    assert_eq!(stdout(&snodo_async(args).await).lines().count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_refuses_what_does_not_hold_together() {
+    // A certificate that does not see every entry cannot make a complete export.
+    let api = MockJournalApi::start(MockJournal {
+        journal: typical(),
+        hidden: |i| i == 4,
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.ndjson");
+    let e = client::export(&client_of(&api), &Filters::default(), None, &out)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "hub-protocol", "{e}");
+    assert!(e.to_string().contains("only an auditor's does"), "{e}");
+    assert!(!out.exists() && !dir.path().join("b.ndjson.partial").exists());
+
+    // A hub serving entries that are not those it signed.
+    let mut j = typical();
+    let mut e5 = Entry::from_bytes(&j.entries[5]).unwrap();
+    e5.detail = Some("rewritten".into());
+    j.entries[5] = e5.to_bytes().unwrap();
+    let api = MockJournalApi::start(MockJournal {
+        journal: j,
+        hidden: |_| false,
+    })
+    .await;
+    let e = client::export(&client_of(&api), &Filters::default(), None, &out)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("does not have the root of the entries served"),
+        "{e}"
+    );
+    let filters = Filters {
+        kind: Some("delivered".into()),
+        ..Filters::default()
+    };
+    let e = client::export(&client_of(&api), &filters, None, &out)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not verify"), "{e}");
+    // Bad arguments are refused before asking.
+    let filters = Filters {
+        from: Some("last tuesday".into()),
+        ..Filters::default()
+    };
+    let e = client::export(&client_of(&api), &filters, None, &out)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), "audit-usage");
 }
 
 /// Not a test: writes a synthetic complete bundle of `SNODO_AUDIT_BENCH_ENTRIES` entries

@@ -828,3 +828,244 @@ pub fn open_store(dir: &Path) -> snodo_broker::store::SledStore {
         }
     }
 }
+
+/// A stand-in for the hub's journal API (`/v1/journal/...`), serving a synthetic journal over
+/// mutual TLS with the hub's certificate, as the contract describes — for testing the audit
+/// client without a hub.
+pub struct MockJournalApi {
+    pub url: String,
+    /// Requests answered 503 before serving (to exercise retries).
+    pub unavailable: Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockJournalApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the mock serves, and how it misbehaves.
+pub struct MockJournal {
+    pub journal: SyntheticJournal,
+    /// Entries withheld from listings, as from a caller who is not party to them.
+    pub hidden: fn(u64) -> bool,
+}
+
+impl MockJournalApi {
+    pub async fn start(mock: MockJournal) -> MockJournalApi {
+        use axum::extract::{Path as UrlPath, Query, State};
+        use axum::http::{HeaderMap, StatusCode, header};
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::get;
+        use base64::Engine as _;
+        use std::collections::HashMap;
+        use std::sync::atomic::Ordering;
+
+        type Shared = Arc<(MockJournal, snodo_broker::journal::MemoryTree)>;
+        let pki_dir = mock.journal.pki.clone();
+        let tree = mock.journal.tree();
+        let state: Shared = Arc::new((mock, tree));
+        let unavailable = Arc::new(std::sync::atomic::AtomicU32::new(0));
+
+        fn problem(status: StatusCode, code: &str) -> Response {
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                serde_json::to_vec(
+                    &json!({"status": status.as_u16(), "code": code, "detail": code}),
+                )
+                .unwrap(),
+            )
+                .into_response()
+        }
+        fn item(s: &Shared, i: u64) -> Value {
+            let bytes = &s.0.journal.entries[i as usize];
+            let entry = snodo_broker::journal::Entry::from_bytes(bytes).unwrap();
+            json!({"index": i, "entry": entry,
+                "bytes": base64::engine::general_purpose::STANDARD.encode(bytes)})
+        }
+        let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
+
+        let entries = move |State(s): State<Shared>,
+                            headers: HeaderMap,
+                            Query(q): Query<HashMap<String, String>>| async move {
+            let size = s.0.journal.entries.len() as u64;
+            let after = q.get("after").and_then(|a| a.parse::<u64>().ok());
+            let matching: Vec<u64> = (0..size)
+                .filter(|i| after.is_none_or(|a| *i > a))
+                .filter(|i| !(s.0.hidden)(*i))
+                .filter(|i| {
+                    let e =
+                        snodo_broker::journal::Entry::from_bytes(&s.0.journal.entries[*i as usize])
+                            .unwrap();
+                    q.get("kind").is_none_or(|k| e.kind.as_str() == k)
+                        && q.get("sender").is_none_or(|x| e.sender.as_ref() == Some(x))
+                })
+                .collect();
+            let ndjson = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("ndjson"));
+            if ndjson {
+                let mut body = Vec::new();
+                for i in matching {
+                    body.extend_from_slice(&serde_json::to_vec(&item(&s, i)).unwrap());
+                    body.push(b'\n');
+                }
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+            } else {
+                let items: Vec<Value> = matching.iter().map(|i| item(&s, *i)).collect();
+                axum::Json(json!({"entries": items, "next": null})).into_response()
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v1/journal/entries", get(entries))
+            .route(
+                "/v1/journal/entries/{index}",
+                get(|State(s): State<Shared>, UrlPath(i): UrlPath<u64>| async move {
+                    if i as usize >= s.0.journal.entries.len() {
+                        return problem(StatusCode::NOT_FOUND, "not-found");
+                    }
+                    axum::Json(item(&s, i)).into_response()
+                }),
+            )
+            .route(
+                "/v1/journal/envelopes/{id}/raw",
+                get(|State(s): State<Shared>, UrlPath(id): UrlPath<uuid::Uuid>| async move {
+                    match s.0.journal.envelopes.values().find(|(r, _)| r.id == id) {
+                        Some((r, raw)) => {
+                            let media = if r.format == "xml" {
+                                "application/xml"
+                            } else {
+                                "application/jose+json"
+                            };
+                            ([(header::CONTENT_TYPE, media)], raw.clone()).into_response()
+                        }
+                        None => problem(StatusCode::NOT_FOUND, "not-found"),
+                    }
+                }),
+            )
+            .route(
+                "/v1/journal/checkpoint",
+                get(|State(s): State<Shared>| async move {
+                    axum::Json(s.0.journal.checkpoints.last().cloned()).into_response()
+                }),
+            )
+            .route(
+                "/v1/journal/checkpoints",
+                get(
+                    |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        let (from, to) = (q["from"], q["to"]);
+                        let list: Vec<_> = s
+                            .0
+                            .journal
+                            .checkpoints
+                            .iter()
+                            .filter(|c| (from..=to).contains(&c.checkpoint.size))
+                            .take(1000)
+                            .cloned()
+                            .collect();
+                        axum::Json(json!({ "checkpoints": list })).into_response()
+                    },
+                ),
+            )
+            .route(
+                "/v1/journal/proof/inclusion",
+                get(
+                    move |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        match s.1.inclusion_proof(q["index"], q["size"]) {
+                            Ok(p) => axum::Json(json!({"index": q["index"], "size": q["size"],
+                                "hashes": p.iter().map(b64).collect::<Vec<_>>()}))
+                            .into_response(),
+                            Err(_) => problem(StatusCode::BAD_REQUEST, "bad-parameter"),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v1/journal/proof/consistency",
+                get(
+                    move |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        match s.1.consistency_proof(q["from"], q["to"]) {
+                            Ok(p) => axum::Json(json!({"from": q["from"], "to": q["to"],
+                                "hashes": p.iter().map(b64).collect::<Vec<_>>()}))
+                            .into_response(),
+                            Err(_) => problem(StatusCode::BAD_REQUEST, "bad-parameter"),
+                        }
+                    },
+                ),
+            )
+            .with_state(state);
+        let gate = unavailable.clone();
+        let app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    let left = gate.load(Ordering::SeqCst);
+                    if left > 0 {
+                        gate.store(left - 1, Ordering::SeqCst);
+                        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+
+        let tls = snodo_broker::tls::server_config(
+            &pki_dir.join("ca.crt"),
+            None,
+            &pki_dir.join("hub.crt"),
+            &pki_dir.join("hub.key"),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        MockJournalApi {
+            url,
+            unavailable,
+            task,
+        }
+    }
+}
+
+/// Issues an auditor's key and certificate (`auditor-<name>.*`) in `pki_dir`.
+pub fn issue_auditor(pki_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let ca = pki::CertificateAuthority::load(pki_dir).unwrap();
+    pki::issue(
+        pki_dir,
+        &ca,
+        &pki::Subject::Auditor(name.into()),
+        KeyType::P256,
+        pki::Validity::default(),
+    )
+    .unwrap();
+    (
+        pki_dir.join(format!("auditor-{name}.crt")),
+        pki_dir.join(format!("auditor-{name}.key")),
+    )
+}
