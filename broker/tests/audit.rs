@@ -635,6 +635,38 @@ fn a_data_directory_verifies_and_exports_a_bundle_that_verifies() {
     );
 }
 
+#[test]
+fn entries_after_the_last_checkpoint_are_noted_in_a_store_and_refused_in_a_bundle() {
+    let mut j = typical();
+    let n = j.entries.len() as u64;
+    j.refuse(OffsetDateTime::now_utc(), "rate-limited");
+    j.refuse(OffsetDateTime::now_utc(), "rate-limited");
+    let dir = tempfile::tempdir().unwrap();
+    j.write_store(dir.path());
+    let report = verify_store_at(dir.path(), &j.ca()).unwrap();
+    assert_eq!(report.entries.count, n + 2);
+    let unsigned: Vec<&String> = report
+        .notes
+        .iter()
+        .filter(|x| x.starts_with("unsigned"))
+        .collect();
+    assert_eq!(unsigned.len(), 1, "{report}");
+    assert!(unsigned[0].contains(&format!(
+        "entries {n}..={} follow the last checkpoint",
+        n + 1
+    )));
+    let f = failure(verify_bundle(&j.bundle(Layout::Complete), Some(&j.ca())));
+    assert_eq!(f.place, Place::Entry(n), "{f}");
+
+    // A hub that only refused something, and stopped before its checkpoint interval.
+    let mut j = SyntheticJournal::new(&fixture().pki);
+    j.refuse(OffsetDateTime::now_utc(), "envelope-malformed");
+    let dir = tempfile::tempdir().unwrap();
+    j.write_store(dir.path());
+    let report = verify_store_at(dir.path(), &j.ca()).unwrap();
+    assert_eq!((report.entries.count, report.checkpoints.count), (1, 0));
+}
+
 /// Changes a byte of the value under `key` in the store at `dir`: the one at `at`, to another
 /// base64 character if it is one (so that an encoding stays valid), else a bit of it.
 fn flip_store(dir: &Path, key: &[u8], at: impl Fn(&[u8]) -> usize) {

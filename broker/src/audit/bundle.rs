@@ -396,25 +396,22 @@ pub fn verify_reader<R: BufRead>(
     verify::run(&trust, source, "bundle", |c| {
         c.set_mode(mode);
         c.set_hub(header.hub.clone());
-        c.note(format!(
-            "exported     {} by {} from {}{}",
-            header.exported_at,
-            header.exported_by.as_deref().unwrap_or("?"),
-            header.source.as_deref().unwrap_or("?"),
-            if header.filters.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " with filters {}",
-                    header
-                        .filters
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>()
-                        .join("&")
-                )
-            }
-        ));
+        let mut exported = format!("exported     {}", header.exported_at);
+        if let Some(by) = &header.exported_by {
+            exported.push_str(&format!(" by {by}"));
+        }
+        if let Some(from) = &header.source {
+            exported.push_str(&format!(" from {from}"));
+        }
+        if !header.filters.is_empty() {
+            let filters: Vec<String> = header
+                .filters
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            exported.push_str(&format!(" with filters {}", filters.join("&")));
+        }
+        c.note(exported);
         records(c, &mut reader, &mut sha, &mut buf, header.size)
     })
     .map_err(AuditError::from)

@@ -680,6 +680,8 @@ pub(crate) struct Checker<'a> {
     awaiting_envelope: Option<Entry>,
     envelopes_read: u64,
     notes: Vec<String>,
+    /// Whether [`Checker::finish`] ran.
+    finished: bool,
 }
 
 /// What the checker found, for the report.
@@ -760,6 +762,7 @@ impl<'a> Checker<'a> {
             awaiting_envelope: None,
             envelopes_read: 0,
             notes: Vec::new(),
+            finished: false,
         }
     }
 
@@ -1125,11 +1128,13 @@ impl<'a> Checker<'a> {
     /// An acceptance without its envelope, checkpoints without their consistency proof,
     /// entries no checkpoint covers (unless tolerated), no checkpoint at all.
     pub(crate) fn finish(&mut self) -> Result<(), Failure> {
+        if self.finished {
+            return Ok(());
+        }
+        self.finished = true;
         self.settle()?;
-        let Some((size, _, _)) = self.checkpoint else {
-            if self.entries.count == 0 && self.allow_unsigned_tail {
-                return Ok(());
-            }
+        let signed = self.checkpoint.map_or(0, |(size, _, _)| size);
+        if self.checkpoint.is_none() && !self.allow_unsigned_tail {
             return Err(self.fail(
                 Place::End,
                 Fault::Sequence(format!(
@@ -1137,19 +1142,20 @@ impl<'a> Checker<'a> {
                     self.source_kind
                 )),
             ));
-        };
-        if self.mode == Mode::Complete && self.frontier.size() > size {
+        }
+        if self.mode == Mode::Complete && self.frontier.size() > signed {
             let tail = format!(
-                "entries {}..={} follow the last checkpoint (size {size}), so no signature covers them",
-                size,
-                self.frontier.size() - 1
+                "entries {signed}..={} follow the last checkpoint{}, so no signature covers them",
+                self.frontier.size() - 1,
+                self.checkpoint
+                    .map_or_else(String::new, |(size, _, _)| format!(" (size {size})"))
             );
             if self.allow_unsigned_tail {
                 self.note(format!(
-                    "unsigned      {tail}: the hub signs them within its checkpoint interval (they were hashed and checked like the others)"
+                    "unsigned     {tail}: the hub signs them within its checkpoint interval (they were decoded and hashed like the others)"
                 ));
             } else {
-                return Err(self.fail(Place::Entry(size), Fault::Sequence(tail)));
+                return Err(self.fail(Place::Entry(signed), Fault::Sequence(tail)));
             }
         }
         Ok(())
