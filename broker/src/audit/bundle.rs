@@ -649,3 +649,79 @@ fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<bool, Faul
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_one_tagged_json_object_per_line() {
+        let mut w = BundleWriter::new(Vec::new(), &BundleHeader::new("hub", true, 1, "PEM".into()))
+            .unwrap();
+        w.entry(0, b"{}", None).unwrap();
+        w.envelope(0, Uuid::nil(), "application/xml", b"<x/>")
+            .unwrap();
+        w.consistency(1, 2, &[[0; 32]]).unwrap();
+        let (bytes, counts) = w.finish().unwrap();
+        assert_eq!(
+            counts,
+            BundleCounts {
+                entries: 1,
+                envelopes: 1,
+                checkpoints: 0
+            }
+        );
+        let text = String::from_utf8(bytes).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert!(lines[0].starts_with(r#"{"type":"header","format":"snodo-audit-bundle/1","hub":"hub","complete":true,"size":1,"#));
+        assert_eq!(lines[1], r#"{"type":"entry","index":0,"bytes":"e30="}"#);
+        assert_eq!(
+            lines[2],
+            r#"{"type":"envelope","index":0,"id":"00000000-0000-0000-0000-000000000000","media_type":"application/xml","bytes":"PHgvPg=="}"#
+        );
+        assert_eq!(
+            lines[3],
+            r#"{"type":"consistency","from":1,"to":2,"hashes":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]}"#
+        );
+        let mut sha = openssl::sha::Sha256::new();
+        for l in &lines[..4] {
+            sha.update(l.as_bytes());
+            sha.update(b"\n");
+        }
+        assert_eq!(
+            lines[4],
+            format!(
+                r#"{{"type":"end","entries":1,"envelopes":1,"checkpoints":0,"sha256":"{}"}}"#,
+                hex::encode(sha.finish())
+            )
+        );
+        for l in &lines {
+            serde_json::from_str::<Line>(l).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_refused() {
+        for bad in [
+            r#"{"type":"entry","index":0,"bytes":"e30=","extra":1}"#,
+            r#"{"type":"entry","index":0}"#,
+            r#"{"type":"note","text":"hi"}"#,
+            r#"{"index":0,"bytes":"e30="}"#,
+            r#"{"type":"end","entries":0,"envelopes":0,"checkpoints":0,"sha256":"","more":0}"#,
+        ] {
+            assert!(serde_json::from_str::<Line>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lines_are_read_whole_and_bounded() {
+        let mut r = std::io::Cursor::new(b"one\ntwo".to_vec());
+        let mut buf = Vec::new();
+        assert!(read_line(&mut r, &mut buf).unwrap());
+        assert_eq!(buf, b"one\n");
+        assert!(read_line(&mut r, &mut buf).unwrap());
+        assert_eq!(buf, b"two");
+        assert!(!read_line(&mut r, &mut buf).unwrap());
+    }
+}
