@@ -1037,10 +1037,13 @@ async fn a_real_hubs_data_directory_verifies_and_exports() {
             .status,
         202
     );
-    hub.shutdown().await.unwrap();
-
     let data = t.dir.path().join("data");
     let ca = t.pki().join("ca.crt");
+    // While the hub runs, its store is its own.
+    let e = datadir::verify(&data, &ca, None).unwrap_err();
+    assert!(e.to_string().contains("if the hub is running, stop it"), "{e}");
+    hub.shutdown().await.unwrap();
+
     let report = eventually_open(|| datadir::verify(&data, &ca, None));
     assert_eq!(report.envelopes.count, 7);
     assert_eq!(report.entries.by_kind["accepted"], 7);
