@@ -182,6 +182,16 @@ pub struct JournalConfig {
     /// Most entries under one checkpoint (bounds the work of one signature batch).
     #[serde(default = "default_checkpoint_max_entries")]
     pub checkpoint_max_entries: u32,
+    /// How long the exact bytes of accepted envelopes are kept (`"365days"`); past it they are
+    /// pruned, and the journal records it, while entries, digests, the tree and checkpoints
+    /// stay. Envelopes still waiting for delivery are never pruned. Absent: kept forever.
+    #[serde(
+        default,
+        with = "duration_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(schema_with = "duration_schema")]
+    pub retention: Option<Duration>,
 }
 
 /// `[delivery]`: push delivery to entities that have an endpoint.
@@ -386,6 +396,7 @@ impl Default for JournalConfig {
         JournalConfig {
             checkpoint_interval: default_checkpoint_interval(),
             checkpoint_max_entries: default_checkpoint_max_entries(),
+            retention: None,
         }
     }
 }
@@ -809,8 +820,10 @@ impl Config {
     }
 
     /// The fields that differ between `self` (running) and `new` (reloaded) and only take
-    /// effect after a restart: the node's name, addresses and data directory. Everything else
-    /// — registry, limits, delivery, journal, TLS files — the hub can apply on reload.
+    /// effect after a restart: the node's name, addresses and data directory, the journal's
+    /// settings and the key that signs checkpoints and notices. Everything else — registry,
+    /// limits, delivery, the CA, the revocation list, the TLS certificate served — the hub
+    /// applies on reload.
     #[must_use]
     pub fn restart_required(&self, new: &Config) -> Vec<&'static str> {
         let (a, b) = (&self.hub, &new.hub);
@@ -819,6 +832,11 @@ impl Config {
             ("hub.listen", a.listen != b.listen),
             ("hub.plain_listen", a.plain_listen != b.plain_listen),
             ("hub.data_dir", a.data_dir != b.data_dir),
+            ("journal", self.journal != new.journal),
+            (
+                "tls.key (signing checkpoints and notices)",
+                self.tls.key != new.tls.key,
+            ),
         ]
         .into_iter()
         .filter_map(|(field, changed)| changed.then_some(field))

@@ -77,6 +77,8 @@ pub struct EngineConfig {
     pub checkpoint_interval: Duration,
     /// Sign a checkpoint at least every this many entries.
     pub checkpoint_max_entries: u64,
+    /// Prune the exact bytes of envelopes accepted longer ago than this.
+    pub retention: Option<Duration>,
 }
 
 /// An envelope that passed every check of the acceptance pipeline.
@@ -180,6 +182,9 @@ pub struct EnvelopeRecord {
     pub accepted_index: u64,
 }
 
+/// An envelope's record and its exact bytes (`None` once pruned).
+pub type RawEnvelope = (EnvelopeRecord, Option<Vec<u8>>);
+
 /// An envelope taken from a queue: lease token, record, exact bytes, attempts so far.
 type Taken = (String, EnvelopeRecord, Vec<u8>, u32);
 
@@ -208,13 +213,23 @@ struct State {
     journal_size: u64,
     next_seq: u64,
     checkpoint_size: u64,
+    /// The next envelope the retention sweep looks at.
+    #[serde(default)]
+    prune_from: u64,
 }
 
 enum Job {
     /// Flush and stop.
     Stop(oneshot::Sender<()>),
+    /// Answered once every job sent before it is durable.
+    Barrier(oneshot::Sender<()>),
     Accept(Submission, oneshot::Sender<Result<Accepted, EngineError>>),
     Refuse(RefusalRecord),
+    /// An auditor's query, journaled: who asked what.
+    Queried {
+        actor: String,
+        query: String,
+    },
     Lease {
         recipient: EntityId,
         limit: usize,
@@ -345,6 +360,34 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Accept(submission, reply))?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Journals an auditor's query (who asked what), durably before the answer goes out.
+    ///
+    /// # Errors
+    /// [`EngineError`] when it cannot be journaled: then the query must not be answered.
+    pub async fn record_query(&self, actor: String, query: String) -> Result<(), EngineError> {
+        self.send(Job::Queried { actor, query })?;
+        // Once the barrier is answered, the group holding the query entry has been flushed
+        // (a failed group drops the barrier, and the query is not answered).
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Barrier(reply))?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// The number of entries in the journal, as last flushed.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn journal_size(&self) -> Result<u64, EngineError> {
+        Ok(match self.store.get(keys::STATE)? {
+            Some(v) => {
+                serde_json::from_slice::<State>(&v)
+                    .map_err(|e| StoreError::corrupt(keys::STATE, e))?
+                    .journal_size
+            }
+            None => 0,
+        })
     }
 
     /// Stops the engine after everything sent before is durable.
@@ -481,6 +524,35 @@ impl Engine {
             if record.sender == caller || record.recipients.iter().any(|r| r == caller) {
                 let history = self.history(seq)?;
                 return Ok(Some((record, history)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The exact bytes received for envelope `id` (`None` once pruned), if `caller` is its
+    /// sender or a recipient (`None`: an auditor, who may see all).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn raw_envelope(
+        &self,
+        id: &Uuid,
+        caller: Option<&EntityId>,
+    ) -> Result<Option<RawEnvelope>, EngineError> {
+        for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
+            let Some(seq) = keys::trailing_u64(&key) else {
+                continue;
+            };
+            let Some(record) = self.record(seq)? else {
+                continue;
+            };
+            let allowed = caller.is_none_or(|c| {
+                record.sender == c.as_str() || record.recipients.iter().any(|r| r == c.as_str())
+            });
+            if allowed {
+                // `None`: pruned after the retention period.
+                let raw = self.store.get(&keys::raw(seq))?;
+                return Ok(Some((record, raw)));
             }
         }
         Ok(None)
@@ -642,6 +714,8 @@ enum Reply {
         oneshot::Sender<Result<Vec<Pushed>, EngineError>>,
         Result<Vec<Pushed>, EngineError>,
     ),
+    /// Everything before is durable.
+    Barrier(oneshot::Sender<()>),
     /// A response for a waiting request; if the request is gone, back to the inbox.
     Waiter(oneshot::Sender<Leased>, Leased, String, u64),
 }
@@ -723,6 +797,19 @@ impl Writer {
                     accepted_any |= matches!(r, Ok(AcceptOutcome::New { .. }));
                     replies.push(Reply::Accepted(reply, r));
                 }
+                Job::Queried { actor, query } => {
+                    let mut e = Entry::new(
+                        0,
+                        EventKind::Queried,
+                        now,
+                        hex::encode(openssl::sha::sha256(query.as_bytes())),
+                    );
+                    e.actor = Some(actor);
+                    e.detail = Some(query);
+                    if let Err(e) = self.journal(&mut g, e, None) {
+                        tracing::error!(error = %e, "Query not journaled.");
+                    }
+                }
                 Job::Refuse(refusal) => {
                     if let Err(e) = self.refuse(&mut g, refusal, now) {
                         tracing::error!(error = %e, "Refusal not journaled.");
@@ -767,6 +854,7 @@ impl Writer {
                 Job::Stop(reply) => {
                     let _ = reply.send(());
                 }
+                Job::Barrier(reply) => replies.push(Reply::Barrier(reply)),
             }
         }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
@@ -804,6 +892,9 @@ impl Writer {
             g.put(keys::node(level, index), hash.to_vec());
         }
         g.put(keys::journal(entry.index), bytes);
+        for k in crate::journal::query::index_keys(&entry) {
+            g.put(k, Vec::new());
+        }
         if let Some(seq) = seq {
             g.put(keys::history(seq, entry.index), Vec::new());
         }
@@ -823,14 +914,29 @@ impl Writer {
         if let Some(seq) = g.get(&idem)? {
             let seq = keys::trailing_u64(&seq)
                 .ok_or_else(|| StoreError::corrupt(&idem, "not a sequence number"))?;
-            let rkey = keys::envelope(seq);
-            let original: EnvelopeRecord = match g.get(&rkey)? {
-                Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
-                None => return Err(StoreError::corrupt(&rkey, "accepted envelope missing").into()),
-            };
+            let original = self.record(g, seq)?;
+            let mut e = entry_for(
+                EventKind::Received,
+                h,
+                &sub.digest,
+                now,
+                Some(h.sender.as_str()),
+            );
             if original.digest != hex::encode(sub.digest) {
+                e.kind = EventKind::Refused;
+                e.code = Some("envelope-id-conflict".into());
+                e.detail = Some(format!(
+                    "the id was used for envelope {} with digest {}",
+                    original.id, original.digest
+                ));
+                self.journal(g, e, None)?;
                 return Err(EngineError::IdConflict(h.id));
             }
+            e.detail = Some(format!(
+                "again: a duplicate of the envelope accepted at index {}",
+                original.accepted_index
+            ));
+            self.journal(g, e, Some(seq))?;
             return Ok(AcceptOutcome::Duplicate(seq));
         }
         let seq = self.state.next_seq;
@@ -994,13 +1100,11 @@ impl Writer {
                     serde_json::to_vec(&lease).unwrap_or_default(),
                 );
                 g.put(keys::lease_expiry(lease.expires_ms, &token), Vec::new());
-                let dkey = keys::delivery(recipient.as_str(), seq);
-                let attempts = g
-                    .get(&dkey)?
-                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-                    .map_or(0, |d| d.attempts)
-                    + 1;
-                g.put(dkey, delivery(state, attempts, now));
+                let attempts = self.attempts(g, recipient.as_str(), seq)? + 1;
+                g.put(
+                    keys::delivery(recipient.as_str(), seq),
+                    delivery(state, attempts, now),
+                );
                 out.push((token, rec, raw, attempts));
             }
         }
@@ -1074,22 +1178,8 @@ impl Writer {
         outcome: PushOutcome,
         now: OffsetDateTime,
     ) -> Result<(), EngineError> {
-        let lkey = keys::lease(token);
-        let lease: Lease = match g.get(&lkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
-            None => return Err(EngineError::UnknownLease(token.to_owned())),
-        };
-        if lease.recipient != recipient.as_str() {
-            return Err(EngineError::UnknownLease(token.to_owned()));
-        }
-        g.delete(lkey);
-        g.delete(keys::lease_expiry(lease.expires_ms, token));
-        let rec = self.record(g, lease.seq)?;
+        let (lease, rec, attempts) = self.end_lease(g, recipient, token)?;
         let dkey = keys::delivery(recipient.as_str(), lease.seq);
-        let attempts = g
-            .get(&dkey)?
-            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-            .map_or(1, |d| d.attempts);
         match outcome {
             PushOutcome::Delivered { status } => {
                 g.put(dkey, delivery("delivered", attempts, now));
@@ -1224,6 +1314,42 @@ impl Writer {
         Ok(())
     }
 
+    /// Ends the lease `token` held by `holder`: the lease, its envelope's record, and how many
+    /// attempts the delivery has had.
+    fn end_lease(
+        &self,
+        g: &mut Group<'_>,
+        holder: &EntityId,
+        token: &str,
+    ) -> Result<(Lease, EnvelopeRecord, u32), EngineError> {
+        let lkey = keys::lease(token);
+        let lease: Lease = match g.get(&lkey)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
+            None => return Err(EngineError::UnknownLease(token.to_owned())),
+        };
+        if lease.recipient != holder.as_str() {
+            return Err(EngineError::UnknownLease(token.to_owned()));
+        }
+        g.delete(lkey);
+        g.delete(keys::lease_expiry(lease.expires_ms, token));
+        let rec = self.record(g, lease.seq)?;
+        let attempts = self.attempts(g, holder.as_str(), lease.seq)?.max(1);
+        Ok((lease, rec, attempts))
+    }
+
+    /// How many times the envelope `seq` was handed to `recipient` so far.
+    fn attempts(&self, g: &Group<'_>, recipient: &str, seq: u64) -> Result<u32, EngineError> {
+        let dkey = keys::delivery(recipient, seq);
+        Ok(match g.get(&dkey)? {
+            Some(v) => {
+                serde_json::from_slice::<DeliveryRecord>(&v)
+                    .map_err(|e| StoreError::corrupt(&dkey, e))?
+                    .attempts
+            }
+            None => 0,
+        })
+    }
+
     fn settle(
         &mut self,
         g: &mut Group<'_>,
@@ -1232,26 +1358,8 @@ impl Writer {
         ack: bool,
         now: OffsetDateTime,
     ) -> Result<(), EngineError> {
-        let lkey = keys::lease(token);
-        let lease: Lease = match g.get(&lkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,
-            None => return Err(EngineError::UnknownLease(token.to_owned())),
-        };
-        if lease.recipient != caller.as_str() {
-            return Err(EngineError::UnknownLease(token.to_owned()));
-        }
-        g.delete(lkey);
-        g.delete(keys::lease_expiry(lease.expires_ms, token));
-        let rkey = keys::envelope(lease.seq);
-        let rec: EnvelopeRecord = match g.get(&rkey)? {
-            Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
-            None => return Err(StoreError::corrupt(&rkey, "leased envelope missing").into()),
-        };
+        let (lease, rec, attempts) = self.end_lease(g, caller, token)?;
         let dkey = keys::delivery(caller.as_str(), lease.seq);
-        let attempts = g
-            .get(&dkey)?
-            .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-            .map_or(1, |d| d.attempts);
         if ack {
             g.put(dkey, delivery("acknowledged", attempts, now));
             self.journal(
@@ -1288,12 +1396,11 @@ impl Writer {
                     serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?;
                 g.delete(lkey);
                 g.put(keys::queue(&lease.recipient, lease.seq), Vec::new());
-                let dkey = keys::delivery(&lease.recipient, lease.seq);
-                let attempts = g
-                    .get(&dkey)?
-                    .and_then(|v| serde_json::from_slice::<DeliveryRecord>(&v).ok())
-                    .map_or(1, |d| d.attempts);
-                g.put(dkey, delivery("returned", attempts, now));
+                let attempts = self.attempts(g, &lease.recipient, lease.seq)?;
+                g.put(
+                    keys::delivery(&lease.recipient, lease.seq),
+                    delivery("returned", attempts, now),
+                );
             }
         }
         for (key, _) in self.store.scan(b"w/", None, 4096)? {
@@ -1340,6 +1447,50 @@ impl Writer {
                     self.expire_for(g, &rec, r, now)?;
                 }
             }
+        }
+        if let Some(retention) = self.config.retention {
+            self.prune(g, now - retention, now)?;
+        }
+        Ok(())
+    }
+
+    /// Prunes the exact bytes of envelopes accepted before `cutoff`, in acceptance order, a
+    /// bounded number per sweep; envelopes still waiting for delivery keep theirs.
+    fn prune(
+        &mut self,
+        g: &mut Group<'_>,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        let after = self.state.prune_from.checked_sub(1).map(keys::envelope);
+        for (key, value) in self.store.scan(b"m/", after.as_deref(), 512)? {
+            let rec: EnvelopeRecord =
+                serde_json::from_slice(&value).map_err(|e| StoreError::corrupt(&key, e))?;
+            let accepted = snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
+                .map_err(|e| StoreError::corrupt(&key, e))?;
+            if accepted >= cutoff {
+                break;
+            }
+            self.state.prune_from = rec.seq + 1;
+            let mut pending = false;
+            for r in &rec.recipients {
+                pending |= g.get(&keys::queue(r, rec.seq))?.is_some();
+                if let Some(d) = g.get(&keys::delivery(r, rec.seq))? {
+                    let d: DeliveryRecord =
+                        serde_json::from_slice(&d).map_err(|e| StoreError::corrupt(&key, e))?;
+                    pending |= matches!(d.state.as_str(), "leased" | "pushing" | "retrying");
+                }
+            }
+            if pending || g.get(&keys::raw(rec.seq))?.is_none() {
+                continue;
+            }
+            g.delete(keys::raw(rec.seq));
+            let mut e = record_entry(EventKind::Pruned, &rec, now, None);
+            e.detail = Some(format!(
+                "body pruned after the retention period; its digest was {}",
+                rec.digest
+            ));
+            self.journal(g, e, Some(rec.seq))?;
         }
         Ok(())
     }
@@ -1411,6 +1562,9 @@ impl Writer {
                 Reply::Pushed(tx, r) => {
                     let _ = tx.send(r);
                 }
+                Reply::Barrier(tx) => {
+                    let _ = tx.send(());
+                }
                 Reply::Waiter(tx, leased, recipient, seq) => {
                     if tx.send(leased).is_err() {
                         requeue.push((recipient, seq));
@@ -1480,7 +1634,7 @@ impl Writer {
                 Reply::Pushed(tx, _) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
-                Reply::Waiter(..) => {}
+                Reply::Barrier(_) | Reply::Waiter(..) => {}
             }
         }
     }

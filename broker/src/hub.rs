@@ -21,6 +21,10 @@ struct Current {
     config: Arc<Config>,
     registry: Arc<Registry>,
     verifier: Verifier,
+    /// The partner listener's TLS configuration (CA, revocation list, hub certificate): built
+    /// with the rest, so that a reloaded revocation list refuses the revoked at the next
+    /// handshake.
+    tls: Arc<rustls::ServerConfig>,
     /// When the hub's certificate and the CA's expire (unix seconds), for readiness.
     expiries: Vec<(&'static str, i64)>,
 }
@@ -40,6 +44,9 @@ pub struct Hub {
     pub metrics: Metrics,
     /// Per-entity request rate and bytes in flight.
     pub limiter: Limiter,
+    /// Set to `true` when shutdown begins. The listeners and delivery watch it, and so do
+    /// requests waiting for their response, which then answer with their receipt.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// The outcome of a submission that was not refused.
@@ -69,12 +76,19 @@ impl Hub {
             engine,
             metrics: Metrics::new(),
             limiter,
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 
     fn load(config: Config) -> anyhow::Result<Current> {
         let tls = config.load_tls()?;
         let verifier = Verifier::new(Arc::new(tls.trust), config.limits.envelope_limits());
+        let server_tls = Arc::new(crate::tls::server_config(
+            &config.tls.ca,
+            config.tls.crl.as_deref(),
+            &config.tls.cert,
+            &config.tls.key,
+        )?);
         let mut expiries = Vec::new();
         for (what, path) in [
             ("hub certificate", &config.tls.cert),
@@ -88,6 +102,7 @@ impl Hub {
         Ok(Current {
             registry: Arc::new(Registry::from_config(&config)),
             verifier,
+            tls: server_tls,
             config: Arc::new(config),
             expiries,
         })
@@ -174,6 +189,26 @@ impl Hub {
             .read()
             .map(|c| c.registry.clone())
             .unwrap_or_else(|p| p.into_inner().registry.clone())
+    }
+
+    /// The TLS configuration that the partner listener hands each new connection.
+    #[must_use]
+    pub fn tls_config(&self) -> Arc<rustls::ServerConfig> {
+        self.current
+            .read()
+            .map(|c| c.tls.clone())
+            .unwrap_or_else(|p| p.into_inner().tls.clone())
+    }
+
+    /// Checks that a client certificate is still valid and not revoked (cached chain check).
+    ///
+    /// # Errors
+    /// The envelopes crate's certificate error (`certificate-revoked`, `certificate-expired`…).
+    pub fn check_certificate(&self, der: &[u8]) -> Result<(), snodo_envelopes::Error> {
+        self.verifier()
+            .trust()
+            .verify_cert(der, &[], time::OffsetDateTime::now_utc())
+            .map(|_| ())
     }
 
     fn verifier(&self) -> Verifier {
@@ -325,10 +360,19 @@ impl Hub {
         let accepted = self.engine.accept(submission).await?;
         self.metrics.accepted(&accepted);
         match (waiter, &accepted) {
-            (Some((waiter, wait)), Accepted::New(_)) => match waiter.wait(wait).await {
-                Some(response) => Ok(Outcome::Answered(accepted, response)),
-                None => Ok(Outcome::Accepted(accepted)),
-            },
+            (Some((waiter, wait)), Accepted::New(_)) => {
+                // At shutdown the request stops waiting and gets its receipt, as if nobody had
+                // answered in time, rather than hold up the drain until it cuts the answer.
+                let mut stopping = self.stopping.subscribe();
+                let response = tokio::select! {
+                    response = waiter.wait(wait) => response,
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                match response {
+                    Some(response) => Ok(Outcome::Answered(accepted, response)),
+                    None => Ok(Outcome::Accepted(accepted)),
+                }
+            }
             _ => Ok(Outcome::Accepted(accepted)),
         }
     }

@@ -14,7 +14,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use rustls::ServerConfig;
 use snodo_envelopes::Identity;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,18 +39,17 @@ async fn stopped(mut shutdown: Shutdown) {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown`, then drains.
+/// Serves `app` over TLS on `listener` until `shutdown`, then drains. Each connection gets
+/// the hub's TLS configuration in force when it arrives (see [`Hub::tls_config`]).
 ///
 /// # Errors
 /// When accepting connections fails for good.
 pub async fn serve_tls(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
     hub: Arc<Hub>,
     app: Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let stop = stopped(shutdown);
     tokio::pin!(stop);
@@ -68,7 +66,7 @@ pub async fn serve_tls(
             },
             () = &mut stop => break,
         };
-        let acceptor = acceptor.clone();
+        let acceptor = TlsAcceptor::from(hub.tls_config());
         let hub = hub.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
@@ -84,11 +82,14 @@ pub async fn serve_tls(
                     return;
                 }
             };
-            let identity = tls
+            let client_cert = tls
                 .get_ref()
                 .1
                 .peer_certificates()
                 .and_then(|c| c.first())
+                .cloned();
+            let identity = client_cert
+                .as_ref()
                 .ok_or_else(|| "no client certificate".to_owned())
                 .and_then(crate::tls::identity);
             let identity = match identity {
@@ -119,7 +120,8 @@ pub async fn serve_tls(
                 _ => None,
             };
             tracing::debug!(%peer, caller = %identity, "Connection open.");
-            serve_connection(tls, app.layer(Extension(Caller(identity))), watcher).await;
+            let cert = Arc::new(client_cert.map(|c| c.to_vec()).unwrap_or_default());
+            serve_connection(tls, app.layer(Extension(Caller(identity, cert))), watcher).await;
             drop(guard);
         });
     }

@@ -178,41 +178,92 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Envelope> {
 /// [`Error::TooDeep`].
 pub fn check_depth(input: &[u8], max_depth: usize) -> Result<()> {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in input {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max_depth {
-                    return Err(Error::TooDeep { limit: max_depth });
+    let mut i = 0;
+    while let Some(at) = memchr::memchr3(b'"', b'[', b'{', &input[i..]).map(|p| p + i) {
+        // Closing brackets between here and the last stop only lower the depth.
+        let closes = bytecount(&input[i..at]);
+        depth = depth.saturating_sub(closes);
+        if input[at] == b'"' {
+            // Skip the string: to its closing quote, past any escaped character.
+            let mut j = at + 1;
+            loop {
+                let Some(rest) = input.get(j..) else {
+                    return Ok(()); // an unterminated string: the parser refuses it
+                };
+                match memchr::memchr2(b'"', b'\\', rest) {
+                    Some(p) if input[j + p] == b'\\' => j += p + 2,
+                    Some(p) => {
+                        j += p + 1;
+                        break;
+                    }
+                    None => return Ok(()), // an unterminated string: the parser refuses it
                 }
             }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
+            i = j.min(input.len());
+        } else {
+            depth += 1;
+            if depth > max_depth {
+                return Err(Error::TooDeep { limit: max_depth });
+            }
+            i = at + 1;
         }
     }
     Ok(())
+}
+
+/// How many `]` and `}` a stretch of JSON outside strings holds.
+fn bytecount(s: &[u8]) -> usize {
+    memchr::memchr2_iter(b']', b'}', s).count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The byte-at-a-time definition the fast version must agree with.
+    fn reference_depth_ok(input: &[u8], max_depth: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in input {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return false;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        true
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_depth_check_agrees_with_the_definition(
+            text in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\a,".to_vec()), 0..200),
+            max in 0usize..8,
+        ) {
+            proptest::prop_assert_eq!(check_depth(&text, max).is_ok(), reference_depth_ok(&text, max));
+        }
+    }
+
     #[test]
     fn depth_ignores_brackets_in_strings() {
         assert!(check_depth(br#"{"a":"[[[[[[[["}"#, 2).is_ok());
         assert!(check_depth(br#"[[["\"[["]]]"#, 3).is_ok());
+        assert!(check_depth(br#"[[1],[2],[3],[[4]]]"#, 3).is_ok());
+        assert!(check_depth(br#"{"a\\":[{"b":"\\\"]["}]}"#, 3).is_ok());
         assert!(matches!(
             check_depth(b"[[[[]]]]", 3),
             Err(Error::TooDeep { limit: 3 })

@@ -199,8 +199,14 @@ pub fn verify_bytes(
 ) -> Result<bool> {
     match algorithm {
         Algorithm::Rs256 => {
-            let mut v = openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), key)?;
-            Ok(v.verify_oneshot(signature, data).unwrap_or(false))
+            // Digest first, then a bare public-key operation: cheaper under OpenSSL 3 than a
+            // digest-and-verify context built for each signature.
+            let digest = openssl::sha::sha256(data);
+            let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key)?;
+            ctx.verify_init()?;
+            ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1)?;
+            ctx.set_signature_md(openssl::md::Md::sha256())?;
+            Ok(ctx.verify(&digest, signature).unwrap_or(false))
         }
         Algorithm::Es256 => {
             if signature.len() != 64 {

@@ -113,6 +113,93 @@ pub fn spec() -> Value {
                     "responses": { "200": { "description": "Reloaded." }, "403": problem("Not the hub."), "422": problem("The new configuration is refused; the old one stays.") }
                 }
             },
+            "/v1/journal/entries": {
+                "get": {
+                    "operationId": "journalEntries",
+                    "summary": "Journal entries by filter, in journal order (an entity sees only what it is party to; a listed auditor sees all, and its queries are journaled)",
+                    "parameters": [
+                        { "name": "entity", "in": "query", "description": "Either party: sender, recipient or actor.", "schema": { "type": "string" } },
+                        { "name": "sender", "in": "query", "schema": { "type": "string" } },
+                        { "name": "recipient", "in": "query", "schema": { "type": "string" } },
+                        { "name": "service", "in": "query", "schema": { "type": "string" } },
+                        { "name": "action", "in": "query", "schema": { "type": "string" } },
+                        { "name": "conversation", "in": "query", "schema": { "type": "string" } },
+                        { "name": "envelope_id", "in": "query", "schema": { "type": "string", "format": "uuid" } },
+                        { "name": "kind", "in": "query", "schema": { "type": "string", "enum": ["received", "refused", "accepted", "delivered", "acknowledged", "answered", "expired", "dead_lettered", "queried", "pruned"] } },
+                        { "name": "status", "in": "query", "description": "ok, refused, or a refusal code.", "schema": { "type": "string" } },
+                        { "name": "from", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+                        { "name": "to", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+                        { "name": "after", "in": "query", "description": "Continue after this journal index (the previous page's next).", "schema": { "type": "integer" } },
+                        { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "A page (JSON), or every matching entry streamed (Accept: application/x-ndjson or text/csv).",
+                            "content": {
+                                "application/json": { "schema": { "$ref": "#/components/schemas/JournalPage" } },
+                                "application/x-ndjson": { "schema": { "$ref": "#/components/schemas/JournalItem" } },
+                                "text/csv": { "schema": { "type": "string" } }
+                            }
+                        },
+                        "400": problem("A filter is malformed."),
+                        "403": problem("Not an entity or a listed auditor.")
+                    }
+                }
+            },
+            "/v1/journal/entries/{index}": {
+                "get": {
+                    "operationId": "journalEntry",
+                    "summary": "One journal entry and its exact bytes",
+                    "parameters": [{ "name": "index", "in": "path", "required": true, "schema": { "type": "integer" } }],
+                    "responses": { "200": { "description": "The entry.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JournalItem" } } } }, "404": problem("No such entry the caller may see.") }
+                }
+            },
+            "/v1/journal/envelopes/{id}/raw": {
+                "get": {
+                    "operationId": "journalEnvelopeRaw",
+                    "summary": "The exact signed bytes received, so anyone can check the sender's signature again",
+                    "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+                    "responses": {
+                        "200": { "description": "The envelope.", "content": { "application/xml": { "schema": { "type": "string" } }, "application/jose+json": { "schema": { "$ref": "#/components/schemas/FlattenedJws" } } } },
+                        "404": problem("No such envelope the caller may see."),
+                        "410": problem("Its body was pruned after the retention period; its journal entries and digest remain.")
+                    }
+                }
+            },
+            "/v1/journal/checkpoint": { "get": { "operationId": "journalCheckpoint", "summary": "The latest signed checkpoint", "responses": { "200": { "description": "The checkpoint (tree size, root, time, hub signature and certificate)." }, "404": problem("None signed yet.") } } },
+            "/v1/journal/checkpoints": {
+                "get": {
+                    "operationId": "journalCheckpoints",
+                    "summary": "Signed checkpoints whose tree size is in [from, to] (at most 1,000 per call)",
+                    "parameters": [
+                        { "name": "from", "in": "query", "schema": { "type": "integer" } },
+                        { "name": "to", "in": "query", "schema": { "type": "integer" } }
+                    ],
+                    "responses": { "200": { "description": "The checkpoints, in size order." } }
+                }
+            },
+            "/v1/journal/proof/inclusion": {
+                "get": {
+                    "operationId": "journalInclusionProof",
+                    "summary": "RFC 9162 inclusion proof of entry `index` in the tree of `size` entries",
+                    "parameters": [
+                        { "name": "index", "in": "query", "required": true, "schema": { "type": "integer" } },
+                        { "name": "size", "in": "query", "required": true, "schema": { "type": "integer" } }
+                    ],
+                    "responses": { "200": { "description": "The proof's hashes (base64)." }, "400": problem("index < size <= the journal's size is required.") }
+                }
+            },
+            "/v1/journal/proof/consistency": {
+                "get": {
+                    "operationId": "journalConsistencyProof",
+                    "summary": "RFC 9162 consistency proof between the trees of `from` and `to` entries",
+                    "parameters": [
+                        { "name": "from", "in": "query", "required": true, "schema": { "type": "integer" } },
+                        { "name": "to", "in": "query", "required": true, "schema": { "type": "integer" } }
+                    ],
+                    "responses": { "200": { "description": "The proof's hashes (base64)." }, "400": problem("from <= to <= the journal's size is required.") }
+                }
+            },
             "/healthz": { "get": { "operationId": "health", "summary": "The process answers", "responses": { "200": { "description": "ok" } } } },
             "/readyz": { "get": { "operationId": "ready", "summary": "Store writable, keys loaded, certificates not near expiry", "responses": { "200": { "description": "ready" }, "503": { "description": "not ready, with the reasons" } } } },
             "/metrics": { "get": { "operationId": "metrics", "summary": "Prometheus metrics", "responses": { "200": { "description": "OpenMetrics text" } } } },
@@ -166,6 +253,23 @@ pub fn spec() -> Value {
                     }
                 },
                 "Inbox": { "type": "object", "required": ["envelopes"], "properties": { "envelopes": { "type": "array", "items": { "$ref": "#/components/schemas/Leased" } } } },
+                "JournalItem": {
+                    "type": "object",
+                    "required": ["index", "entry", "bytes"],
+                    "properties": {
+                        "index": { "type": "integer" },
+                        "entry": { "type": "object", "description": "The entry's fields: index, kind, at, envelope_id, sender, recipient, service, action, conversation, digest, code, detail, actor." },
+                        "bytes": { "type": "string", "description": "The entry's canonical bytes (base64): the leaf data of the Merkle tree." }
+                    }
+                },
+                "JournalPage": {
+                    "type": "object",
+                    "required": ["entries"],
+                    "properties": {
+                        "entries": { "type": "array", "items": { "$ref": "#/components/schemas/JournalItem" } },
+                        "next": { "type": ["integer", "null"], "description": "Pass as `after` for the next page." }
+                    }
+                },
                 "Settle": { "type": "object", "required": ["lease"], "additionalProperties": false, "properties": { "lease": { "type": "string" } } },
                 "EnvelopeStatus": {
                     "type": "object",

@@ -77,12 +77,14 @@ impl Running {
 /// A message naming what is wrong; nothing is left running.
 pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Running> {
     let material = config.load_tls()?;
-    let tls_config = Arc::new(tls::server_config(
+    // Checked before any port is bound; the hub builds the configuration it serves with, and
+    // builds it again on reload.
+    tls::server_config(
         &config.tls.ca,
         config.tls.crl.as_deref(),
         &config.tls.cert,
         &config.tls.key,
-    )?);
+    )?;
     let store_dir = config.hub.data_dir.join("store");
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
@@ -106,6 +108,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
             hub_entity,
             checkpoint_interval: config.journal.checkpoint_interval,
             checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
+            retention: config.journal.retention,
         },
     )?;
     let hub = Arc::new(Hub::new(config, path, engine)?);
@@ -114,10 +117,10 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         .as_ref()
         .map(TcpListener::local_addr)
         .transpose()?;
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    // The hub's own shutdown signal, so that requests waiting for a response see it too.
+    let (stop, stop_rx) = (hub.stopping.clone(), hub.stopping.subscribe());
     let mut tasks = vec![tokio::spawn(server::serve_tls(
         tls_listener,
-        tls_config,
         hub.clone(),
         api::app(hub.clone()),
         stop_rx.clone(),
@@ -147,6 +150,9 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
 /// A message naming what is wrong: the configuration (before any port is bound), the store,
 /// an address that cannot be bound.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    // Installed first: a signal during start-up must not take the default action (for SIGHUP,
+    // ending the process).
+    let signals = Signals::install()?;
     let path = match (&args.config, args.dev) {
         (Some(p), _) => p.clone(),
         (None, _) => dev::ensure(&args.data_dir)?,
@@ -158,33 +164,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(text) = instructions {
         println!("{text}");
     }
-    let signals = tokio::spawn(signals(running.hub.clone(), running.stop.clone()));
+    let signals = tokio::spawn(signals.run(running.hub.clone(), running.stop.clone()));
     running.wait().await?;
     signals.abort();
     tracing::info!("snodo hub stopped; everything accepted is on disk.");
     Ok(())
 }
 
-async fn signals(hub: Arc<Hub>, stop: tokio::sync::watch::Sender<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("Cannot install signal handlers.");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = hup.recv() => match hub.reload_from_file() {
-                Ok(summary) => tracing::info!(%summary, "Configuration reloaded."),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "Configuration not reloaded; the old one stays."),
-            },
-        }
+/// The signals the hub answers: SIGTERM and SIGINT stop it, SIGHUP reloads the configuration.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
     }
-    tracing::info!("Shutting down: no new connections, finishing requests in flight.");
-    let _ = stop.send(true);
+
+    async fn run(self, hub: Arc<Hub>, stop: tokio::sync::watch::Sender<bool>) {
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => match hub.reload_from_file() {
+                    Ok(summary) => tracing::info!(%summary, "Configuration reloaded."),
+                    Err(e) => tracing::error!(error = %format!("{e:#}"), "Configuration not reloaded; the old one stays."),
+                },
+            }
+        }
+        tracing::info!("Shutting down: no new connections, finishing requests in flight.");
+        let _ = stop.send(true);
+    }
 }

@@ -34,11 +34,16 @@ pub enum EventKind {
     Expired,
     /// Delivery gave up; it went to the dead-letter queue.
     DeadLettered,
+    /// An auditor queried the journal; `detail` is the query, `actor` the auditor.
+    Queried,
+    /// The envelope's exact bytes were pruned after the retention period; its entries and
+    /// digest stay.
+    Pruned,
 }
 
 impl EventKind {
     /// Every kind, in the order of an envelope's life.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Received,
         EventKind::Refused,
         EventKind::Accepted,
@@ -47,6 +52,8 @@ impl EventKind {
         EventKind::Answered,
         EventKind::Expired,
         EventKind::DeadLettered,
+        EventKind::Queried,
+        EventKind::Pruned,
     ];
 
     /// The name in entries and filters: `received`, …, `dead_lettered`.
@@ -61,6 +68,8 @@ impl EventKind {
             EventKind::Answered => "answered",
             EventKind::Expired => "expired",
             EventKind::DeadLettered => "dead_lettered",
+            EventKind::Queried => "queried",
+            EventKind::Pruned => "pruned",
         }
     }
 }

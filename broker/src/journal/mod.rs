@@ -8,10 +8,12 @@
 //! - [`entry`]: the entry and its one canonical encoding, whose bytes are the leaf.
 //! - [`checkpoint`]: the signed checkpoint text and the hub's [`CheckpointSigner`].
 //! - [`receipt`]: the receipt the hub returns on acceptance, and its verification.
+//! - [`query`]: the secondary indexes of the stored journal and paged queries over them.
 
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod query;
 pub mod receipt;
 
 pub use checkpoint::{

@@ -16,6 +16,7 @@
 //! | `w/` | retry time (ms), recipient, seq | nothing: pushes waiting to be retried |
 //! | `v/` | recipient, seq | nothing: the dead-letter queue |
 //! | `j/` | journal index | journal entry (canonical bytes) |
+//! | `y/` | field, value, journal index | nothing: the journal's secondary indexes |
 //! | `n/` | level, index | Merkle tree node hash |
 //! | `k/` | tree size | signed checkpoint (JSON) |
 //! | `s/` | name | hub state (journal size, next seq) |
@@ -141,6 +142,20 @@ pub fn dead_letter(recipient: &str, seq: u64) -> Vec<u8> {
 #[must_use]
 pub fn journal(index: u64) -> Vec<u8> {
     join(b"j/", &[&index.to_be_bytes()])
+}
+
+/// A secondary index of the journal: entries whose `field` (one letter) has `value`.
+#[must_use]
+pub fn journal_index(field: u8, value: &str, index: u64) -> Vec<u8> {
+    join(b"y/", &[&[field], value.as_bytes(), &index.to_be_bytes()])
+}
+
+/// The prefix of [`journal_index`] for one field and value.
+#[must_use]
+pub fn journal_index_prefix(field: u8, value: &str) -> Vec<u8> {
+    let mut k = join(b"y/", &[&[field], value.as_bytes()]);
+    k.push(0);
+    k
 }
 
 /// A Merkle tree node.

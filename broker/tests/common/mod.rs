@@ -1,6 +1,8 @@
 //! A hub on 127.0.0.1 for end-to-end tests: a fresh PKI, a configuration, real TLS clients.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -60,6 +62,8 @@ pub struct Options<'a> {
     pub limits: &'a str,
     /// TOML lines of the `[delivery]` table.
     pub delivery: &'a str,
+    /// More TOML lines of the `[journal]` table.
+    pub journal: &'a str,
     /// Push endpoints: (entity, URL).
     pub endpoints: Vec<(&'a str, String)>,
     /// The delivery deadline of `residenza.cambio` (`"2s"`).
@@ -79,6 +83,7 @@ impl TestHub {
     pub fn with(o: Options<'_>) -> TestHub {
         let limits = o.limits;
         let delivery = o.delivery;
+        let journal = o.journal;
         let dir = tempfile::tempdir().unwrap();
         let entities: Vec<EntityId> = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
             .iter()
@@ -112,6 +117,7 @@ key = "pki/hub.key"
 
 [journal]
 checkpoint_interval = "100ms"
+{journal}
 
 [delivery]
 {delivery}
