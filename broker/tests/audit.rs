@@ -57,6 +57,8 @@ enum Op {
     /// Its acknowledgement.
     Ack,
     Refuse,
+    /// Prune the body of the last envelope accepted (if not pruned yet).
+    Prune,
     /// Sign a checkpoint (if anything was journaled since the last).
     Checkpoint,
 }
@@ -67,6 +69,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Deliver),
         1 => Just(Op::Ack),
         1 => Just(Op::Refuse),
+        1 => Just(Op::Prune),
         2 => Just(Op::Checkpoint),
     ]
 }
@@ -77,13 +80,19 @@ fn journal(ops: &[Op]) -> SyntheticJournal {
     let mut j = SyntheticJournal::new(&f.pki);
     let base = OffsetDateTime::now_utc() - time::Duration::seconds(120);
     let mut last = 0;
+    let mut last_accepted = None;
     let mut signed_size = None;
     for (n, op) in ops.iter().enumerate() {
         let at = base + time::Duration::milliseconds(n as i64);
         match op {
             Op::Accept(k) => {
                 last = *k;
-                j.accept(&f.pool[*k], at);
+                last_accepted = Some(j.accept(&f.pool[*k], at));
+            }
+            Op::Prune => {
+                if let Some(i) = last_accepted.filter(|i| !j.pruned.contains_key(i)) {
+                    j.prune(i, at);
+                }
             }
             Op::Deliver | Op::Ack => {
                 let kind = if matches!(op, Op::Deliver) {
@@ -153,10 +162,18 @@ fn failure(r: Result<Report, AuditError>) -> Failure {
     }
 }
 
-/// True when the failure points at entry `i`: the entry itself, its envelope, or a checkpoint
-/// whose rebuilt root shows that one of a range of entries including `i` was altered.
+/// True when the failure points at entry `i`: the entry itself, its envelope, a checkpoint
+/// whose rebuilt root shows that one of a range of entries including `i` was altered, or the
+/// pruning marker that carries entry `i` as the record of a pruning.
 fn names(f: &Failure, i: u64) -> bool {
     match (&f.place, &*f.fault) {
+        (_, Fault::Pruning(why))
+            if why.starts_with(&format!("entry {i} "))
+                || why.starts_with(&format!("entry {i}:"))
+                || why.starts_with(&format!("entry {i},")) =>
+        {
+            true
+        }
         (Place::Entry(e) | Place::Envelope(e), _) => *e == i,
         (_, Fault::RootMismatch { first, last, .. }) => (*first..=*last).contains(&i),
         _ => false,
@@ -667,6 +684,65 @@ fn entries_after_the_last_checkpoint_are_noted_in_a_store_and_refused_in_a_bundl
     assert_eq!((report.entries.count, report.checkpoints.count), (1, 0));
 }
 
+#[test]
+fn pruned_bodies_are_accounted_for_by_the_journal() {
+    let mut j = typical();
+    let at = OffsetDateTime::now_utc() - time::Duration::seconds(30);
+    let accepted: Vec<u64> = j.envelopes.keys().copied().take(5).collect();
+    for i in &accepted {
+        j.prune(*i, at);
+    }
+    j.checkpoint(at);
+    let ca = j.ca();
+    let report = verify_bundle(&j.bundle(Layout::Complete), Some(&ca)).unwrap();
+    assert_eq!((report.envelopes.count, report.envelopes.pruned), (15, 5));
+    assert!(
+        report
+            .to_string()
+            .contains("5 bodies pruned after the retention period")
+    );
+    let report = verify_bundle(
+        &j.bundle(Layout::Filtered {
+            pick: all,
+            since: Some(1),
+        }),
+        Some(&ca),
+    )
+    .unwrap();
+    assert_eq!((report.envelopes.count, report.envelopes.pruned), (15, 5));
+    let dir = tempfile::tempdir().unwrap();
+    j.write_store(dir.path());
+    let report = verify_store_at(dir.path(), &ca).unwrap();
+    assert_eq!((report.envelopes.count, report.envelopes.pruned), (15, 5));
+
+    // A body said to be pruned that the journal never pruned: in a bundle (the forger
+    // replaced the envelope with a marker), and in a store (the body deleted).
+    let victim = *j.envelopes.keys().nth(7).unwrap();
+    let mut forged = j.copy();
+    forged.pruned.insert(victim, victim);
+    let f = failure(verify_bundle(&forged.bundle(Layout::Complete), Some(&ca)));
+    assert_eq!(f.place, Place::Envelope(victim), "{f}");
+    assert_eq!(f.fault.code(), "envelope-pruning-unproven", "{f}");
+    assert!(
+        f.to_string()
+            .ends_with("its body is missing as pruned, but the journal records no pruning of it"),
+        "{f}"
+    );
+    let f = failure(verify_bundle(
+        &forged.bundle(Layout::Filtered {
+            pick: all,
+            since: None,
+        }),
+        Some(&ca),
+    ));
+    assert_eq!(f.place, Place::Envelope(victim), "{f}");
+    assert_eq!(f.fault.code(), "envelope-pruning-unproven", "{f}");
+    let dir = tempfile::tempdir().unwrap();
+    forged.write_store(dir.path());
+    let f = failure(verify_store_at(dir.path(), &ca));
+    assert_eq!(f.place, Place::Envelope(victim), "{f}");
+}
+
 /// Changes a byte of the value under `key` in the store at `dir`: the one at `at`, to another
 /// base64 character if it is one (so that an encoding stays valid), else a bit of it.
 fn flip_store(dir: &Path, key: &[u8], at: impl Fn(&[u8]) -> usize) {
@@ -804,10 +880,10 @@ fn tamper() -> impl Strategy<Value = Tamper> {
     ]
 }
 
-/// Applies `t` to `j`; returns the entry it must be named by, if one, or `None` for a
-/// truncation (named by the checkpoint that covers the missing entries). `None` overall when
-/// the tampering is a no-op here.
-fn apply(j: &mut SyntheticJournal, t: &Tamper) -> Option<Option<u64>> {
+/// Applies `t` to `j`; returns the entries one of which the failure must name, or none for a
+/// truncation (named by the checkpoint that covers the missing entries). `None` when the
+/// tampering is a no-op here.
+fn apply(j: &mut SyntheticJournal, t: &Tamper) -> Option<Vec<u64>> {
     let n = j.entries.len();
     match t {
         Tamper::Alter(i) => {
@@ -815,13 +891,13 @@ fn apply(j: &mut SyntheticJournal, t: &Tamper) -> Option<Option<u64>> {
             let mut e = Entry::from_bytes(&j.entries[i]).unwrap();
             e.detail = Some(format!("{}, altered", e.detail.unwrap_or_default()));
             j.entries[i] = e.to_bytes().unwrap();
-            Some(Some(i as u64))
+            Some(vec![i as u64])
         }
         Tamper::Flip(i, p, bit) => {
             let i = i.index(n);
             let p = p.index(j.entries[i].len());
             j.entries[i][p] ^= 1 << bit;
-            Some(Some(i as u64))
+            Some(vec![i as u64])
         }
         Tamper::Swap(a, b) => {
             let (a, b) = (a.index(n), b.index(n));
@@ -829,7 +905,7 @@ fn apply(j: &mut SyntheticJournal, t: &Tamper) -> Option<Option<u64>> {
                 return None;
             }
             j.entries.swap(a, b);
-            Some(Some(a.min(b) as u64))
+            Some(vec![a as u64, b as u64])
         }
         Tamper::Remove(i) => {
             if n < 2 {
@@ -837,20 +913,26 @@ fn apply(j: &mut SyntheticJournal, t: &Tamper) -> Option<Option<u64>> {
             }
             let i = i.index(n - 1);
             j.entries.remove(i);
-            Some(Some(i as u64))
+            Some(vec![i as u64])
         }
         Tamper::Truncate(k) => {
             let k = k.index(n) + 1;
             j.entries.truncate(n - k);
-            Some(None)
+            Some(vec![])
         }
     }
 }
 
-fn assert_named(f: &Failure, expect: Option<u64>) -> Result<(), TestCaseError> {
-    match expect {
-        Some(i) => prop_assert!(names(f, i), "should name entry {}: {}", i, f),
-        None => prop_assert_eq!(f.fault.code(), "journal-truncated", "{}", f),
+fn assert_named(f: &Failure, expect: &[u64]) -> Result<(), TestCaseError> {
+    if expect.is_empty() {
+        prop_assert_eq!(f.fault.code(), "journal-truncated", "{}", f);
+    } else {
+        prop_assert!(
+            expect.iter().any(|i| names(f, *i)),
+            "should name one of entries {:?}: {}",
+            expect,
+            f
+        );
     }
     Ok(())
 }
@@ -893,7 +975,7 @@ proptest! {
         let mut forged = j.copy();
         let Some(expect) = apply(&mut forged, &t) else { return Ok(()) };
         let f = failure(verify_bundle(&forged.bundle(Layout::Complete), Some(&ca)));
-        assert_named(&f, expect)?;
+        assert_named(&f, &expect)?;
         // A filtered bundle claims no completeness: removals and truncations are a smaller
         // selection. Anything changed or moved still fails its inclusion proof.
         if matches!(t, Tamper::Alter(_) | Tamper::Flip(..) | Tamper::Swap(..)) {
@@ -901,7 +983,7 @@ proptest! {
                 &forged.bundle_with(Layout::Filtered { pick: all, since: None }, &tree),
                 Some(&ca),
             ));
-            assert_named(&f, expect)?;
+            assert_named(&f, &expect)?;
         }
     }
 }
@@ -928,7 +1010,7 @@ proptest! {
         let Some(expect) = apply(&mut forged, &t) else { return Ok(()) };
         forged.write_store(&dir.path().join("forged"));
         let f = failure(verify_store_at(&dir.path().join("forged"), &ca));
-        assert_named(&f, expect)?;
+        assert_named(&f, &expect)?;
     }
 }
 
@@ -1041,7 +1123,10 @@ async fn a_real_hubs_data_directory_verifies_and_exports() {
     let ca = t.pki().join("ca.crt");
     // While the hub runs, its store is its own.
     let e = datadir::verify(&data, &ca, None).unwrap_err();
-    assert!(e.to_string().contains("if the hub is running, stop it"), "{e}");
+    assert!(
+        e.to_string().contains("if the hub is running, stop it"),
+        "{e}"
+    );
     hub.shutdown().await.unwrap();
 
     let report = eventually_open(|| datadir::verify(&data, &ca, None));
@@ -1096,6 +1181,142 @@ async fn a_real_hubs_data_directory_verifies_and_exports() {
     flip_store(&store, &entry, |v| v.len() - 3);
     let f = failure(eventually_fail(|| datadir::verify(&data, &ca, None)));
     assert_eq!(f.entry(), Some(2), "{f}");
+}
+
+/// The auditor of a test hub, as a journal client.
+fn hub_client(t: &TestHub, hub: &snodo_broker::cli::serve::Running, who: &str) -> JournalClient {
+    let pki = t.pki();
+    JournalClient::new(
+        &format!("https://localhost:{}", hub.addr.port()),
+        &pki.join("ca.crt"),
+        &pki.join(format!("{who}.crt")),
+        &pki.join(format!("{who}.key")),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_from_a_real_hub_verify_offline_even_after_retention() {
+    let t = TestHub::with(Options {
+        journal: "retention = \"1s\"",
+        ..Options::default()
+    });
+    let hub = t.start().await;
+    let (turin, anpr) = (t.client(TURIN), t.client(ANPR));
+    let submit = |n: u32| {
+        let format = if n.is_multiple_of(2) {
+            Format::Json
+        } else {
+            Format::Xml
+        };
+        let (_, signed) = t.envelope(
+            TURIN,
+            ANPR,
+            "residenza.cambio",
+            "richiesta",
+            json!({ "n": n }),
+            format,
+        );
+        (signed, format)
+    };
+    for n in 0..4 {
+        let (signed, format) = submit(n);
+        assert_eq!(turin.submit(&hub, &signed, format).await.status, 202);
+    }
+    for item in anpr.inbox(&hub, "?limit=10&lease=30s").await {
+        assert_eq!(
+            anpr.ack(&hub, item["lease"].as_str().unwrap()).await.status,
+            204
+        );
+    }
+    // Past the retention period, the acknowledged ones lose their bodies; two new ones keep
+    // theirs (one waiting in the inbox is never pruned).
+    let auditor = hub_client(&t, &hub, "auditor-corte-dei-conti");
+    eventually(10, || async {
+        let mut s = auditor
+            .entries(&Filters {
+                kind: Some("pruned".into()),
+                ..Filters::default()
+            })
+            .await
+            .unwrap();
+        let mut n = 0;
+        while s.next().await.unwrap().is_some() {
+            n += 1;
+        }
+        (n == 4).then_some(())
+    })
+    .await;
+    for n in 4..6 {
+        let (signed, format) = submit(n);
+        assert_eq!(turin.submit(&hub, &signed, format).await.status, 202);
+    }
+    let (_, refused) = t.envelope(
+        ANPR,
+        TURIN,
+        "residenza.cambio",
+        "richiesta",
+        json!({}),
+        Format::Json,
+    );
+    assert_eq!(anpr.submit(&hub, &refused, Format::Json).await.status, 403);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = t.pki().join("ca.crt");
+    let all = dir.path().join("all.ndjson");
+    let counts = client::export(&auditor, &Filters::default(), None, &all)
+        .await
+        .unwrap();
+    assert_eq!((counts.envelopes, counts.pruned), (2, 4), "{counts:?}");
+    let report = bundle::verify_file(&all, Some(&ca), None).unwrap();
+    assert_eq!((report.envelopes.count, report.envelopes.pruned), (2, 4));
+    assert_eq!(report.entries.by_kind["pruned"], 4);
+    assert!(
+        report.entries.by_kind["queried"] >= 1,
+        "auditors' queries are journaled"
+    );
+
+    // Filtered: Turin's acceptances, proven consistent with the checkpoint of the complete
+    // export; then Turin itself, who sees only what it is party to.
+    let turin_only = Filters {
+        sender: Some(TURIN.into()),
+        kind: Some("accepted".into()),
+        ..Filters::default()
+    };
+    let part = dir.path().join("turin.ndjson");
+    let counts = client::export(
+        &auditor,
+        &turin_only,
+        Some(report.checkpoints.latest.unwrap().size),
+        &part,
+    )
+    .await
+    .unwrap();
+    assert_eq!((counts.entries, counts.envelopes, counts.pruned), (6, 2, 4));
+    let report = bundle::verify_file(&part, Some(&ca), None).unwrap();
+    assert_eq!(
+        (report.entries.inclusion_proofs, report.envelopes.pruned),
+        (6, 4)
+    );
+
+    let as_turin = hub_client(&t, &hub, "comune-001272");
+    let e = client::export(&as_turin, &Filters::default(), None, &part)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("only an auditor's does"), "{e}");
+    let mine = Filters {
+        entity: Some(TURIN.into()),
+        ..Filters::default()
+    };
+    client::export(&as_turin, &mine, None, &part).await.unwrap();
+    let report = bundle::verify_file(&part, Some(&ca), None).unwrap();
+    assert!(report.entries.count >= 6 + 4 + 4, "{report}");
+
+    // The operator's view, once the hub is stopped.
+    hub.shutdown().await.unwrap();
+    let report = eventually_open(|| datadir::verify(&t.dir.path().join("data"), &ca, None));
+    assert_eq!((report.envelopes.count, report.envelopes.pruned), (2, 4));
 }
 
 /// Retries `f` while the store is still locked by a store just closed in this process.

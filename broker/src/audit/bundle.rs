@@ -17,7 +17,12 @@
 //!      the `consistency` proof from the one before it; then the matching `entry` records in
 //!      index order, each with its inclusion `proof` under the last checkpoint, and after each
 //!      acceptance its `envelope`.
-//! 3. `end` — the counts of entries, envelopes and checkpoints, and the SHA-256 (hex) of every
+//!
+//!    An acceptance whose body the hub pruned after its retention period has a `pruned`
+//!    marker instead of its envelope; the journal's own `pruned` entry for it must follow in a
+//!    complete bundle, and is carried in the marker (with its inclusion proof) in a filtered
+//!    one.
+//! 3. `end` — the counts of entries, envelopes, checkpoints and pruned bodies, and the SHA-256 (hex) of every
 //!    byte before the end line: a guard against damage and truncation of the file. It is not
 //!    evidence (anyone can recompute it); the signatures and proofs are.
 //!
@@ -28,7 +33,8 @@
 //! {"type":"envelope","index":7,"id":"<uuid>","media_type":"application/xml","bytes":"<base64>"}
 //! {"type":"checkpoint","signed":{<SignedCheckpoint as the hub serves it>}}
 //! {"type":"consistency","from":100,"to":164,"hashes":["<base64>",…]}
-//! {"type":"end","entries":3,"envelopes":1,"checkpoints":2,"sha256":"<hex>"}
+//! {"type":"pruned","index":9,"entry":{"index":4242,"bytes":"<base64>","proof":["<base64>",…]}}
+//! {"type":"end","entries":3,"envelopes":1,"checkpoints":2,"pruned":0,"sha256":"<hex>"}
 //! ```
 //!
 //! Memory stays bounded on both sides: one line at a time, the tree's right edge, and a
@@ -135,12 +141,28 @@ enum Line {
         to: u64,
         hashes: Vec<String>,
     },
+    Pruned {
+        index: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entry: Option<PrunedEntry>,
+    },
     End {
         entries: u64,
         envelopes: u64,
         checkpoints: u64,
+        #[serde(default)]
+        pruned: u64,
         sha256: String,
     },
+}
+
+/// The journal's record of a pruning, carried by a filtered bundle.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrunedEntry {
+    index: u64,
+    bytes: String,
+    proof: Vec<String>,
 }
 
 /// How many records a bundle holds.
@@ -152,6 +174,8 @@ pub struct BundleCounts {
     pub envelopes: u64,
     /// Checkpoints.
     pub checkpoints: u64,
+    /// Acceptances whose body was pruned (a marker instead of the envelope).
+    pub pruned: u64,
 }
 
 /// Writes a bundle line by line: the header first, then the records in the order the
@@ -235,6 +259,29 @@ impl<W: Write> BundleWriter<W> {
         })
     }
 
+    /// Marks the envelope accepted by the entry at `index` as pruned after the retention
+    /// period (the hub no longer has its body). A filtered bundle also carries the journal's
+    /// entry recording the pruning (`at`, its bytes, its inclusion proof under the latest
+    /// checkpoint); a complete bundle holds that entry in its place.
+    ///
+    /// # Errors
+    /// When writing fails.
+    pub fn pruned(
+        &mut self,
+        index: u64,
+        recorded: Option<(u64, &[u8], &[Hash])>,
+    ) -> std::io::Result<()> {
+        self.counts.pruned += 1;
+        self.line(&Line::Pruned {
+            index,
+            entry: recorded.map(|(at, bytes, proof)| PrunedEntry {
+                index: at,
+                bytes: STANDARD.encode(bytes),
+                proof: proof.iter().map(|h| STANDARD.encode(h)).collect(),
+            }),
+        })
+    }
+
     /// Writes a signed checkpoint.
     ///
     /// # Errors
@@ -274,6 +321,7 @@ impl<W: Write> BundleWriter<W> {
             entries: c.entries,
             envelopes: c.envelopes,
             checkpoints: c.checkpoints,
+            pruned: c.pruned,
             sha256,
         })?;
         self.out.flush()?;
@@ -525,10 +573,28 @@ fn records<R: BufRead>(
                     .map_err(|f| c.fail(Place::Consistency { from, to }, f))?;
                 c.consistency(from, to, &hashes)?;
             }
+            Line::Pruned { index, entry } => match entry {
+                None => c.pruned(index, None)?,
+                Some(e) => {
+                    let bytes = decode(&e.bytes).map_err(|reason| {
+                        c.fail(
+                            Place::Envelope(index),
+                            Fault::Encoding {
+                                field: "the pruning entry's bytes".into(),
+                                reason,
+                            },
+                        )
+                    })?;
+                    let proof = decode_hashes(&e.proof, "the pruning entry's proof")
+                        .map_err(|f| c.fail(Place::Envelope(index), f))?;
+                    c.pruned(index, Some((e.index, &bytes, &proof)))?;
+                }
+            },
             Line::End {
                 entries,
                 envelopes,
                 checkpoints,
+                pruned,
                 sha256,
             } => {
                 return end(
@@ -537,7 +603,7 @@ fn records<R: BufRead>(
                     buf,
                     sha,
                     size,
-                    [entries, envelopes, checkpoints],
+                    [entries, envelopes, checkpoints, pruned],
                     &sha256,
                 );
             }
@@ -552,15 +618,15 @@ fn end<R: BufRead>(
     buf: &mut Vec<u8>,
     sha: &openssl::sha::Sha256,
     size: u64,
-    said: [u64; 3],
+    said: [u64; 4],
     sha256: &str,
 ) -> Result<(), Failure> {
     c.finish()?;
-    let (entries, envelopes, checkpoints) = c.counts();
-    for ((what, said), found) in ["entries", "envelopes", "checkpoints"]
+    let (entries, envelopes, checkpoints, pruned) = c.counts();
+    for ((what, said), found) in ["entries", "envelopes", "checkpoints", "pruned"]
         .into_iter()
         .zip(said)
-        .zip([entries, envelopes, checkpoints])
+        .zip([entries, envelopes, checkpoints, pruned])
     {
         if said != found {
             return Err(c.fail(Place::End, Fault::Count { what, said, found }));
@@ -668,7 +734,8 @@ mod tests {
             BundleCounts {
                 entries: 1,
                 envelopes: 1,
-                checkpoints: 0
+                checkpoints: 0,
+                pruned: 0
             }
         );
         let text = String::from_utf8(bytes).unwrap();
@@ -692,7 +759,7 @@ mod tests {
         assert_eq!(
             lines[4],
             format!(
-                r#"{{"type":"end","entries":1,"envelopes":1,"checkpoints":0,"sha256":"{}"}}"#,
+                r#"{{"type":"end","entries":1,"envelopes":1,"checkpoints":0,"pruned":0,"sha256":"{}"}}"#,
                 hex::encode(sha.finish())
             )
         );

@@ -176,6 +176,11 @@ struct WireItem {
 }
 
 #[derive(Deserialize)]
+struct Page {
+    entries: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
 struct Checkpoints {
     checkpoints: Vec<SignedCheckpoint>,
 }
@@ -364,6 +369,31 @@ impl JournalClient {
             .await
             .map_err(|e| AuditError::Transport(format!("GET {path}: {e}")))?;
         Ok((media_type, bytes.to_vec()))
+    }
+
+    /// The journal's entry recording the pruning of the envelope that `accepted` accepted,
+    /// if there is one.
+    ///
+    /// # Errors
+    /// [`AuditError`] when the hub cannot be reached or refuses.
+    pub async fn pruning_of(&self, accepted: &Item) -> Result<Option<Item>, AuditError> {
+        let Some(id) = accepted.entry.envelope_id else {
+            return Ok(None);
+        };
+        let path = format!("/v1/journal/entries?envelope_id={id}&kind=pruned");
+        let page: Page = self.get_json(&path).await?;
+        for v in page.entries {
+            let item = parse_item(&serde_json::to_vec(&v).unwrap_or_default(), &path)?;
+            let e = &item.entry;
+            if item.index > accepted.index
+                && e.kind == EventKind::Pruned
+                && e.digest == accepted.entry.digest
+                && e.sender == accepted.entry.sender
+            {
+                return Ok(Some(item));
+            }
+        }
+        Ok(None)
     }
 
     /// Entry `index`.
@@ -586,7 +616,7 @@ impl CheckpointPager<'_> {
 }
 
 /// An entry fetched for an export, with what goes with it.
-type Fetched = (Item, Option<Vec<Hash>>, Option<(String, Vec<u8>)>);
+type Fetched = (Item, Option<Vec<Hash>>, Option<Body>);
 
 /// Exports the journal from the hub into a bundle at `out` (written as `out.partial`, renamed
 /// when complete). Without filters: every entry and every checkpoint; with filters: the
@@ -642,7 +672,7 @@ pub async fn export(
     let mut w = BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &header)
         .map_err(|e| AuditError::io(&partial, e))?;
     let result = if complete {
-        export_complete(client, &mut w, size, &partial).await
+        export_complete(client, &mut w, &latest, &partial).await
     } else {
         export_filtered(client, &mut w, filters, since, &latest, &partial).await
     };
@@ -659,36 +689,115 @@ pub async fn export(
     Ok(counts)
 }
 
-/// The raw envelope of an acceptance, checked against the entry's digest.
+/// What an export carries for an acceptance: the envelope's exact bytes, or, once the hub
+/// pruned them after its retention period, the journal's entry recording that (with its
+/// inclusion proof, for a filtered bundle).
+enum Body {
+    Raw(String, Vec<u8>),
+    Pruned(Option<(u64, Vec<u8>, Vec<Hash>)>),
+}
+
+/// The envelope of an acceptance, checked against the entry's digest; or, if the hub pruned
+/// it, the journal's record of the pruning, under the checkpoint of `size` (with its proof
+/// when `prove`).
 async fn envelope_of(
     client: &JournalClient,
     item: &Item,
-) -> Result<Option<(String, Vec<u8>)>, AuditError> {
+    size: u64,
+    root: &Hash,
+    prove: bool,
+) -> Result<Option<Body>, AuditError> {
     if item.entry.kind != EventKind::Accepted {
         return Ok(None);
     }
     let Some(id) = item.entry.envelope_id else {
         return Ok(None);
     };
-    let (media_type, raw) = client.raw_envelope(id).await?;
-    if Entry::digest_of(&raw) != item.entry.digest {
-        return Err(AuditError::Protocol {
-            what: format!("GET /v1/journal/envelopes/{id}/raw"),
-            detail: format!(
-                "the bytes served are not those entry {} records (SHA-256 {})",
-                item.index, item.entry.digest
-            ),
-        });
+    let what = format!("GET /v1/journal/envelopes/{id}/raw");
+    match client.raw_envelope(id).await {
+        Ok((media_type, raw)) => {
+            if Entry::digest_of(&raw) != item.entry.digest {
+                return Err(AuditError::Protocol {
+                    what,
+                    detail: format!(
+                        "the bytes served are not those entry {} records (SHA-256 {})",
+                        item.index, item.entry.digest
+                    ),
+                });
+            }
+            Ok(Some(Body::Raw(media_type, raw)))
+        }
+        Err(AuditError::Refused { status: 410, .. }) => {
+            let pruning = client.pruning_of(item).await?.ok_or_else(|| AuditError::Protocol {
+                what: what.clone(),
+                detail: format!(
+                    "the body is gone (410), but the journal records no pruning of envelope {id}"
+                ),
+            })?;
+            if pruning.index >= size {
+                return Err(AuditError::Protocol {
+                    what,
+                    detail: format!(
+                        "envelope {id} was pruned after the export began (entry {}, beyond the checkpoint of size {size}): export again",
+                        pruning.index
+                    ),
+                });
+            }
+            if !prove {
+                return Ok(Some(Body::Pruned(None)));
+            }
+            let proof = client.inclusion_proof(pruning.index, size).await?;
+            verify_inclusion(
+                &merkle::leaf_hash(&pruning.bytes),
+                pruning.index,
+                size,
+                &proof,
+                root,
+            )
+            .map_err(|e| AuditError::Protocol {
+                what: format!(
+                    "GET /v1/journal/proof/inclusion?index={}&size={size}",
+                    pruning.index
+                ),
+                detail: format!("it does not verify: {e}"),
+            })?;
+            Ok(Some(Body::Pruned(Some((
+                pruning.index,
+                pruning.bytes,
+                proof,
+            )))))
+        }
+        Err(e) => Err(e),
     }
-    Ok(Some((media_type, raw)))
+}
+
+fn write_body<W: Write>(
+    w: &mut BundleWriter<W>,
+    item: &Item,
+    body: Option<Body>,
+) -> std::io::Result<()> {
+    match body {
+        Some(Body::Raw(media_type, raw)) => {
+            let id = item.entry.envelope_id.unwrap_or_default();
+            w.envelope(item.index, id, &media_type, &raw)
+        }
+        Some(Body::Pruned(recorded)) => w.pruned(
+            item.index,
+            recorded
+                .as_ref()
+                .map(|(at, bytes, proof)| (*at, bytes.as_slice(), proof.as_slice())),
+        ),
+        None => Ok(()),
+    }
 }
 
 async fn export_complete<W: Write>(
     client: &JournalClient,
     w: &mut BundleWriter<W>,
-    size: u64,
+    latest: &SignedCheckpoint,
     partial: &Path,
 ) -> Result<(), AuditError> {
+    let (size, root) = (latest.checkpoint.size, latest.checkpoint.root);
     let io = |e: std::io::Error| AuditError::io(partial, e);
     let mut checkpoints = CheckpointPager {
         client,
@@ -710,8 +819,8 @@ async fn export_complete<W: Write>(
     })
     .map(|item| async move {
         let item = item?;
-        let envelope = envelope_of(client, &item).await?;
-        Ok::<Fetched, AuditError>((item, None, envelope))
+        let body = envelope_of(client, &item, size, &root, false).await?;
+        Ok::<Fetched, AuditError>((item, None, body))
     })
     .buffered(IN_FLIGHT);
     futures_util::pin_mut!(fetched);
@@ -735,7 +844,7 @@ async fn export_complete<W: Write>(
         let Some(next) = fetched.next().await else {
             break;
         };
-        let (item, _, envelope) = next?;
+        let (item, _, body) = next?;
         if item.index != expected {
             return Err(AuditError::Protocol {
                 what: "GET /v1/journal/entries".into(),
@@ -748,10 +857,7 @@ async fn export_complete<W: Write>(
         completed.clear();
         tree.push(merkle::leaf_hash(&item.bytes), &mut completed);
         w.entry(item.index, &item.bytes, None).map_err(io)?;
-        if let Some((media_type, raw)) = envelope {
-            let id = item.entry.envelope_id.unwrap_or_default();
-            w.envelope(item.index, id, &media_type, &raw).map_err(io)?;
-        }
+        write_body(w, &item, body).map_err(io)?;
         expected += 1;
     }
     if expected != size {
@@ -829,19 +935,16 @@ async fn export_filtered<W: Write>(
             ),
             detail: format!("it does not verify: {e}"),
         })?;
-        let envelope = envelope_of(client, &item).await?;
-        Ok::<Fetched, AuditError>((item, Some(proof), envelope))
+        let body = envelope_of(client, &item, size, &root, true).await?;
+        Ok::<Fetched, AuditError>((item, Some(proof), body))
     })
     .buffered(IN_FLIGHT);
     futures_util::pin_mut!(fetched);
     while let Some(next) = fetched.next().await {
-        let (item, proof, envelope) = next?;
+        let (item, proof, body) = next?;
         w.entry(item.index, &item.bytes, proof.as_deref())
             .map_err(io)?;
-        if let Some((media_type, raw)) = envelope {
-            let id = item.entry.envelope_id.unwrap_or_default();
-            w.envelope(item.index, id, &media_type, &raw).map_err(io)?;
-        }
+        write_body(w, &item, body).map_err(io)?;
     }
     Ok(())
 }

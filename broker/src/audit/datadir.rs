@@ -111,9 +111,11 @@ fn drive(c: &mut Checker<'_>, store: &dyn Store) -> Result<(), Failure> {
                     position += 1;
                     c.at(position, None);
                     match journal.envelope_for(index).map_err(|m| c.fail(m.0, m.1))? {
-                        Some((record, raw)) => {
+                        Some((record, Some(raw))) => {
                             c.envelope(index, Some(record.id), raw, None, Some(record))?;
                         }
+                        // Pruned after the retention period: the journal must record it.
+                        Some((_, None)) => c.pruned(index, None)?,
                         None => {
                             return Err(
                                 c.fail(Place::Envelope(index), Fault::MissingEnvelope("store"))
@@ -156,7 +158,7 @@ fn check_state(c: &mut Checker<'_>, store: &dyn Store) -> Result<(), Failure> {
             Fault::State(format!("it does not decode: {e}")),
         )
     })?;
-    let (entries, _, _) = c.counts();
+    let (entries, _, _, _) = c.counts();
     let field = |name: &str| state.get(name).and_then(serde_json::Value::as_u64);
     if let Some(size) = field("journal_size")
         && size != entries
@@ -322,6 +324,9 @@ fn miss(place: Place, fault: Fault) -> Miss {
 /// A key and its value.
 type KeyValue = (Vec<u8>, Vec<u8>);
 
+/// An accepted envelope's record and exact bytes (`None` once pruned).
+type Stored = (EnvelopeRecord, Option<Vec<u8>>);
+
 /// A store failure at a key space.
 fn store_fault(space: &str, e: &StoreError) -> Miss {
     miss(Place::Store(space.to_owned()), Fault::Store(e.to_string()))
@@ -385,9 +390,9 @@ impl<'s> StoreJournal<'s> {
         self.next_checkpoint(false)
     }
 
-    /// The record and exact bytes of the envelope accepted at `index`: the next `m/` record,
-    /// which must be that acceptance's.
-    fn envelope_for(&mut self, index: u64) -> Result<Option<(EnvelopeRecord, Vec<u8>)>, Miss> {
+    /// The record and exact bytes (`None` once pruned) of the envelope accepted at `index`:
+    /// the next `m/` record, which must be that acceptance's.
+    fn envelope_for(&mut self, index: u64) -> Result<Option<Stored>, Miss> {
         let Some((key, value)) = self.records.peek().map_err(|e| store_fault("m/", &e))? else {
             return Ok(None);
         };
@@ -425,8 +430,7 @@ impl<'s> StoreJournal<'s> {
             ));
         }
         match self.store.get(&keys::raw(seq)) {
-            Ok(Some(raw)) => Ok(Some((record, raw))),
-            Ok(None) => Ok(None),
+            Ok(raw) => Ok(Some((record, raw))),
             Err(e) => Err(store_fault(&format!("r/{seq}"), &e)),
         }
     }
@@ -493,15 +497,20 @@ pub fn export(dir: &Path, ca: &Path, out: &Path) -> Result<BundleCounts, AuditEr
                 w.entry(index, &bytes, None).map_err(io)?;
                 let entry = Entry::from_bytes(&bytes)
                     .map_err(|e| corrupt(format!("entry {index}: {e}")))?;
-                if entry.kind == EventKind::Accepted
-                    && let Some((record, raw)) = journal.envelope_for(index).map_err(fault)?
-                {
-                    let media_type = if record.format == "xml" {
-                        "application/xml"
-                    } else {
-                        snodo_envelopes::jws::MEDIA_TYPE
-                    };
-                    w.envelope(index, record.id, media_type, &raw).map_err(io)?;
+                if entry.kind == EventKind::Accepted {
+                    match journal.envelope_for(index).map_err(fault)? {
+                        Some((record, Some(raw))) => {
+                            let media_type = if record.format == "xml" {
+                                "application/xml"
+                            } else {
+                                snodo_envelopes::jws::MEDIA_TYPE
+                            };
+                            w.envelope(index, record.id, media_type, &raw).map_err(io)?;
+                        }
+                        // Pruned: the journal's own record of it follows in the bundle.
+                        Some((_, None)) => w.pruned(index, None).map_err(io)?,
+                        None => {}
+                    }
                 }
             }
         }

@@ -291,6 +291,9 @@ pub enum Fault {
     /// An acceptance whose envelope is not there.
     #[error("it records an acceptance, but the envelope accepted is not in the {0}")]
     MissingEnvelope(&'static str),
+    /// A body said to be pruned whose pruning the journal does not record.
+    #[error("its body is missing as pruned, but {0}")]
+    Pruning(String),
     /// An envelope that follows no acceptance.
     #[error("no acceptance recorded at this index precedes it")]
     OrphanEnvelope,
@@ -363,6 +366,7 @@ impl Fault {
             Fault::Mismatch { .. } => "envelope-entry-mismatch",
             Fault::MissingEnvelope(_) => "envelope-missing",
             Fault::OrphanEnvelope => "envelope-orphan",
+            Fault::Pruning(_) => "envelope-pruning-unproven",
             Fault::Store(_) => "store-unreadable",
             Fault::Node { .. } => "store-node-mismatch",
             Fault::NodeMissing { .. } => "store-node-missing",

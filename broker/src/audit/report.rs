@@ -65,6 +65,9 @@ pub struct EnvelopesReport {
     pub signer_revoked_later: u64,
     /// The first few of those.
     pub revoked_later: Vec<RevokedLater>,
+    /// Acceptances whose body the hub pruned after its retention period, each pruning
+    /// recorded in the journal (and verified like any entry); their digests stay.
+    pub pruned: u64,
 }
 
 /// An envelope signed with a certificate revoked after its acceptance.
@@ -188,6 +191,14 @@ impl fmt::Display for Report {
             "  envelopes    {} ({} XML, {} JSON): SHA-256 equal to the accepted entry's digest; the sender's\n               signature and certificate chain verified as of the acceptance; header equal to the entry",
             v.count, v.xml, v.json
         )?;
+        if v.pruned > 0 {
+            writeln!(
+                f,
+                "               {} bodies pruned after the retention period: the journal records each pruning, and
+               the digest of what was accepted",
+                v.pruned
+            )?;
+        }
         if v.signer_revoked_later > 0 {
             writeln!(
                 f,

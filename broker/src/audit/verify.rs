@@ -9,7 +9,7 @@
 //! signature checks (every envelope, every checkpoint) to worker threads. Every failure carries
 //! its position in the stream; the one reported is the earliest, whichever thread found it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -678,6 +678,14 @@ pub(crate) struct Checker<'a> {
     pair: Option<((u64, Hash), (u64, Hash))>,
     /// An acceptance whose envelope must come next.
     awaiting_envelope: Option<Entry>,
+    /// Acceptances whose body the source says was pruned, by envelope id and digest, until
+    /// the journal's own record of the pruning is read (complete journals).
+    /// (Several, oldest first, should the same envelope have been accepted more than once.)
+    pending_pruned: HashMap<(Uuid, String), VecDeque<u64>>,
+    /// Bodies pruned, their pruning proven.
+    pruned: u64,
+    /// Pruning markers read.
+    pruned_read: u64,
     envelopes_read: u64,
     notes: Vec<String>,
     /// Whether [`Checker::finish`] ran.
@@ -686,6 +694,7 @@ pub(crate) struct Checker<'a> {
 
 /// What the checker found, for the report.
 pub(crate) struct Checked {
+    pruned: u64,
     mode: Mode,
     hub: Option<String>,
     entries: EntriesReport,
@@ -713,6 +722,7 @@ impl Checked {
                 json: tally.json,
                 signer_revoked_later: tally.revoked_later_count,
                 revoked_later,
+                pruned: self.pruned,
             },
             checkpoints: CheckpointsReport {
                 count: tally.checkpoints,
@@ -760,6 +770,9 @@ impl<'a> Checker<'a> {
             consistency_proofs: 0,
             pair: None,
             awaiting_envelope: None,
+            pending_pruned: HashMap::new(),
+            pruned: 0,
+            pruned_read: 0,
             envelopes_read: 0,
             notes: Vec::new(),
             finished: false,
@@ -808,12 +821,13 @@ impl<'a> Checker<'a> {
         self.entries.last
     }
 
-    /// Entries, envelopes and checkpoints read so far.
-    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+    /// Entries, envelopes, checkpoints and pruning markers read so far.
+    pub(crate) fn counts(&self) -> (u64, u64, u64, u64) {
         (
             self.entries.count,
             self.envelopes_read,
             self.checkpoints_read,
+            self.pruned_read,
         )
     }
 
@@ -958,6 +972,19 @@ impl<'a> Checker<'a> {
             .entry(entry.kind.as_str().to_owned())
             .or_default() += 1;
         let kind = entry.kind;
+        if kind == EventKind::Pruned
+            && let Some(id) = entry.envelope_id
+        {
+            let key = (id, entry.digest.clone());
+            if let Some(pending) = self.pending_pruned.get_mut(&key)
+                && pending.pop_front().is_some()
+            {
+                self.pruned += 1;
+                if pending.is_empty() {
+                    self.pending_pruned.remove(&key);
+                }
+            }
+        }
         if kind == EventKind::Accepted {
             self.awaiting_envelope = Some(entry);
         }
@@ -1008,6 +1035,92 @@ impl<'a> Checker<'a> {
         };
         self.send(Job::Envelope(Box::new(job)), bytes);
         Ok(())
+    }
+
+    /// The body of the envelope accepted at `index` (just read) was pruned after the
+    /// retention period. In a complete journal, the journal's own `pruned` entry for it must
+    /// follow; in a filtered bundle it comes `embedded` — its index, canonical bytes and
+    /// inclusion proof under the latest checkpoint — and is checked at once.
+    pub(crate) fn pruned(
+        &mut self,
+        index: u64,
+        embedded: Option<(u64, &[u8], &[Hash])>,
+    ) -> Result<(), Failure> {
+        let place = Place::Envelope(index);
+        self.pruned_read += 1;
+        let accepted = match self.awaiting_envelope.take() {
+            Some(e) if e.index == index => e,
+            Some(e) => {
+                return Err(self.fail(
+                    Place::Envelope(e.index),
+                    Fault::MissingEnvelope(self.source_kind),
+                ));
+            }
+            None => return Err(self.fail(place, Fault::OrphanEnvelope)),
+        };
+        let Some(id) = accepted.envelope_id else {
+            return Err(self.fail(
+                place,
+                Fault::Pruning("the acceptance names no envelope".into()),
+            ));
+        };
+        match (self.mode, embedded) {
+            (Mode::Complete, None) => {
+                self.pending_pruned
+                    .entry((id, accepted.digest.clone()))
+                    .or_default()
+                    .push_back(index);
+                Ok(())
+            }
+            (Mode::Complete, Some(_)) => Err(self.fail(
+                place,
+                Fault::Pruning(
+                    "a complete bundle holds the pruning entry itself, not a copy".into(),
+                ),
+            )),
+            (Mode::Filtered, None) => Err(self.fail(
+                place,
+                Fault::Pruning(
+                    "a filtered bundle must carry the entry recording the pruning".into(),
+                ),
+            )),
+            (Mode::Filtered, Some((at, bytes, proof))) => {
+                let pruning = Entry::from_bytes(bytes).map_err(|e| {
+                    self.fail(place.clone(), Fault::Pruning(format!("entry {at}: {e}")))
+                })?;
+                let recorded = pruning.index == at
+                    && at > index
+                    && pruning.kind == EventKind::Pruned
+                    && pruning.envelope_id == Some(id)
+                    && pruning.digest == accepted.digest;
+                if !recorded {
+                    return Err(self.fail(
+                        place,
+                        Fault::Pruning(format!(
+                            "entry {at} is not a later record of the pruning of envelope {id}"
+                        )),
+                    ));
+                }
+                let Some((size, root, _)) = self.checkpoint else {
+                    return Err(self.fail(place, Fault::Pruning("no checkpoint".into())));
+                };
+                if at >= size {
+                    return Err(self.fail(place, Fault::Uncovered { size }));
+                }
+                verify_inclusion(&merkle::leaf_hash(bytes), at, size, proof, &root).map_err(
+                    |source| {
+                        self.fail(
+                            place.clone(),
+                            Fault::Pruning(format!(
+                                "entry {at}, recording it, is not in the journal that checkpoint {size} signs: {source}"
+                            )),
+                        )
+                    },
+                )?;
+                self.pruned += 1;
+                Ok(())
+            }
+        }
     }
 
     /// Checks a checkpoint's place (hub, order, size against the entries read) and, in a
@@ -1133,6 +1246,12 @@ impl<'a> Checker<'a> {
         }
         self.finished = true;
         self.settle()?;
+        if let Some(&index) = self.pending_pruned.values().flatten().min() {
+            return Err(self.fail(
+                Place::Envelope(index),
+                Fault::Pruning("the journal records no pruning of it".into()),
+            ));
+        }
         let signed = self.checkpoint.map_or(0, |(size, _, _)| size);
         if self.checkpoint.is_none() && !self.allow_unsigned_tail {
             return Err(self.fail(
@@ -1167,6 +1286,7 @@ impl<'a> Checker<'a> {
         self.flush();
         self.tx = None;
         Checked {
+            pruned: self.pruned,
             mode: self.mode,
             hub: self.hub,
             entries: self.entries,

@@ -536,6 +536,9 @@ pub struct SyntheticJournal {
     /// The accepted envelopes, by the index of their `accepted` entry.
     pub envelopes: std::collections::BTreeMap<u64, (snodo_broker::engine::EnvelopeRecord, Vec<u8>)>,
     pub checkpoints: Vec<snodo_broker::journal::SignedCheckpoint>,
+    /// Acceptances whose body was pruned: the index of the acceptance, and of the entry
+    /// recording the pruning.
+    pub pruned: std::collections::BTreeMap<u64, u64>,
     next_seq: u64,
 }
 
@@ -565,6 +568,7 @@ impl SyntheticJournal {
             entries: Vec::new(),
             envelopes: Default::default(),
             checkpoints: Vec::new(),
+            pruned: Default::default(),
             next_seq: 0,
         }
     }
@@ -581,6 +585,7 @@ impl SyntheticJournal {
             entries: self.entries.clone(),
             envelopes: self.envelopes.clone(),
             checkpoints: self.checkpoints.clone(),
+            pruned: self.pruned.clone(),
             next_seq: self.next_seq,
         }
     }
@@ -647,6 +652,32 @@ impl SyntheticJournal {
         };
         self.envelopes.insert(index, (record, env.raw.clone()));
         index
+    }
+
+    /// Prunes the body of the envelope accepted at `accepted`, and journals it, at `at`.
+    pub fn prune(&mut self, accepted: u64, at: time::OffsetDateTime) -> u64 {
+        let (record, _) = &self.envelopes[&accepted];
+        let e = snodo_broker::journal::Entry {
+            envelope_id: Some(record.id),
+            sender: Some(record.sender.clone()),
+            recipient: Some(record.recipient.clone()),
+            service: Some(record.service.clone()),
+            action: Some(record.action.clone()),
+            conversation: Some(record.conversation.clone()),
+            detail: Some(format!(
+                "body pruned after the retention period; its digest was {}",
+                record.digest
+            )),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                snodo_broker::journal::EventKind::Pruned,
+                at,
+                record.digest.clone(),
+            )
+        };
+        let at = self.push(e);
+        self.pruned.insert(accepted, at);
+        at
     }
 
     /// Journals a refusal at `at`.
@@ -723,7 +754,9 @@ impl SyntheticJournal {
                 for (i, bytes) in self.entries.iter().enumerate() {
                     let i = i as u64;
                     w.entry(i, bytes, None).unwrap();
-                    if let Some((record, raw)) = self.envelopes.get(&i) {
+                    if self.pruned.contains_key(&i) {
+                        w.pruned(i, None).unwrap();
+                    } else if let Some((record, raw)) = self.envelopes.get(&i) {
                         w.envelope(i, record.id, Self::media_type(record), raw)
                             .unwrap();
                     }
@@ -755,7 +788,11 @@ impl SyntheticJournal {
                     }
                     let proof = tree.inclusion_proof(i, size).unwrap();
                     w.entry(i, bytes, Some(&proof)).unwrap();
-                    if let Some((record, raw)) = self.envelopes.get(&i) {
+                    if let Some(&at) = self.pruned.get(&i).filter(|at| **at < size) {
+                        let proof = tree.inclusion_proof(at, size).unwrap();
+                        w.pruned(i, Some((at, &self.entries[at as usize], &proof)))
+                            .unwrap();
+                    } else if let Some((record, raw)) = self.envelopes.get(&i) {
                         w.envelope(i, record.id, Self::media_type(record), raw)
                             .unwrap();
                     }
@@ -797,12 +834,14 @@ impl SyntheticJournal {
                 serde_json::to_vec(c).unwrap(),
             );
         }
-        for (record, raw) in self.envelopes.values() {
+        for (index, (record, raw)) in &self.envelopes {
             batch.put(
                 keys::envelope(record.seq),
                 serde_json::to_vec(record).unwrap(),
             );
-            batch.put(keys::raw(record.seq), raw.clone());
+            if !self.pruned.contains_key(index) {
+                batch.put(keys::raw(record.seq), raw.clone());
+            }
             flush(&mut batch, false);
         }
         batch.put(
