@@ -1313,6 +1313,32 @@ async fn exports_from_a_real_hub_verify_offline_even_after_retention() {
     let report = bundle::verify_file(&part, Some(&ca), None).unwrap();
     assert!(report.entries.count >= 6 + 4 + 4, "{report}");
 
+    // The command line, with the CA found beside the certificate.
+    let pki = t.pki();
+    let o = snodo_async(vec![
+        "audit".into(),
+        "query".into(),
+        "--hub".into(),
+        format!("https://localhost:{}", hub.addr.port()),
+        "--cert".into(),
+        pki.join("auditor-corte-dei-conti.crt")
+            .display()
+            .to_string(),
+        "--key".into(),
+        pki.join("auditor-corte-dei-conti.key")
+            .display()
+            .to_string(),
+        "--kind".into(),
+        "pruned".into(),
+        "--format".into(),
+        "csv".into(),
+    ])
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let csv = stdout(&o);
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.contains(",pruned,")), "{csv}");
+
     // The operator's view, once the hub is stopped.
     hub.shutdown().await.unwrap();
     let report = eventually_open(|| datadir::verify(&t.dir.path().join("data"), &ca, None));
