@@ -479,11 +479,28 @@ pub fn export(dir: &Path, ca: &Path, out: &Path) -> Result<BundleCounts, AuditEr
     header.hub_certificates = certificate_pem(&latest).into_iter().collect();
 
     let partial = partial_path(out);
-    let file = std::fs::File::create(&partial).map_err(|e| AuditError::io(&partial, e))?;
-    let io = |e: std::io::Error| AuditError::io(&partial, e);
+    let result = write_export(&store, &header, size, &partial);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    let counts = result?;
+    std::fs::rename(&partial, out).map_err(|e| AuditError::io(out, e))?;
+    Ok(counts)
+}
+
+/// Writes the complete bundle of the journal of `size` entries in `store` to `partial`.
+fn write_export(
+    store: &dyn Store,
+    header: &BundleHeader,
+    size: u64,
+    partial: &Path,
+) -> Result<BundleCounts, AuditError> {
+    let corrupt = |what: String| AuditError::Store(what);
+    let file = std::fs::File::create(partial).map_err(|e| AuditError::io(partial, e))?;
+    let io = |e: std::io::Error| AuditError::io(partial, e);
     let mut w =
-        BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), &header).map_err(io)?;
-    let mut journal = StoreJournal::new(&store);
+        BundleWriter::new(std::io::BufWriter::with_capacity(1 << 20, file), header).map_err(io)?;
+    let mut journal = StoreJournal::new(store);
     let fault = |m: Miss| AuditError::Store(format!("{}: {}", m.0, m.1));
     while let Some(item) = journal.next().map_err(fault)? {
         match item {
@@ -518,7 +535,6 @@ pub fn export(dir: &Path, ca: &Path, out: &Path) -> Result<BundleCounts, AuditEr
     let (file, counts) = w.finish().map_err(io)?;
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
-    std::fs::rename(&partial, out).map_err(|e| AuditError::io(out, e))?;
     Ok(counts)
 }
 
