@@ -1571,7 +1571,7 @@ async fn an_export_refuses_what_does_not_hold_together() {
 /// ```sh
 /// SNODO_AUDIT_BENCH=/tmp/bench.ndjson cargo test --release -p snodo-broker --test audit \
 ///     -- --ignored --nocapture write_a_large_bundle
-/// time target/release/snodo audit verify --ca /tmp/bench.ndjson.pki/ca.crt /tmp/bench.ndjson
+/// time target/release/snodo audit verify --ca /tmp/bench.ndjson.pki/pki/ca.crt /tmp/bench.ndjson
 /// ```
 ///
 /// Each envelope is accepted, delivered and acknowledged (three entries), half XML, half JSON,
