@@ -3,6 +3,7 @@
 //! and the `snodo` command line.
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod delivery;

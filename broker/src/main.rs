@@ -1,7 +1,7 @@
 //! `snodo`: parses the command line and runs the command; all logic lives in the library.
 
 use clap::Parser as _;
-use snodo_broker::cli::{Cli, Command, config, envelope, pki, receipt, serve};
+use snodo_broker::cli::{Cli, Command, audit, config, envelope, pki, receipt, serve};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Config(cmd) => config::run(cmd),
         Command::Receipt(cmd) => receipt::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

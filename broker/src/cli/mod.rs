@@ -1,5 +1,6 @@
 //! The `snodo` command line: argument definitions and the commands behind them.
 
+pub mod audit;
 pub mod config;
 pub mod envelope;
 pub mod pki;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Verify receipts the hub returns.
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
+    /// Query and export the journal; verify an export, or a hub's data directory, offline.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.

@@ -467,3 +467,650 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic journals, for the audit tests: built as the engine builds one, kept in memory, and
+// written out as a bundle or as a hub's store.
+
+/// An envelope signed once, to be accepted (and delivered…) in synthetic journals.
+#[derive(Clone, Debug)]
+pub struct SignedEnvelope {
+    pub header: snodo_envelopes::Header,
+    pub format: Format,
+    pub raw: Vec<u8>,
+}
+
+/// Signs `n` envelopes from TURIN to ANPR, alternately JSON and XML, with the PKI in `pki`.
+pub fn sign_envelopes(pki: &Path, n: usize) -> Vec<SignedEnvelope> {
+    let signer = Signer::load(
+        &pki.join("comune-001272.key"),
+        &pki.join("comune-001272.crt"),
+    )
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let env = Envelope::builder(
+                TURIN.parse().unwrap(),
+                Recipient::Entity(ANPR.parse().unwrap()),
+                "residenza.cambio",
+                "richiesta",
+            )
+            .conversation(format!("pratica-{i}"))
+            .json(json!({ "pratica": i }))
+            .build()
+            .unwrap();
+            let format = if i % 2 == 0 {
+                Format::Json
+            } else {
+                Format::Xml
+            };
+            let raw = snodo_envelopes::sign(&env, &signer, format).unwrap();
+            SignedEnvelope {
+                header: env.header,
+                format,
+                raw,
+            }
+        })
+        .collect()
+}
+
+/// A PKI (P-256) with TURIN and ANPR, in `dir/pki`.
+pub fn small_pki(dir: &Path) -> PathBuf {
+    let pki_dir = dir.join("pki");
+    let entities: Vec<EntityId> = [TURIN, ANPR].iter().map(|e| e.parse().unwrap()).collect();
+    pki::init(&pki_dir, &entities, KeyType::P256).unwrap();
+    pki_dir
+}
+
+/// A hub's journal made in memory as the engine makes one: entries, their Merkle tree, signed
+/// checkpoints, and the record and exact bytes of each accepted envelope.
+///
+/// The fields are public so that tests can tamper with them; [`SyntheticJournal::bundle`] and
+/// [`SyntheticJournal::write_store`] write what they hold, with a tree rebuilt from the entries
+/// as they are (as a forger would) and the checkpoints as they were signed.
+pub struct SyntheticJournal {
+    pub pki: PathBuf,
+    pub hub: snodo_broker::journal::CheckpointSigner,
+    /// Canonical bytes, by index.
+    pub entries: Vec<Vec<u8>>,
+    /// The accepted envelopes, by the index of their `accepted` entry.
+    pub envelopes: std::collections::BTreeMap<u64, (snodo_broker::engine::EnvelopeRecord, Vec<u8>)>,
+    pub checkpoints: Vec<snodo_broker::journal::SignedCheckpoint>,
+    /// Acceptances whose body was pruned: the index of the acceptance, and of the entry
+    /// recording the pruning.
+    pub pruned: std::collections::BTreeMap<u64, u64>,
+    next_seq: u64,
+}
+
+/// How a bundle of a synthetic journal is laid out.
+#[derive(Clone, Debug)]
+pub enum Layout {
+    /// Every entry, every checkpoint.
+    Complete,
+    /// The entries `pick` keeps, with inclusion proofs under the last checkpoint, which comes
+    /// after the checkpoint at position `since` in `checkpoints`, if any.
+    Filtered {
+        pick: fn(u64) -> bool,
+        since: Option<usize>,
+    },
+}
+
+impl SyntheticJournal {
+    pub fn new(pki_dir: &Path) -> Self {
+        let hub = snodo_broker::journal::CheckpointSigner::load(
+            &pki_dir.join(pki::HUB_KEY),
+            &pki_dir.join(pki::HUB_CERT),
+        )
+        .unwrap();
+        SyntheticJournal {
+            pki: pki_dir.to_path_buf(),
+            hub,
+            entries: Vec::new(),
+            envelopes: Default::default(),
+            checkpoints: Vec::new(),
+            pruned: Default::default(),
+            next_seq: 0,
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.pki.join(pki::CA_CERT)
+    }
+
+    /// A copy to tamper with.
+    pub fn copy(&self) -> Self {
+        SyntheticJournal {
+            pki: self.pki.clone(),
+            hub: self.hub.clone(),
+            entries: self.entries.clone(),
+            envelopes: self.envelopes.clone(),
+            checkpoints: self.checkpoints.clone(),
+            pruned: self.pruned.clone(),
+            next_seq: self.next_seq,
+        }
+    }
+
+    /// Appends `entry` at the next index.
+    pub fn push(&mut self, mut entry: snodo_broker::journal::Entry) -> u64 {
+        entry.index = self.entries.len() as u64;
+        self.entries.push(entry.to_bytes().unwrap());
+        entry.index
+    }
+
+    /// An entry about `env`.
+    pub fn about(
+        env: &SignedEnvelope,
+        kind: snodo_broker::journal::EventKind,
+        at: time::OffsetDateTime,
+    ) -> snodo_broker::journal::Entry {
+        let h = &env.header;
+        snodo_broker::journal::Entry {
+            envelope_id: Some(h.id),
+            sender: Some(h.sender.to_string()),
+            recipient: Some(h.recipient.to_string()),
+            service: Some(h.service.clone()),
+            action: Some(h.action.clone()),
+            conversation: Some(h.conversation.clone()),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                kind,
+                at,
+                snodo_broker::journal::Entry::digest_of(&env.raw),
+            )
+        }
+    }
+
+    /// Journals the acceptance of `env` at `at`, and keeps its record and bytes.
+    pub fn accept(&mut self, env: &SignedEnvelope, at: time::OffsetDateTime) -> u64 {
+        let index = self.push(Self::about(
+            env,
+            snodo_broker::journal::EventKind::Accepted,
+            at,
+        ));
+        let h = &env.header;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = snodo_broker::engine::EnvelopeRecord {
+            seq,
+            id: h.id,
+            sender: h.sender.to_string(),
+            recipient: h.recipient.to_string(),
+            recipients: vec![h.recipient.to_string()],
+            service: h.service.clone(),
+            action: h.action.clone(),
+            conversation: h.conversation.clone(),
+            profile: h.profile,
+            in_reply_to: h.in_reply_to,
+            expires_at: h.expires_at.map(snodo_envelopes::header::format_time),
+            format: match env.format {
+                Format::Xml => "xml".into(),
+                Format::Json => "json".into(),
+            },
+            digest: snodo_broker::journal::Entry::digest_of(&env.raw),
+            accepted_at: snodo_envelopes::header::format_time(at),
+            accepted_index: index,
+        };
+        self.envelopes.insert(index, (record, env.raw.clone()));
+        index
+    }
+
+    /// Prunes the body of the envelope accepted at `accepted`, and journals it, at `at`.
+    pub fn prune(&mut self, accepted: u64, at: time::OffsetDateTime) -> u64 {
+        let (record, _) = &self.envelopes[&accepted];
+        let e = snodo_broker::journal::Entry {
+            envelope_id: Some(record.id),
+            sender: Some(record.sender.clone()),
+            recipient: Some(record.recipient.clone()),
+            service: Some(record.service.clone()),
+            action: Some(record.action.clone()),
+            conversation: Some(record.conversation.clone()),
+            detail: Some(format!(
+                "body pruned after the retention period; its digest was {}",
+                record.digest
+            )),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                snodo_broker::journal::EventKind::Pruned,
+                at,
+                record.digest.clone(),
+            )
+        };
+        let at = self.push(e);
+        self.pruned.insert(accepted, at);
+        at
+    }
+
+    /// Journals a refusal at `at`.
+    pub fn refuse(&mut self, at: time::OffsetDateTime, code: &str) -> u64 {
+        self.push(snodo_broker::journal::Entry {
+            code: Some(code.into()),
+            detail: Some(format!("refused: {code}")),
+            ..snodo_broker::journal::Entry::new(
+                0,
+                snodo_broker::journal::EventKind::Refused,
+                at,
+                snodo_broker::journal::Entry::digest_of(code.as_bytes()),
+            )
+        })
+    }
+
+    /// The tree of the entries as they are now.
+    pub fn tree(&self) -> snodo_broker::journal::MemoryTree {
+        snodo_broker::journal::MemoryTree::from_leaves(
+            self.entries
+                .iter()
+                .map(|b| snodo_broker::journal::merkle::leaf_hash(b)),
+        )
+        .unwrap()
+    }
+
+    /// Signs a checkpoint of the journal as it is, at `at`.
+    pub fn checkpoint(
+        &mut self,
+        at: time::OffsetDateTime,
+    ) -> snodo_broker::journal::SignedCheckpoint {
+        let size = self.entries.len() as u64;
+        let root = self.tree().root().unwrap();
+        let signed = self.hub.sign(self.hub.checkpoint(size, root, at)).unwrap();
+        self.checkpoints.push(signed.clone());
+        signed
+    }
+
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.ca()).unwrap()
+    }
+
+    fn media_type(record: &snodo_broker::engine::EnvelopeRecord) -> &'static str {
+        if record.format == "xml" {
+            "application/xml"
+        } else {
+            "application/jose+json"
+        }
+    }
+
+    /// The journal as a bundle.
+    pub fn bundle(&self, layout: Layout) -> Vec<u8> {
+        self.bundle_with(layout, &self.tree())
+    }
+
+    /// The journal as a bundle whose inclusion and consistency proofs come from `tree` (the
+    /// honest tree, for a forger who keeps the proofs of what they did not touch).
+    pub fn bundle_with(&self, layout: Layout, tree: &snodo_broker::journal::MemoryTree) -> Vec<u8> {
+        use snodo_broker::audit::{BundleHeader, BundleWriter};
+        let last = self.checkpoints.last().expect("a checkpoint");
+        let size = last.checkpoint.size;
+        let complete = matches!(layout, Layout::Complete);
+        let mut header = BundleHeader::new(self.hub.hub(), complete, size, self.ca_pem());
+        header.source = Some("synthetic".into());
+        header.hub_certificates =
+            vec![std::fs::read_to_string(self.pki.join(pki::HUB_CERT)).unwrap()];
+        let mut w = BundleWriter::new(Vec::new(), &header).unwrap();
+        match layout {
+            Layout::Complete => {
+                let mut checkpoints = self.checkpoints.iter().peekable();
+                while let Some(c) = checkpoints.next_if(|c| c.checkpoint.size == 0) {
+                    w.checkpoint(c).unwrap();
+                }
+                for (i, bytes) in self.entries.iter().enumerate() {
+                    let i = i as u64;
+                    w.entry(i, bytes, None).unwrap();
+                    if self.pruned.contains_key(&i) {
+                        w.pruned(i, None).unwrap();
+                    } else if let Some((record, raw)) = self.envelopes.get(&i) {
+                        w.envelope(i, record.id, Self::media_type(record), raw)
+                            .unwrap();
+                    }
+                    while let Some(c) = checkpoints.next_if(|c| c.checkpoint.size <= i + 1) {
+                        w.checkpoint(c).unwrap();
+                    }
+                }
+                for c in checkpoints {
+                    w.checkpoint(c).unwrap();
+                }
+            }
+            Layout::Filtered { pick, since } => {
+                if let Some(since) = since
+                    .map(|s| &self.checkpoints[s])
+                    .filter(|s| s.checkpoint.size < size)
+                {
+                    let from = since.checkpoint.size;
+                    w.checkpoint(since).unwrap();
+                    w.checkpoint(last).unwrap();
+                    w.consistency(from, size, &tree.consistency_proof(from, size).unwrap())
+                        .unwrap();
+                } else {
+                    w.checkpoint(last).unwrap();
+                }
+                for (i, bytes) in self.entries.iter().enumerate() {
+                    let i = i as u64;
+                    if i >= size || i >= tree.size() || !pick(i) {
+                        continue;
+                    }
+                    let proof = tree.inclusion_proof(i, size).unwrap();
+                    w.entry(i, bytes, Some(&proof)).unwrap();
+                    if let Some(&at) = self.pruned.get(&i).filter(|at| **at < size) {
+                        let proof = tree.inclusion_proof(at, size).unwrap();
+                        w.pruned(i, Some((at, &self.entries[at as usize], &proof)))
+                            .unwrap();
+                    } else if let Some((record, raw)) = self.envelopes.get(&i) {
+                        w.envelope(i, record.id, Self::media_type(record), raw)
+                            .unwrap();
+                    }
+                }
+            }
+        }
+        w.finish().unwrap().0
+    }
+
+    /// Writes the journal into a new store in `dir` as the engine would: entries, every Merkle
+    /// node of the tree of the entries as they are, checkpoints, envelope records and bytes,
+    /// and the hub's state.
+    pub fn write_store(&self, dir: &Path) {
+        use snodo_broker::store::{Batch, Store, keys};
+        let store = open_store(dir);
+        let tree = self.tree();
+        let mut batch = Batch::default();
+        let flush = |batch: &mut Batch, force: bool| {
+            if force || batch.len() >= 10_000 {
+                store.apply(std::mem::take(batch)).unwrap();
+            }
+        };
+        for (i, bytes) in self.entries.iter().enumerate() {
+            batch.put(keys::journal(i as u64), bytes.clone());
+            flush(&mut batch, false);
+        }
+        let size = tree.size();
+        let mut level = 0u32;
+        while size >> level > 0 {
+            for k in 0..(size >> level) {
+                batch.put(keys::node(level, k), tree.get(level, k).unwrap().to_vec());
+                flush(&mut batch, false);
+            }
+            level += 1;
+        }
+        for c in &self.checkpoints {
+            batch.put(
+                keys::checkpoint(c.checkpoint.size),
+                serde_json::to_vec(c).unwrap(),
+            );
+        }
+        for (index, (record, raw)) in &self.envelopes {
+            batch.put(
+                keys::envelope(record.seq),
+                serde_json::to_vec(record).unwrap(),
+            );
+            if !self.pruned.contains_key(index) {
+                batch.put(keys::raw(record.seq), raw.clone());
+            }
+            flush(&mut batch, false);
+        }
+        batch.put(
+            keys::STATE.to_vec(),
+            serde_json::to_vec(&json!({
+                "journal_size": self.entries.len(),
+                "next_seq": self.next_seq,
+                "checkpoint_size": self.checkpoints.last().map_or(0, |c| c.checkpoint.size),
+            }))
+            .unwrap(),
+        );
+        flush(&mut batch, true);
+        store.flush().unwrap();
+    }
+}
+
+/// Opens the store in `dir`, waiting (up to 10 s) for a store just closed in this process to
+/// let go of its lock: sled's background flusher holds it for up to a second after the drop.
+pub fn open_store(dir: &Path) -> snodo_broker::store::SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match snodo_broker::store::SledStore::open(dir) {
+            Ok(s) => return s,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
+}
+
+/// A stand-in for the hub's journal API (`/v1/journal/...`), serving a synthetic journal over
+/// mutual TLS with the hub's certificate, as the contract describes — for testing the audit
+/// client without a hub.
+pub struct MockJournalApi {
+    pub url: String,
+    /// Requests answered 503 before serving (to exercise retries).
+    pub unavailable: Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for MockJournalApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the mock serves, and how it misbehaves.
+pub struct MockJournal {
+    pub journal: SyntheticJournal,
+    /// Entries withheld from listings, as from a caller who is not party to them.
+    pub hidden: fn(u64) -> bool,
+}
+
+impl MockJournalApi {
+    pub async fn start(mock: MockJournal) -> MockJournalApi {
+        use axum::extract::{Path as UrlPath, Query, State};
+        use axum::http::{HeaderMap, StatusCode, header};
+        use axum::response::{IntoResponse, Response};
+        use axum::routing::get;
+        use base64::Engine as _;
+        use std::collections::HashMap;
+        use std::sync::atomic::Ordering;
+
+        type Shared = Arc<(MockJournal, snodo_broker::journal::MemoryTree)>;
+        let pki_dir = mock.journal.pki.clone();
+        let tree = mock.journal.tree();
+        let state: Shared = Arc::new((mock, tree));
+        let unavailable = Arc::new(std::sync::atomic::AtomicU32::new(0));
+
+        fn problem(status: StatusCode, code: &str) -> Response {
+            (
+                status,
+                [(header::CONTENT_TYPE, "application/problem+json")],
+                serde_json::to_vec(
+                    &json!({"status": status.as_u16(), "code": code, "detail": code}),
+                )
+                .unwrap(),
+            )
+                .into_response()
+        }
+        fn item(s: &Shared, i: u64) -> Value {
+            let bytes = &s.0.journal.entries[i as usize];
+            let entry = snodo_broker::journal::Entry::from_bytes(bytes).unwrap();
+            json!({"index": i, "entry": entry,
+                "bytes": base64::engine::general_purpose::STANDARD.encode(bytes)})
+        }
+        let b64 = |h: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(h);
+
+        let entries = move |State(s): State<Shared>,
+                            headers: HeaderMap,
+                            Query(q): Query<HashMap<String, String>>| async move {
+            let size = s.0.journal.entries.len() as u64;
+            let after = q.get("after").and_then(|a| a.parse::<u64>().ok());
+            let matching: Vec<u64> = (0..size)
+                .filter(|i| after.is_none_or(|a| *i > a))
+                .filter(|i| !(s.0.hidden)(*i))
+                .filter(|i| {
+                    let e =
+                        snodo_broker::journal::Entry::from_bytes(&s.0.journal.entries[*i as usize])
+                            .unwrap();
+                    q.get("kind").is_none_or(|k| e.kind.as_str() == k)
+                        && q.get("sender").is_none_or(|x| e.sender.as_ref() == Some(x))
+                })
+                .collect();
+            let ndjson = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("ndjson"));
+            if ndjson {
+                let mut body = Vec::new();
+                for i in matching {
+                    body.extend_from_slice(&serde_json::to_vec(&item(&s, i)).unwrap());
+                    body.push(b'\n');
+                }
+                ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+            } else {
+                let items: Vec<Value> = matching.iter().map(|i| item(&s, *i)).collect();
+                axum::Json(json!({"entries": items, "next": null})).into_response()
+            }
+        };
+        let app = axum::Router::new()
+            .route("/v1/journal/entries", get(entries))
+            .route(
+                "/v1/journal/entries/{index}",
+                get(|State(s): State<Shared>, UrlPath(i): UrlPath<u64>| async move {
+                    if i as usize >= s.0.journal.entries.len() {
+                        return problem(StatusCode::NOT_FOUND, "not-found");
+                    }
+                    axum::Json(item(&s, i)).into_response()
+                }),
+            )
+            .route(
+                "/v1/journal/envelopes/{id}/raw",
+                get(|State(s): State<Shared>, UrlPath(id): UrlPath<uuid::Uuid>| async move {
+                    match s.0.journal.envelopes.values().find(|(r, _)| r.id == id) {
+                        Some((r, raw)) => {
+                            let media = if r.format == "xml" {
+                                "application/xml"
+                            } else {
+                                "application/jose+json"
+                            };
+                            ([(header::CONTENT_TYPE, media)], raw.clone()).into_response()
+                        }
+                        None => problem(StatusCode::NOT_FOUND, "not-found"),
+                    }
+                }),
+            )
+            .route(
+                "/v1/journal/checkpoint",
+                get(|State(s): State<Shared>| async move {
+                    axum::Json(s.0.journal.checkpoints.last().cloned()).into_response()
+                }),
+            )
+            .route(
+                "/v1/journal/checkpoints",
+                get(
+                    |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        let (from, to) = (q["from"], q["to"]);
+                        let list: Vec<_> = s
+                            .0
+                            .journal
+                            .checkpoints
+                            .iter()
+                            .filter(|c| (from..=to).contains(&c.checkpoint.size))
+                            .take(1000)
+                            .cloned()
+                            .collect();
+                        axum::Json(json!({ "checkpoints": list })).into_response()
+                    },
+                ),
+            )
+            .route(
+                "/v1/journal/proof/inclusion",
+                get(
+                    move |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        match s.1.inclusion_proof(q["index"], q["size"]) {
+                            Ok(p) => axum::Json(json!({"index": q["index"], "size": q["size"],
+                                "hashes": p.iter().map(b64).collect::<Vec<_>>()}))
+                            .into_response(),
+                            Err(_) => problem(StatusCode::BAD_REQUEST, "bad-parameter"),
+                        }
+                    },
+                ),
+            )
+            .route(
+                "/v1/journal/proof/consistency",
+                get(
+                    move |State(s): State<Shared>, Query(q): Query<HashMap<String, u64>>| async move {
+                        match s.1.consistency_proof(q["from"], q["to"]) {
+                            Ok(p) => axum::Json(json!({"from": q["from"], "to": q["to"],
+                                "hashes": p.iter().map(b64).collect::<Vec<_>>()}))
+                            .into_response(),
+                            Err(_) => problem(StatusCode::BAD_REQUEST, "bad-parameter"),
+                        }
+                    },
+                ),
+            )
+            .with_state(state);
+        let gate = unavailable.clone();
+        let app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let gate = gate.clone();
+                async move {
+                    let left = gate.load(Ordering::SeqCst);
+                    if left > 0 {
+                        gate.store(left - 1, Ordering::SeqCst);
+                        return problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+                    }
+                    next.run(req).await
+                }
+            },
+        ));
+
+        let tls = snodo_broker::tls::server_config(
+            &pki_dir.join("ca.crt"),
+            None,
+            &pki_dir.join("hub.crt"),
+            &pki_dir.join("hub.key"),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "https://127.0.0.1:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        MockJournalApi {
+            url,
+            unavailable,
+            task,
+        }
+    }
+}
+
+/// Issues an auditor's key and certificate (`auditor-<name>.*`) in `pki_dir`.
+pub fn issue_auditor(pki_dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let ca = pki::CertificateAuthority::load(pki_dir).unwrap();
+    pki::issue(
+        pki_dir,
+        &ca,
+        &pki::Subject::Auditor(name.into()),
+        KeyType::P256,
+        pki::Validity::default(),
+    )
+    .unwrap();
+    (
+        pki_dir.join(format!("auditor-{name}.crt")),
+        pki_dir.join(format!("auditor-{name}.key")),
+    )
+}
