@@ -529,14 +529,16 @@ impl Engine {
         Ok(None)
     }
 
-    /// The exact bytes received for envelope `id` (`None` once pruned), if `caller` is its
-    /// sender or a recipient (`None`: an auditor, who may see all).
+    /// The exact bytes received for envelope `id` (`None` once pruned) — from `sender`, if
+    /// given, since ids are unique per sender only — if `caller` is its sender or a recipient
+    /// (`None`: an auditor, who may see all).
     ///
     /// # Errors
     /// [`EngineError::Store`].
     pub fn raw_envelope(
         &self,
         id: &Uuid,
+        sender: Option<&str>,
         caller: Option<&EntityId>,
     ) -> Result<Option<RawEnvelope>, EngineError> {
         for (key, _) in self.store.scan(&keys::by_id_prefix(id), None, 64)? {
@@ -546,6 +548,9 @@ impl Engine {
             let Some(record) = self.record(seq)? else {
                 continue;
             };
+            if sender.is_some_and(|s| s != record.sender) {
+                continue;
+            }
             let allowed = caller.is_none_or(|c| {
                 record.sender == c.as_str() || record.recipients.iter().any(|r| r == c.as_str())
             });

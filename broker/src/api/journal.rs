@@ -326,7 +326,15 @@ pub async fn entry(
     }
 }
 
-/// `GET /v1/journal/envelopes/{id}/raw`: the exact bytes received.
+/// Query of `GET /v1/journal/envelopes/{id}/raw`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParams {
+    /// The sender, since envelope ids are unique per sender only.
+    sender: Option<String>,
+}
+
+/// `GET /v1/journal/envelopes/{id}/raw[?sender=]`: the exact bytes received.
 ///
 /// # Errors
 /// `not-found` for an envelope the caller may not see or that does not exist.
@@ -334,7 +342,10 @@ pub async fn raw(
     State(hub): State<Arc<Hub>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    RawQuery(raw_query): RawQuery,
 ) -> Result<Response, ApiError> {
+    let q: RawParams = serde_urlencoded::from_str(raw_query.as_deref().unwrap_or(""))
+        .map_err(|e| bad(format!("query: {e}")))?;
     let reader = reader(
         &hub,
         &caller,
@@ -343,7 +354,10 @@ pub async fn raw(
     )
     .await?;
     let uuid = uuid::Uuid::parse_str(&id).map_err(|e| bad(format!("`{id}` is not a UUID: {e}")))?;
-    match hub.engine.raw_envelope(&uuid, reader.entity())? {
+    match hub
+        .engine
+        .raw_envelope(&uuid, q.sender.as_deref(), reader.entity())?
+    {
         Some((record, Some(bytes))) => {
             let ct = if record.format == "xml" {
                 "application/xml"

@@ -353,8 +353,16 @@ impl JournalClient {
     ///
     /// # Errors
     /// [`AuditError`] when the hub cannot be reached or refuses.
-    pub async fn raw_envelope(&self, id: Uuid) -> Result<(String, Vec<u8>), AuditError> {
-        let path = format!("/v1/journal/envelopes/{id}/raw");
+    pub async fn raw_envelope(
+        &self,
+        id: Uuid,
+        sender: Option<&str>,
+    ) -> Result<(String, Vec<u8>), AuditError> {
+        // Ids are unique per sender only: name the sender when it is known.
+        let path = match sender {
+            Some(s) => format!("/v1/journal/envelopes/{id}/raw?sender={s}"),
+            None => format!("/v1/journal/envelopes/{id}/raw"),
+        };
         let resp = self
             .get(&path, "application/xml, application/jose+json")
             .await?;
@@ -714,7 +722,7 @@ async fn envelope_of(
         return Ok(None);
     };
     let what = format!("GET /v1/journal/envelopes/{id}/raw");
-    match client.raw_envelope(id).await {
+    match client.raw_envelope(id, item.entry.sender.as_deref()).await {
         Ok((media_type, raw)) => {
             if Entry::digest_of(&raw) != item.entry.digest {
                 return Err(AuditError::Protocol {

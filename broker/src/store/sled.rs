@@ -117,7 +117,15 @@ mod tests {
             s.apply(b).unwrap();
             s.flush().unwrap();
         }
-        let s = SledStore::open(dir.path()).unwrap();
+        // sled's flusher thread lets go of the directory's lock shortly after the close.
+        let s = (0..100)
+            .find_map(|_| {
+                SledStore::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                })
+            })
+            .expect("the store reopens");
         let all = s.scan(b"q/a\0", None, 100).unwrap();
         assert_eq!(all.len(), 9);
         let page = s.scan(b"q/a\0", Some(&all[1].0), 2).unwrap();
