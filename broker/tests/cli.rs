@@ -278,3 +278,46 @@ fn bad_arguments_are_named() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("nowhere/ca.crt"), "{}", stderr(&o));
 }
+
+#[test]
+fn issue_an_auditor_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir);
+    let o = snodo(
+        &[
+            "pki",
+            "issue",
+            "--dir",
+            "pki",
+            "--auditor",
+            "corte-dei-conti",
+            "--key-type",
+            "p256",
+        ],
+        dir,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cert = std::fs::read(dir.join("pki/auditor-corte-dei-conti.crt")).unwrap();
+    let cert = openssl::x509::X509::from_pem(&cert).unwrap();
+    assert_eq!(
+        snodo_envelopes::trust::identity_of(&cert).unwrap(),
+        snodo_envelopes::Identity::Auditor("corte-dei-conti".into())
+    );
+    let mode = std::fs::metadata(dir.join("pki/auditor-corte-dei-conti.key"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let o = snodo(
+        &["pki", "issue", "--dir", "pki", "--auditor", "bad name"],
+        dir,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("auditor name `bad name`"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -28,8 +28,12 @@ pub enum PkiCommand {
         #[arg(long)]
         dir: PathBuf,
         /// The entity: `class:code`.
+        #[arg(long, required_unless_present = "auditor", conflicts_with = "auditor")]
+        entity: Option<EntityId>,
+        /// Or an auditor's name: a certificate `urn:snodo:auditor:<name>` (list it in the hub's
+        /// `[[auditors]]`), written as `auditor-<name>.crt`/`.key`.
         #[arg(long)]
-        entity: EntityId,
+        auditor: Option<String>,
         /// Key type.
         #[arg(long, default_value = "rsa2048", value_parser = parse_key_type)]
         key_type: KeyType,
@@ -79,9 +83,21 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::Issue {
             dir,
             entity,
+            auditor,
             key_type,
             days,
         } => {
+            let subject = match (entity, auditor) {
+                (Some(e), _) => Subject::Entity(e),
+                (None, Some(a)) => {
+                    let ok = !a.is_empty()
+                        && a.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                    anyhow::ensure!(ok, "auditor name `{a}` must be letters, digits, '-' or '_'");
+                    Subject::Auditor(a)
+                }
+                (None, None) => anyhow::bail!("give --entity or --auditor"),
+            };
             let ca = CertificateAuthority::load(&dir)
                 .with_context(|| format!("loading the CA in {}", dir.display()))?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -89,7 +105,7 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 not_before: now - 300,
                 not_after: now + i64::from(days) * 86_400,
             };
-            let i = pki::issue(&dir, &ca, &Subject::Entity(entity), key_type, validity)?;
+            let i = pki::issue(&dir, &ca, &subject, key_type, validity)?;
             println!(
                 "key: {}  cert: {}",
                 i.key_path.display(),
