@@ -34,7 +34,10 @@ fn journal(c: &mut Criterion) {
     });
     g.bench_function(BenchmarkId::new("verify_inclusion", "1M"), |b| {
         let proof = tree.inclusion_proof(123_456, size).expect("proof");
-        b.iter(|| merkle::verify_inclusion(&leaf(123_456), 123_456, size, black_box(&proof), &root).expect("verifies"));
+        b.iter(|| {
+            merkle::verify_inclusion(&leaf(123_456), 123_456, size, black_box(&proof), &root)
+                .expect("verifies")
+        });
     });
     g.bench_function(BenchmarkId::new("consistency_proof", "500k to 1M"), |b| {
         b.iter(|| black_box(tree.consistency_proof(500_000, size).expect("proof")));

@@ -108,6 +108,10 @@ pub struct HubConfig {
     /// Where the node keeps its store and journal; relative to the configuration file's directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Bytes of the store's page cache (the bulk of the hub's memory beyond the requests in
+    /// flight). Default 64 MiB.
+    #[serde(default = "default_store_cache")]
+    pub store_cache: u64,
 }
 
 /// `[tls]`: PEM files; relative paths are relative to the configuration file's directory.
@@ -307,6 +311,9 @@ fn default_listen() -> SocketAddr {
 fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
+fn default_store_cache() -> u64 {
+    crate::store::sled::DEFAULT_CACHE_BYTES
+}
 fn default_max_envelope_bytes() -> usize {
     snodo_envelopes::limits::DEFAULT_MAX_BYTES
 }
@@ -369,6 +376,7 @@ impl Default for HubConfig {
             listen: default_listen(),
             plain_listen: None,
             data_dir: default_data_dir(),
+            store_cache: default_store_cache(),
         }
     }
 }

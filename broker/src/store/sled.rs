@@ -14,17 +14,28 @@ fn backend(e: ::sled::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+/// The default size of sled's page cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 impl SledStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with the default page cache.
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the directory cannot be used, for example because another
     /// hub process holds it.
     pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_bytes`.
+    ///
+    /// # Errors
+    /// As [`SledStore::open`].
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
         let db = ::sled::Config::new()
             .path(dir)
             .mode(::sled::Mode::HighThroughput)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             // The hub flushes explicitly (group commit); no background flush is needed for
             // durability, but a periodic one bounds the work of the explicit flushes.
             .flush_every_ms(Some(1000))
