@@ -1,0 +1,90 @@
+//! Journal queries on a store of 250,000 entries: a page of results by an indexed field
+//! (a frequent one and a rare one), by a time range, and deep in the log — the cost follows the
+//! page, not the size of the journal.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use snodo_broker::journal::entry::{Entry, EventKind};
+use snodo_broker::journal::query::{self, Field, Filter, index_keys};
+use snodo_broker::store::{Batch, SledStore, Store, keys};
+use time::OffsetDateTime;
+
+const ENTRIES: u64 = 250_000;
+const COMUNI: u64 = 1_181;
+
+fn start() -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")
+}
+
+/// 250k entries: senders spread over the 1,181 comuni of Piedmont, one conversation per 3 entries.
+fn build(dir: &std::path::Path) -> SledStore {
+    let store = SledStore::open(dir).expect("store");
+    let mut batch = Batch::default();
+    for i in 0..ENTRIES {
+        let kind = [
+            EventKind::Accepted,
+            EventKind::Delivered,
+            EventKind::Acknowledged,
+        ][(i % 3) as usize];
+        let mut e = Entry::new(
+            i,
+            kind,
+            start() + time::Duration::milliseconds(i as i64),
+            "ab".repeat(32),
+        );
+        e.sender = Some(format!("comune:{:06}", 1000 + (i / 3) % COMUNI));
+        e.recipient = Some("anpr:ministero".into());
+        e.service = Some("residenza.cambio".into());
+        e.action = Some("richiesta".into());
+        e.conversation = Some(format!("pratica-{}", i / 3));
+        batch.put(keys::journal(i), e.to_bytes().expect("entry"));
+        for k in index_keys(&e) {
+            batch.put(k, Vec::new());
+        }
+        if batch.len() >= 10_000 {
+            store.apply(std::mem::take(&mut batch)).expect("apply");
+        }
+    }
+    store.apply(batch).expect("apply");
+    store.flush().expect("flush");
+    store
+}
+
+fn queries(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("dir");
+    let store = build(dir.path());
+    let mut g = c.benchmark_group("query at 250k entries");
+    let mut by = |name: &str, filter: Filter, after: Option<u64>| {
+        g.bench_function(BenchmarkId::new("page of 100", name), |b| {
+            b.iter(|| {
+                let p = query::page(&store, black_box(&filter), ENTRIES, after, 100).expect("page");
+                black_box(p.entries.len())
+            });
+        });
+    };
+    let mut sender = Filter::default();
+    sender.with(Field::Sender, "comune:001272");
+    by("sender (1 in 1,181)", sender.clone(), None);
+    by("sender, deep in the log", sender, Some(240_000));
+    let mut conversation = Filter::default();
+    conversation.with(Field::Conversation, "pratica-65432");
+    by("conversation (3 entries)", conversation, None);
+    let mut kind = Filter::default();
+    kind.with(Field::Kind, "acknowledged");
+    by("kind (1 in 3)", kind, None);
+    let range = Filter {
+        from: Some(start() + time::Duration::seconds(1_500)),
+        to: Some(start() + time::Duration::seconds(1_501)),
+        ..Filter::default()
+    };
+    by("time range of 1 s", range, None);
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    targets = queries
+}
+criterion_main!(benches);
