@@ -88,6 +88,14 @@ pub fn is_xml_char(c: char) -> bool {
 
 /// The first character XML 1.0 does not allow, as `U+XXXX`.
 fn forbidden_char(s: &str) -> Option<String> {
+    // Fast path, byte by byte: control characters other than tab, CR and LF are the only
+    // forbidden ASCII; outside ASCII only U+FFFE and U+FFFF are (a `str` holds no surrogates),
+    // and both start with the byte 0xEF, which sends the text to the exact check below.
+    if s.bytes()
+        .all(|b| (b >= 0x20 && b != 0xEF) || matches!(b, b'\t' | b'\n' | b'\r'))
+    {
+        return None;
+    }
     s.chars()
         .find(|&c| !is_xml_char(c))
         .map(|c| format!("U+{:04X}", u32::from(c)))
@@ -694,4 +702,30 @@ impl<'i> Parser<'i> {
 
 fn is_blank(t: &quick_xml::events::BytesText<'_>) -> bool {
     t.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_forbidden_char_check_agrees_with_the_definition(
+            s in "\\PC*|[\\x00-\\x{ffff}]{0,40}"
+        ) {
+            let exact = s.chars().find(|&c| !is_xml_char(c)).map(|c| format!("U+{:04X}", u32::from(c)));
+            proptest::prop_assert_eq!(forbidden_char(&s), exact);
+        }
+    }
+
+    #[test]
+    fn noncharacters_and_controls_are_found() {
+        assert_eq!(forbidden_char("ok \u{e9}\u{10000}"), None);
+        assert_eq!(forbidden_char("a\u{1}b").as_deref(), Some("U+0001"));
+        assert_eq!(forbidden_char("a\u{fffe}").as_deref(), Some("U+FFFE"));
+        assert_eq!(
+            forbidden_char("\u{f000}\u{ffff}").as_deref(),
+            Some("U+FFFF")
+        );
+    }
 }
