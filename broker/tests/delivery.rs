@@ -149,7 +149,7 @@ async fn an_expired_envelope_is_never_delivered_and_the_sender_is_told() {
         "residenza.cambio",
         "richiesta",
     )
-    .expires_in(time::Duration::milliseconds(700))
+    .expires_in(time::Duration::milliseconds(2000))
     .json(json!({"cf": "X"}))
     .build()
     .unwrap();
@@ -161,7 +161,7 @@ async fn an_expired_envelope_is_never_delivered_and_the_sender_is_told() {
             .status,
         202
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert!(
         t.client(ANPR).inbox(&hub, "").await.is_empty(),
         "an expired envelope was delivered"
