@@ -279,21 +279,7 @@ async fn an_entity_over_its_rate_gets_429_with_retry_after() {
     assert!(statuses[3..].contains(&429), "{statuses:?}");
     assert_eq!(retry_after.as_deref(), Some("1"));
     // Another entity has its own budget.
-    let (_, signed) = t.envelope(
-        CUNEO,
-        ANPR,
-        "residenza.cambio",
-        "richiesta",
-        json!({}),
-        Format::Json,
-    );
-    assert_eq!(
-        t.client(CUNEO)
-            .submit(&hub, &signed, Format::Json)
-            .await
-            .status,
-        202
-    );
+    let (_, _) = t.accepted(&hub, CUNEO, ANPR).await;
     hub.shutdown().await.unwrap();
 }
 
@@ -334,21 +320,7 @@ async fn no_client_certificate_no_connection() {
 async fn an_entity_cannot_touch_another_entitys_envelopes() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (env, signed) = t.envelope(
-        TURIN,
-        ANPR,
-        "residenza.cambio",
-        "richiesta",
-        json!({}),
-        Format::Json,
-    );
-    assert_eq!(
-        t.client(TURIN)
-            .submit(&hub, &signed, Format::Json)
-            .await
-            .status,
-        202
-    );
+    let (env, _) = t.accepted(&hub, TURIN, ANPR).await;
     let cuneo = t.client(CUNEO);
     assert!(
         cuneo.inbox(&hub, "").await.is_empty(),
@@ -503,21 +475,7 @@ async fn events_fan_out_to_every_subscriber() {
 async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_once() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (env, signed) = t.envelope(
-        TURIN,
-        ANPR,
-        "residenza.cambio",
-        "richiesta",
-        json!({}),
-        Format::Json,
-    );
-    assert_eq!(
-        t.client(TURIN)
-            .submit(&hub, &signed, Format::Json)
-            .await
-            .status,
-        202
-    );
+    let (env, _) = t.accepted(&hub, TURIN, ANPR).await;
     let anpr = t.client(ANPR);
     let first = anpr.inbox(&hub, "?lease=1s").await;
     assert_eq!(first.len(), 1);
@@ -556,21 +514,7 @@ async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_onc
 async fn health_readiness_metrics_and_openapi() {
     let t = TestHub::new("");
     let hub = t.start().await;
-    let (_, signed) = t.envelope(
-        TURIN,
-        ANPR,
-        "residenza.cambio",
-        "richiesta",
-        json!({}),
-        Format::Json,
-    );
-    assert_eq!(
-        t.client(TURIN)
-            .submit(&hub, &signed, Format::Json)
-            .await
-            .status,
-        202
-    );
+    let (_, _) = t.accepted(&hub, TURIN, ANPR).await;
     // A plain-HTTP client still wants a TLS provider to be chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let plain = reqwest::Client::new();

@@ -345,21 +345,7 @@ async fn bodies_are_pruned_after_retention_and_the_tree_still_verifies() {
     let hub = t.start().await;
     let sent = traffic(&t, &hub).await;
     // One more that nobody takes: waiting envelopes are never pruned.
-    let (waiting, signed) = t.envelope(
-        TURIN,
-        ANPR,
-        "residenza.cambio",
-        "richiesta",
-        json!({}),
-        Format::Json,
-    );
-    assert_eq!(
-        t.client(TURIN)
-            .submit(&hub, &signed, Format::Json)
-            .await
-            .status,
-        202
-    );
+    let (waiting, _) = t.accepted(&hub, TURIN, ANPR).await;
     let auditor = t.client(AUDITOR);
     let before: SignedCheckpoint =
         serde_json::from_slice(&auditor.get(&hub, "/v1/journal/checkpoint").await.body).unwrap();

@@ -86,7 +86,7 @@ pub fn is_xml_char(c: char) -> bool {
         || c >= '\u{10000}'
 }
 
-/// The first character XML 1.0 does not allow, as `U+XXXX`.
+/// The first character XML 1.0 does not allow, written `U+` and its hex code point.
 fn forbidden_char(s: &str) -> Option<String> {
     // Fast path, byte by byte: control characters other than tab, CR and LF are the only
     // forbidden ASCII; outside ASCII only U+FFFE and U+FFFF are (a `str` holds no surrogates),

@@ -187,6 +187,22 @@ checkpoint_interval = "100ms"
         client_with(&self.pki(), &stem)
     }
 
+    /// Submits an empty `residenza.cambio`/`richiesta` JSON envelope from `from` to `to` and
+    /// checks it was accepted (202).
+    pub async fn accepted(&self, hub: &Running, from: &str, to: &str) -> (Envelope, Vec<u8>) {
+        let (env, signed) = self.envelope(
+            from,
+            to,
+            "residenza.cambio",
+            "richiesta",
+            json!({}),
+            Format::Json,
+        );
+        let a = self.client(from).submit(hub, &signed, Format::Json).await;
+        assert_eq!(a.status, 202, "{}", String::from_utf8_lossy(&a.body));
+        (env, signed)
+    }
+
     /// A signed envelope from `from` to `to`.
     pub fn envelope(
         &self,
