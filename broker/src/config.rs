@@ -88,6 +88,63 @@ pub struct Config {
     /// Auditors: certificates with SAN `urn:snodo:auditor:<name>` that may read the whole journal.
     #[serde(default)]
     pub auditors: Vec<AuditorConfig>,
+    /// Where accepted envelopes wait for delivery: in this node's store (`embedded`, the
+    /// default) or in RabbitMQ queues shared by several hub nodes (`amqp`).
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// The other hub nodes of this federation, whose journals this node's auditor API can
+    /// also answer for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// How envelopes travel from acceptance to delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Queues in this node's store; one hub process.
+    #[default]
+    Embedded,
+    /// RabbitMQ: one quorum queue per entity, shared by every hub node of the federation.
+    Amqp,
+}
+
+/// `[transport]`: where accepted envelopes wait for delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// `embedded` (default) or `amqp`.
+    #[serde(default)]
+    pub kind: TransportKind,
+    /// The RabbitMQ URL, `amqp://user:password@host:5672/vhost` or `amqps://…` (TLS through
+    /// rustls). The environment variable `SNODO_AMQP_URL` overrides it. Required for `amqp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The virtual host, when not in the URL's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
+    /// A PEM CA certificate (or bundle) that RabbitMQ's certificate must chain to, for
+    /// `amqps://` URLs; relative to the configuration file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// How many unacknowledged push deliveries one consumer holds at once (`basic_qos`).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// The prefix of every exchange and queue name, so that several federations can share one
+    /// RabbitMQ. Default `snodo`.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+}
+
+/// `[[peers]]`: another hub node of the federation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The node's `hub.name`; its certificate's SAN is `urn:snodo:hub:<name>`.
+    pub name: String,
+    /// The node's API, `https://host:port`.
+    #[schemars(url)]
+    pub url: String,
 }
 
 /// `[hub]`: this hub node.
@@ -367,6 +424,36 @@ fn default_deadline() -> Duration {
 }
 fn default_version() -> String {
     "v1".to_owned()
+}
+fn default_prefetch() -> u16 {
+    32
+}
+fn default_prefix() -> String {
+    "snodo".to_owned()
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            kind: TransportKind::Embedded,
+            url: None,
+            vhost: None,
+            ca: None,
+            prefetch: default_prefetch(),
+            prefix: default_prefix(),
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The RabbitMQ URL in force: `SNODO_AMQP_URL` when set, else `url`.
+    #[must_use]
+    pub fn amqp_url(&self) -> Option<String> {
+        std::env::var("SNODO_AMQP_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(|| self.url.clone())
+    }
 }
 
 impl Default for HubConfig {
@@ -770,6 +857,9 @@ impl Config {
         if let Some(crl) = &mut self.tls.crl {
             join(crl);
         }
+        if let Some(ca) = &mut self.transport.ca {
+            join(ca);
+        }
     }
 
     /// Every rule this configuration breaks; empty when it is sound. [`Config::load`] runs this;
@@ -786,6 +876,8 @@ impl Config {
         v.services(&self.services);
         v.subscriptions(&self.subscriptions, &self.services);
         v.auditors(&self.auditors);
+        v.transport(&self.transport);
+        v.peers(&self.peers, &self.hub.name);
         v.problems
     }
 
@@ -841,6 +933,7 @@ impl Config {
             ("hub.plain_listen", a.plain_listen != b.plain_listen),
             ("hub.data_dir", a.data_dir != b.data_dir),
             ("journal", self.journal != new.journal),
+            ("transport", self.transport != new.transport),
             (
                 "tls.key (signing checkpoints and notices)",
                 self.tls.key != new.tls.key,
@@ -917,6 +1010,54 @@ impl Validator {
             message: message.into(),
             position: None,
         });
+    }
+
+    fn transport(&mut self, t: &TransportConfig) {
+        if let Err(m) = check_token(&t.prefix) {
+            self.push("transport.prefix", m);
+        }
+        if t.prefetch == 0 {
+            self.push("transport.prefetch", "must be at least 1");
+        }
+        if let Some(ca) = &t.ca
+            && !ca.is_file()
+        {
+            self.push("transport.ca", format!("{} is not a file", ca.display()));
+        }
+        match (t.kind, t.amqp_url()) {
+            (TransportKind::Amqp, None) => self.push(
+                "transport.url",
+                "the amqp transport needs a RabbitMQ URL (here or in SNODO_AMQP_URL)",
+            ),
+            (_, Some(url)) => {
+                if let Err(e) = url.parse::<lapin::uri::AMQPUri>() {
+                    self.push(
+                        "transport.url",
+                        format!("not an amqp:// or amqps:// URL: {e}"),
+                    );
+                }
+            }
+            (TransportKind::Embedded, None) => {}
+        }
+    }
+
+    fn peers(&mut self, peers: &[PeerConfig], own: &str) {
+        let mut seen = std::collections::HashSet::new();
+        for (i, p) in peers.iter().enumerate() {
+            if let Err(m) = check_token(&p.name) {
+                self.push(format!("peers[{i}].name"), m);
+            } else if p.name == own {
+                self.push(format!("peers[{i}].name"), "is this node's own hub.name");
+            } else if !seen.insert(p.name.as_str()) {
+                self.push(
+                    format!("peers[{i}].name"),
+                    format!("`{}` is listed twice", p.name),
+                );
+            }
+            if !p.url.starts_with("https://") {
+                self.push(format!("peers[{i}].url"), "must be an https:// URL");
+            }
+        }
     }
 
     fn hub(&mut self, hub: &HubConfig) {
@@ -1601,6 +1742,8 @@ subscribers = ["portale:comunefacile"]
             "services",
             "subscriptions",
             "auditors",
+            "transport",
+            "peers",
         ] {
             assert!(props.contains_key(section), "{section}");
         }

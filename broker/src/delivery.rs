@@ -69,7 +69,11 @@ pub async fn run(hub: Arc<Hub>, mut shutdown: Shutdown) {
     }
 }
 
-fn client_for(hub: &Hub, entity: &EntityId) -> anyhow::Result<reqwest::Client> {
+/// The mutual-TLS client that pushes to `entity`'s endpoint (checking its SAN identity).
+///
+/// # Errors
+/// When the hub's TLS material cannot be loaded.
+pub(crate) fn client_for(hub: &Hub, entity: &EntityId) -> anyhow::Result<reqwest::Client> {
     let config = hub.config();
     let tls =
         crate::tls::push_client_config(&config.tls.ca, &config.tls.cert, &config.tls.key, entity)?;
@@ -112,37 +116,80 @@ async fn worker(
 }
 
 async fn push_one(hub: &Hub, entity: &EntityId, url: &str, client: &reqwest::Client, item: Pushed) {
+    let result = post(
+        client,
+        url,
+        item.media_type,
+        item.envelope_id,
+        item.envelope.clone(),
+    )
+    .await;
+    if let Err(reason) = &result {
+        tracing::info!(%entity, envelope_id = %item.envelope_id, attempt = item.attempts, %reason, "Push failed.");
+    }
+    let outcome = outcome(hub, result, item.attempts, item.accepted_ms, &item.service);
+    if let Err(e) = hub
+        .engine
+        .push_done(entity.clone(), item.lease, outcome)
+        .await
+    {
+        tracing::warn!(%entity, envelope_id = %item.envelope_id, error = %e, "Push outcome not recorded; it will be pushed again.");
+    }
+}
+
+/// POSTs one envelope, signed bytes as received, to `url`: the status of a 2xx answer, or
+/// what went wrong.
+///
+/// # Errors
+/// What went wrong, in words: a non-2xx status or an unreachable endpoint.
+pub(crate) async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    media_type: &str,
+    envelope_id: uuid::Uuid,
+    envelope: Vec<u8>,
+) -> Result<u16, String> {
     let sent = client
         .post(url)
-        .header(reqwest::header::CONTENT_TYPE, item.media_type)
-        .header("snodo-envelope-id", item.envelope_id.to_string())
-        .body(item.envelope.clone())
+        .header(reqwest::header::CONTENT_TYPE, media_type)
+        .header("snodo-envelope-id", envelope_id.to_string())
+        .body(envelope)
         .send()
         .await;
-    let result = match sent {
+    match sent {
         Ok(r) if r.status().is_success() => Ok(r.status().as_u16()),
         Ok(r) => Err(format!("the endpoint answered {}", r.status())),
         Err(e) => Err(format!("the endpoint could not be reached: {e}")),
-    };
-    let outcome = match result {
+    }
+}
+
+/// What to do after attempt `attempts` of a push of an envelope of `service` accepted at
+/// `accepted_ms` (unix ms): delivered, retry after a backoff, or dead-letter it because the
+/// next try would fall past the service's delivery deadline.
+pub(crate) fn outcome(
+    hub: &Hub,
+    result: Result<u16, String>,
+    attempts: u32,
+    accepted_ms: i64,
+    service: &str,
+) -> PushOutcome {
+    match result {
         Ok(status) => PushOutcome::Delivered { status },
         Err(reason) => {
             let config = hub.config();
             let backoff = backoff(
-                item.attempts,
+                attempts,
                 config.delivery.retry_initial,
                 config.delivery.retry_max,
             );
-            let deadline = hub.registry().deadline(&item.service);
+            let deadline = hub.registry().deadline(service);
             let now_ms =
                 i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
                     .unwrap_or(i64::MAX);
-            let give_up_ms = item
-                .accepted_ms
-                .saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX));
+            let give_up_ms =
+                accepted_ms.saturating_add(i64::try_from(deadline.as_millis()).unwrap_or(i64::MAX));
             let next_ms =
                 now_ms.saturating_add(i64::try_from(backoff.as_millis()).unwrap_or(i64::MAX));
-            tracing::info!(%entity, envelope_id = %item.envelope_id, attempt = item.attempts, %reason, "Push failed.");
             if next_ms > give_up_ms {
                 PushOutcome::DeadLetter { reason }
             } else {
@@ -152,13 +199,6 @@ async fn push_one(hub: &Hub, entity: &EntityId, url: &str, client: &reqwest::Cli
                 }
             }
         }
-    };
-    if let Err(e) = hub
-        .engine
-        .push_done(entity.clone(), item.lease, outcome)
-        .await
-    {
-        tracing::warn!(%entity, envelope_id = %item.envelope_id, error = %e, "Push outcome not recorded; it will be pushed again.");
     }
 }
 

@@ -79,6 +79,60 @@ pub struct EngineConfig {
     pub checkpoint_max_entries: u64,
     /// Prune the exact bytes of envelopes accepted longer ago than this.
     pub retention: Option<Duration>,
+    /// Queues live outside the store (the amqp transport): accepted envelopes go to the outbox
+    /// (`p/`) for the transport to publish, and deliveries are journaled through
+    /// [`Engine::report`].
+    pub external_queues: bool,
+}
+
+/// Where an accepted envelope is published (amqp transport).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// To the queue of each of these recipients.
+    Direct(Vec<String>),
+    /// Once, to the events exchange, which fans it out to the topic's subscribers.
+    Event,
+}
+
+/// An accepted envelope that the transport must publish before its receipt is returned.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Its record.
+    pub record: EnvelopeRecord,
+    /// The exact signed bytes.
+    pub raw: Vec<u8>,
+    /// Where it goes.
+    pub route: Route,
+}
+
+/// A journal entry about an envelope, reported by the transport (a delivery on this node of an
+/// envelope that may have been accepted by another).
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `delivered`, `acknowledged`, `expired`, `dead_lettered`.
+    pub kind: EventKind,
+    /// The envelope.
+    pub record: EnvelopeRecord,
+    /// Who it is about (the recipient).
+    pub actor: Option<String>,
+    /// What happened, in words.
+    pub detail: Option<String>,
+    /// The envelope was accepted by this node (`record.seq` is in this store).
+    pub local: bool,
+}
+
+/// What the transport asks the engine to make durable at once.
+#[derive(Debug, Clone, Default)]
+pub struct Recording {
+    /// Journal entries.
+    pub events: Vec<Event>,
+    /// Failure notices to send the senders: (envelope, reason, detail).
+    pub notices: Vec<(EnvelopeRecord, String, String)>,
+    /// Delivered markers: (recipient, sender, envelope id, digest hex).
+    pub markers: Vec<(String, String, Uuid, String)>,
+    /// Outbox entries confirmed by RabbitMQ: no longer to be published.
+    pub published: Vec<u64>,
 }
 
 /// An envelope that passed every check of the acceptance pipeline.
@@ -223,7 +277,7 @@ enum Job {
     Stop(oneshot::Sender<()>),
     /// Answered once every job sent before it is durable.
     Barrier(oneshot::Sender<()>),
-    Accept(Submission, oneshot::Sender<Result<Accepted, EngineError>>),
+    Accept(Submission, AcceptReply),
     Refuse(RefusalRecord),
     /// An auditor's query, journaled: who asked what.
     Queried {
@@ -254,6 +308,7 @@ enum Job {
         outcome: PushOutcome,
         reply: oneshot::Sender<Result<(), EngineError>>,
     },
+    Record(Recording, oneshot::Sender<Result<(), EngineError>>),
 }
 
 /// An envelope taken from an inbox for a push to its recipient's endpoint.
@@ -306,6 +361,8 @@ pub struct Engine {
     tx: SyncSender<Job>,
     store: Arc<dyn Store>,
     waiters: Arc<Waiters>,
+    /// Woken when a group commit put something in the outbox that nobody is publishing.
+    outbox: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -327,7 +384,10 @@ impl Engine {
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(16 * MAX_GROUP);
         let waiters: Arc<Waiters> = Arc::default();
+        let outbox = Arc::new(tokio::sync::Notify::new());
         let mut writer = Writer {
+            outbox: outbox.clone(),
+            outbox_dirty: false,
             store: store.clone(),
             hub,
             notices,
@@ -342,7 +402,12 @@ impl Engine {
             .name("snodo-engine".into())
             .spawn(move || writer.run(&rx))
             .map_err(|e| EngineError::Journal(format!("cannot start the engine thread: {e}")))?;
-        Ok(Engine { tx, store, waiters })
+        Ok(Engine {
+            tx,
+            store,
+            waiters,
+            outbox,
+        })
     }
 
     fn send(&self, job: Job) -> Result<(), EngineError> {
@@ -357,9 +422,95 @@ impl Engine {
     /// # Errors
     /// [`EngineError`] when it could not be made durable; then no receipt exists.
     pub async fn accept(&self, submission: Submission) -> Result<Accepted, EngineError> {
+        self.admit(submission).await.map(|(a, _)| a)
+    }
+
+    /// [`Engine::accept`], with what the transport must still publish before the receipt may
+    /// be returned (the amqp transport: a new envelope, or a duplicate whose first publication
+    /// was never confirmed).
+    ///
+    /// # Errors
+    /// [`EngineError`] when it could not be made durable; then no receipt exists.
+    pub async fn admit(
+        &self,
+        submission: Submission,
+    ) -> Result<(Accepted, Option<Outbound>), EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Accept(submission, reply))?;
         rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Makes `recording` durable: journal entries, notices, delivered markers, confirmed
+    /// publications.
+    ///
+    /// # Errors
+    /// [`EngineError`] when it could not be made durable.
+    pub async fn report(&self, recording: Recording) -> Result<(), EngineError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Record(recording, reply))?;
+        rx.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Whether envelope `seq` waits in the outbox (accepted, its publication not yet
+    /// confirmed).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn is_in_outbox(&self, seq: u64) -> Result<bool, EngineError> {
+        Ok(self.store.get(&keys::outbox(seq))?.is_some())
+    }
+
+    /// The outbox: accepted envelopes not yet confirmed by RabbitMQ, oldest first, at most
+    /// `limit`, after `after` (a sequence number).
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn outbox(&self, after: Option<u64>, limit: usize) -> Result<Vec<Outbound>, EngineError> {
+        let from = after.map(keys::outbox);
+        let mut out = Vec::new();
+        for (key, value) in self.store.scan(b"p/", from.as_deref(), limit)? {
+            let Some(seq) = keys::trailing_u64(&key) else {
+                continue;
+            };
+            out.push(self.outbound(seq, &value)?);
+        }
+        Ok(out)
+    }
+
+    fn outbound(&self, seq: u64, route: &[u8]) -> Result<Outbound, EngineError> {
+        let okey = keys::outbox(seq);
+        let route: Route =
+            serde_json::from_slice(route).map_err(|e| StoreError::corrupt(&okey, e))?;
+        let record = self
+            .record(seq)?
+            .ok_or_else(|| StoreError::corrupt(&okey, "envelope record missing"))?;
+        let raw = self
+            .store
+            .get(&keys::raw(seq))?
+            .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
+        Ok(Outbound { record, raw, route })
+    }
+
+    /// Wakes when the engine put envelopes in the outbox that no request is publishing.
+    #[must_use]
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
+    }
+
+    /// Whether `recipient` already took envelope (`sender`, `id`) on some node.
+    ///
+    /// # Errors
+    /// [`EngineError::Store`].
+    pub fn was_delivered(
+        &self,
+        recipient: &str,
+        sender: &str,
+        id: &Uuid,
+    ) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .get(&keys::delivered(recipient, sender, id))?
+            .is_some())
     }
 
     /// Journals an auditor's query (who asked what), durably before the answer goes out.
@@ -702,11 +853,11 @@ impl<'a> Group<'a> {
 }
 
 /// A reply to send once the group is durable.
+/// How the engine answers an acceptance.
+type AcceptReply = oneshot::Sender<Result<(Accepted, Option<Outbound>), EngineError>>;
+
 enum Reply {
-    Accepted(
-        oneshot::Sender<Result<Accepted, EngineError>>,
-        Result<AcceptOutcome, EngineError>,
-    ),
+    Accepted(AcceptReply, Result<AcceptOutcome, EngineError>),
     Leased(
         oneshot::Sender<Result<Vec<Leased>, EngineError>>,
         Result<Vec<Leased>, EngineError>,
@@ -723,11 +874,14 @@ enum Reply {
     Barrier(oneshot::Sender<()>),
     /// A response for a waiting request; if the request is gone, back to the inbox.
     Waiter(oneshot::Sender<Leased>, Leased, String, u64),
+    Recorded(oneshot::Sender<Result<(), EngineError>>),
 }
 
 enum AcceptOutcome {
     New {
         entry: Box<Entry>,
+        /// For the transport to publish (external queues).
+        outbound: Option<Box<Outbound>>,
     },
     /// Accepted before as envelope `seq`: its receipt is rebuilt once the group is durable.
     Duplicate(u64),
@@ -745,6 +899,9 @@ struct Writer {
     waiters: Arc<Waiters>,
     /// Responses whose waiting request went away: back to the requester's inbox next group.
     requeue: Vec<(String, u64)>,
+    outbox: Arc<tokio::sync::Notify>,
+    /// The group put envelopes in the outbox that no request will publish.
+    outbox_dirty: bool,
 }
 
 impl Writer {
@@ -789,7 +946,7 @@ impl Writer {
         let now = OffsetDateTime::now_utc();
         let mut accepted_any = false;
         for (recipient, seq) in std::mem::take(&mut self.requeue) {
-            g.put(keys::queue(&recipient, seq), Vec::new());
+            self.enqueue(&mut g, &recipient, seq);
             g.put(
                 keys::delivery(&recipient, seq),
                 delivery("returned", 1, now),
@@ -860,6 +1017,14 @@ impl Writer {
                     let _ = reply.send(());
                 }
                 Job::Barrier(reply) => replies.push(Reply::Barrier(reply)),
+                Job::Record(recording, reply) => {
+                    match self.apply_recording(&mut g, recording, now) {
+                        Ok(()) => replies.push(Reply::Recorded(reply)),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                }
             }
         }
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
@@ -978,9 +1143,13 @@ impl Writer {
         g.put(keys::raw(seq), sub.raw.clone());
         g.put(idem, seq.to_be_bytes().to_vec());
         g.put(keys::by_id(&h.id, seq), Vec::new());
-        if let Some(exp) = h.expires_at {
+        if let Some(exp) = h.expires_at
+            && !self.config.external_queues
+        {
+            // With external queues, RabbitMQ expires queued envelopes (per-message TTL).
             g.put(keys::expiry(unix_ms(exp), seq), Vec::new());
         }
+        let mut direct = Vec::new();
         for r in &sub.recipients {
             // A response somebody is waiting for goes to the waiter, not the inbox.
             let waiter = match (h.profile, h.in_reply_to) {
@@ -1011,9 +1180,32 @@ impl Writer {
                     );
                     replies.push(Reply::Waiter(tx, leased, r.to_string(), seq));
                 }
-                None => g.put(keys::queue(r.as_str(), seq), Vec::new()),
+                None => direct.push(r.to_string()),
             }
         }
+        let outbound = if !self.config.external_queues {
+            for r in &direct {
+                g.put(keys::queue(r, seq), Vec::new());
+            }
+            None
+        } else if direct.is_empty() {
+            None
+        } else {
+            let route = if h.recipient == Recipient::Broadcast {
+                Route::Event
+            } else {
+                Route::Direct(direct)
+            };
+            g.put(
+                keys::outbox(seq),
+                serde_json::to_vec(&route).unwrap_or_default(),
+            );
+            Some(Box::new(Outbound {
+                record: record.clone(),
+                raw: sub.raw.clone(),
+                route,
+            }))
+        };
         if let (Profile::Response, Some(_)) = (h.profile, h.in_reply_to) {
             self.journal(
                 g,
@@ -1023,6 +1215,7 @@ impl Writer {
         }
         Ok(AcceptOutcome::New {
             entry: Box::new(entry),
+            outbound,
         })
     }
 
@@ -1315,7 +1508,7 @@ impl Writer {
             seq.to_be_bytes().to_vec(),
         );
         g.put(keys::by_id(&h.id, seq), Vec::new());
-        g.put(keys::queue(sender.as_str(), seq), Vec::new());
+        self.enqueue(g, sender.as_str(), seq);
         Ok(())
     }
 
@@ -1546,14 +1739,20 @@ impl Writer {
         let mut requeue = Vec::new();
         for reply in replies {
             match reply {
-                Reply::Accepted(tx, Ok(AcceptOutcome::New { entry })) => {
+                Reply::Accepted(tx, Ok(AcceptOutcome::New { entry, outbound })) => {
                     let receipt = checkpoint
                         .ok_or_else(|| EngineError::Journal("no checkpoint was signed".into()))
                         .and_then(|cp| self.receipt(&entry, cp));
-                    let _ = tx.send(receipt.map(Accepted::New));
+                    let _ = tx.send(receipt.map(|r| (Accepted::New(r), outbound.map(|o| *o))));
                 }
                 Reply::Accepted(tx, Ok(AcceptOutcome::Duplicate(seq))) => {
-                    let _ = tx.send(self.original_receipt(seq).map(Accepted::Duplicate));
+                    let r = self
+                        .original_receipt(seq)
+                        .and_then(|r| Ok((Accepted::Duplicate(r), self.pending_outbound(seq)?)));
+                    let _ = tx.send(r);
+                }
+                Reply::Recorded(tx) => {
+                    let _ = tx.send(Ok(()));
                 }
                 Reply::Accepted(tx, Err(e)) => {
                     let _ = tx.send(Err(e));
@@ -1578,6 +1777,92 @@ impl Writer {
             }
         }
         self.requeue.extend(requeue);
+        if std::mem::take(&mut self.outbox_dirty) {
+            self.outbox.notify_one();
+        }
+    }
+
+    /// Puts envelope `seq` in `recipient`'s queue: the store's, or the outbox for the
+    /// transport to publish.
+    fn enqueue(&mut self, g: &mut Group<'_>, recipient: &str, seq: u64) {
+        if self.config.external_queues {
+            let route = Route::Direct(vec![recipient.to_owned()]);
+            g.put(
+                keys::outbox(seq),
+                serde_json::to_vec(&route).unwrap_or_default(),
+            );
+            self.outbox_dirty = true;
+        } else {
+            g.put(keys::queue(recipient, seq), Vec::new());
+        }
+    }
+
+    /// The publication of `seq` still owed to the transport, if any.
+    fn pending_outbound(&self, seq: u64) -> Result<Option<Outbound>, EngineError> {
+        if !self.config.external_queues {
+            return Ok(None);
+        }
+        let store = self.store.as_ref();
+        let okey = keys::outbox(seq);
+        let Some(route) = store.get(&okey)? else {
+            return Ok(None);
+        };
+        let route: Route =
+            serde_json::from_slice(&route).map_err(|e| StoreError::corrupt(&okey, e))?;
+        let record = self.record_of(seq)?;
+        let raw = store
+            .get(&keys::raw(seq))?
+            .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
+        Ok(Some(Outbound { record, raw, route }))
+    }
+
+    fn record_of(&self, seq: u64) -> Result<EnvelopeRecord, EngineError> {
+        let rkey = keys::envelope(seq);
+        match self.store.get(&rkey)? {
+            Some(v) => Ok(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?),
+            None => Err(StoreError::corrupt(&rkey, "envelope record missing").into()),
+        }
+    }
+
+    /// Applies what the transport reported.
+    fn apply_recording(
+        &mut self,
+        g: &mut Group<'_>,
+        recording: Recording,
+        now: OffsetDateTime,
+    ) -> Result<(), EngineError> {
+        for seq in recording.published {
+            g.delete(keys::outbox(seq));
+        }
+        for (recipient, sender, id, digest) in recording.markers {
+            g.put(
+                keys::delivered(&recipient, &sender, &id),
+                digest.into_bytes(),
+            );
+        }
+        for ev in recording.events {
+            let mut e = record_entry(ev.kind, &ev.record, now, ev.actor.as_deref());
+            e.detail = ev.detail;
+            let seq = ev.local.then_some(ev.record.seq);
+            self.journal(g, e, seq)?;
+            if let (true, Some(actor)) = (ev.local, &ev.actor) {
+                let state = match ev.kind {
+                    EventKind::Delivered => "delivered",
+                    EventKind::Acknowledged => "acknowledged",
+                    EventKind::Expired => "expired",
+                    EventKind::DeadLettered => "dead_lettered",
+                    _ => continue,
+                };
+                g.put(
+                    keys::delivery(actor, ev.record.seq),
+                    delivery(state, 1, now),
+                );
+            }
+        }
+        for (record, reason, detail) in recording.notices {
+            self.notice(g, &record, &reason, &detail, now)?;
+        }
+        Ok(())
     }
 
     /// The receipt of a newly accepted envelope: its entry, included under `checkpoint`.
@@ -1637,6 +1922,9 @@ impl Writer {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
                 Reply::Pushed(tx, _) => {
+                    let _ = tx.send(Err(EngineError::Journal(msg.clone())));
+                }
+                Reply::Recorded(tx) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
                 Reply::Barrier(_) | Reply::Waiter(..) => {}
@@ -1713,7 +2001,8 @@ fn unix_ms(t: OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-fn new_token() -> String {
+/// A fresh lease token: 128 random bits, hex.
+pub(crate) fn new_token() -> String {
     let bytes: [u8; 16] = rand::random();
     hex::encode(bytes)
 }

@@ -51,6 +51,8 @@ pub struct Hub {
     /// Set to `true` when shutdown begins. The listeners and delivery watch it, and so do
     /// requests waiting for their response, which then answer with their receipt.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// The amqp transport, when `transport.kind = "amqp"`; queues are in the store otherwise.
+    pub transport: Option<Arc<crate::amqp::Amqp>>,
 }
 
 /// The outcome of a submission that was not refused.
@@ -81,7 +83,15 @@ impl Hub {
             metrics: Metrics::new(),
             limiter,
             stopping: tokio::sync::watch::Sender::new(false),
+            transport: None,
         })
+    }
+
+    /// This hub, delivering through RabbitMQ.
+    #[must_use]
+    pub fn with_transport(mut self, amqp: Arc<crate::amqp::Amqp>) -> Self {
+        self.transport = Some(amqp);
+        self
     }
 
     fn load(config: Config) -> anyhow::Result<Current> {
@@ -144,6 +154,9 @@ impl Hub {
         if !self.engine.store().is_writable() {
             problems.push("the store is not writable".to_owned());
         }
+        if let Some(why) = self.transport.as_ref().and_then(|t| t.unavailable()) {
+            problems.push(format!("RabbitMQ is not usable: {why}"));
+        }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let expiries = self
             .current
@@ -173,6 +186,10 @@ impl Hub {
         self.limiter.reconfigure(&next.config.limits);
         if let Ok(mut cur) = self.current.write() {
             *cur = next;
+        }
+        if let Some(t) = &self.transport {
+            // New entities need their queues, new subscriptions their bindings.
+            t.registry_changed();
         }
         Ok(())
     }
@@ -366,7 +383,20 @@ impl Hub {
             format: verified.format,
             recipients,
         };
-        let accepted = self.engine.accept(submission).await?;
+        // With RabbitMQ unreachable nothing could be confirmed: say so before journaling.
+        if let Some(t) = &self.transport
+            && t.link().is_none()
+        {
+            return Err(crate::amqp::unavailable(t));
+        }
+        let (accepted, outbound) = self.engine.admit(submission).await?;
+        if let (Some(t), Some(out)) = (&self.transport, outbound) {
+            // No receipt before RabbitMQ confirmed every copy. The outbox keeps the envelope
+            // and publishes it again; the client's retry (same id) gets the receipt then.
+            t.publish(self, &out, true)
+                .await
+                .map_err(|e| crate::amqp::unavailable_because(&e))?;
+        }
         self.metrics.accepted(&accepted);
         match (waiter, &accepted) {
             (Some((waiter, wait)), Accepted::New(_)) => {

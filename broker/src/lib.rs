@@ -2,6 +2,7 @@
 //! the acceptance pipeline, the engine that journals, stores and queues, the journal itself,
 //! and the `snodo` command line.
 
+pub mod amqp;
 pub mod api;
 pub mod audit;
 pub mod cli;

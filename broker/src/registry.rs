@@ -383,6 +383,16 @@ impl Registry {
         }
     }
 
+    /// Every topic with subscribers: (service, action, subscribers).
+    pub fn topics(&self) -> impl Iterator<Item = (&str, &str, &[EntityId])> {
+        self.services.values().flat_map(|s| {
+            s.actions
+                .values()
+                .filter(|a| !a.subscribers.is_empty())
+                .map(|a| (a.service.as_str(), a.name.as_str(), a.subscribers()))
+        })
+    }
+
     /// Who receives an event of `service`/`action`, sorted; empty for an unknown topic.
     #[must_use]
     pub fn subscribers(&self, service: &str, action: &str) -> &[EntityId] {
@@ -451,6 +461,8 @@ mod tests {
             limits: LimitsConfig::default(),
             journal: JournalConfig::default(),
             delivery: DeliveryConfig::default(),
+            transport: crate::config::TransportConfig::default(),
+            peers: Vec::new(),
             entities: entities
                 .iter()
                 .map(|e| EntityConfig {

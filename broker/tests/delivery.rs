@@ -31,9 +31,10 @@ async fn notices(t: &TestHub, hub: &snodo_broker::cli::serve::Running) -> Vec<se
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn push_retries_until_the_partner_accepts() {
+both_transports!(push_retries_until_the_partner_accepts);
+async fn push_retries_until_the_partner_accepts(transport: Transport) {
     let t = TestHub::with(Options {
+        transport,
         delivery: "retry_initial = \"100ms\"\nretry_max = \"400ms\"",
         ..Options::default()
     });
@@ -90,9 +91,10 @@ async fn push_retries_until_the_partner_accepts() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn past_the_deadline_an_envelope_is_dead_lettered_and_the_sender_told() {
+both_transports!(past_the_deadline_an_envelope_is_dead_lettered_and_the_sender_told);
+async fn past_the_deadline_an_envelope_is_dead_lettered_and_the_sender_told(transport: Transport) {
     let t = TestHub::with(Options {
+        transport,
         delivery: "retry_initial = \"100ms\"\nretry_max = \"300ms\"",
         endpoints: vec![(ANPR, "https://127.0.0.1:9/unreachable".into())],
         deadline: Some("1s"),
@@ -139,9 +141,9 @@ async fn past_the_deadline_an_envelope_is_dead_lettered_and_the_sender_told() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_envelope_is_never_delivered_and_the_sender_is_told() {
-    let t = TestHub::new("");
+both_transports!(an_expired_envelope_is_never_delivered_and_the_sender_is_told);
+async fn an_expired_envelope_is_never_delivered_and_the_sender_is_told(transport: Transport) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let env = Envelope::builder(
         TURIN.parse().unwrap(),

@@ -11,9 +11,9 @@ use serde_json::json;
 use snodo_broker::journal::receipt::Receipt;
 use snodo_envelopes::{EntityId, Envelope, Format, Profile};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_pull_ack_in_both_formats() {
-    let t = TestHub::new("");
+both_transports!(submit_pull_ack_in_both_formats);
+async fn submit_pull_ack_in_both_formats(transport: Transport) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let turin = t.client(TURIN);
     let anpr = t.client(ANPR);
@@ -71,9 +71,9 @@ async fn submit_pull_ack_in_both_formats() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_gets_the_original_receipt_and_delivers_nothing_new() {
-    let t = TestHub::new("");
+both_transports!(a_duplicate_gets_the_original_receipt_and_delivers_nothing_new);
+async fn a_duplicate_gets_the_original_receipt_and_delivers_nothing_new(transport: Transport) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let turin = t.client(TURIN);
     let (env, signed) = t.envelope(
@@ -343,9 +343,9 @@ async fn an_entity_cannot_touch_another_entitys_envelopes() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_waits_for_its_response() {
-    let t = TestHub::new("");
+both_transports!(a_request_waits_for_its_response);
+async fn a_request_waits_for_its_response(transport: Transport) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let (req, signed) = t.envelope(
         PORTAL,
@@ -446,9 +446,9 @@ async fn a_request_waits_for_its_response() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_fan_out_to_every_subscriber() {
-    let t = TestHub::new("");
+both_transports!(events_fan_out_to_every_subscriber);
+async fn events_fan_out_to_every_subscriber(transport: Transport) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let (env, signed) = t.envelope(
         ANPR,
@@ -471,9 +471,11 @@ async fn events_fan_out_to_every_subscriber() {
     hub.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_once() {
-    let t = TestHub::new("");
+both_transports!(an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_once);
+async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_once(
+    transport: Transport,
+) {
+    let t = TestHub::on(transport);
     let hub = t.start().await;
     let (env, _) = t.accepted(&hub, TURIN, ANPR).await;
     let anpr = t.client(ANPR);

@@ -40,7 +40,12 @@ async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
 }
 
 async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
-    for e in hub.registry().entities() {
+    // With the amqp transport the queues are RabbitMQ's, which reports their depth.
+    for e in hub
+        .registry()
+        .entities()
+        .filter(|_| hub.transport.is_none())
+    {
         let id = e.id.to_string();
         if let Ok(n) = hub.engine.queue_depth(&id, 100_000) {
             hub.metrics.depth(&id, n);

@@ -63,7 +63,10 @@ pub async fn lease(
         })?,
     }
     .clamp(std::time::Duration::from_secs(1), limits.lease_max);
-    let envelopes = hub.engine.lease(entity, limit, lease_for).await?;
+    let envelopes = match &hub.transport {
+        Some(t) => crate::amqp::lease(&hub, t, &entity, limit, lease_for).await?,
+        None => hub.engine.lease(entity, limit, lease_for).await?,
+    };
     hub.metrics.leased(envelopes.len());
     Ok(Json(Inbox { envelopes }))
 }
@@ -100,7 +103,10 @@ async fn settle(
 ) -> Result<StatusCode, ApiError> {
     let entity = caller.entity()?.clone();
     hub.rate(entity.as_str())?;
-    hub.engine.settle(entity, s.lease, ack).await?;
+    match &hub.transport {
+        Some(t) => crate::amqp::settle(&hub, t, &entity, &s.lease, ack).await?,
+        None => hub.engine.settle(entity, s.lease, ack).await?,
+    }
     hub.metrics.settled(ack);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ use snodo_envelopes::EntityId;
 use snodo_envelopes::verify::HUB_CLASS;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, TransportKind};
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::Hub;
 use crate::journal::checkpoint::CheckpointSigner;
@@ -109,9 +109,18 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
             checkpoint_interval: config.journal.checkpoint_interval,
             checkpoint_max_entries: u64::from(config.journal.checkpoint_max_entries),
             retention: config.journal.retention,
+            external_queues: config.transport.kind == TransportKind::Amqp,
         },
     )?;
-    let hub = Arc::new(Hub::new(config, path, engine)?);
+    let transport = match config.transport.kind {
+        TransportKind::Amqp => Some(crate::amqp::Amqp::new(&config)?),
+        TransportKind::Embedded => None,
+    };
+    let mut hub = Hub::new(config, path, engine)?;
+    if let Some(t) = &transport {
+        hub = hub.with_transport(t.clone());
+    }
+    let hub = Arc::new(hub);
     let addr = tls_listener.local_addr()?;
     let plain_addr = plain_listener
         .as_ref()
@@ -132,7 +141,13 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
             stop_rx.clone(),
         )));
     }
-    let delivery = tokio::spawn(crate::delivery::run(hub.clone(), stop_rx));
+    let delivery = match transport {
+        Some(t) => {
+            tracing::info!(url = %t.redacted_url(), "Envelopes travel through RabbitMQ.");
+            tokio::spawn(crate::amqp::run(hub.clone(), t, stop_rx))
+        }
+        None => tokio::spawn(crate::delivery::run(hub.clone(), stop_rx)),
+    };
     tracing::info!(%addr, "snodo hub listening.");
     Ok(Running {
         addr,

@@ -20,6 +20,8 @@
 //! | `n/` | level, index | Merkle tree node hash |
 //! | `k/` | tree size | signed checkpoint (JSON) |
 //! | `s/` | name | hub state (journal size, next seq) |
+//! | `p/` | envelope seq | outbound route (JSON): accepted, not yet confirmed by RabbitMQ |
+//! | `z/` | recipient, sender, envelope id | digest: delivered on some node (amqp transport) |
 
 use uuid::Uuid;
 
@@ -93,6 +95,21 @@ pub fn queue_prefix(recipient: &str) -> Vec<u8> {
 #[must_use]
 pub fn queue(recipient: &str, seq: u64) -> Vec<u8> {
     join(b"q/", &[recipient.as_bytes(), &seq.to_be_bytes()])
+}
+
+/// The amqp transport's outbox: an accepted envelope not yet confirmed by RabbitMQ.
+#[must_use]
+pub fn outbox(seq: u64) -> Vec<u8> {
+    join(b"p/", &[&seq.to_be_bytes()])
+}
+
+/// The amqp transport's delivered markers: `recipient` has taken (sender, id) on some node.
+#[must_use]
+pub fn delivered(recipient: &str, sender: &str, id: &Uuid) -> Vec<u8> {
+    join(
+        b"z/",
+        &[recipient.as_bytes(), sender.as_bytes(), id.as_bytes()],
+    )
 }
 
 /// The delivery of one envelope to one recipient.

@@ -49,10 +49,114 @@ subscribers = ["comune:*"]
 name = "corte-dei-conti"
 "#;
 
+/// Where a test hub's queues live.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// In the hub's store.
+    #[default]
+    Embedded,
+    /// In the RabbitMQ at `SNODO_AMQP_URL` (default amqp://guest:guest@127.0.0.1:5672/%2f),
+    /// under a prefix of the test's own.
+    Amqp,
+}
+
+/// Runs the scenario `$name(transport)` as two tests, `$name::embedded` and `$name::amqp`.
+#[macro_export]
+macro_rules! both_transports {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded() {
+                super::$name($crate::common::Transport::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn amqp() {
+                super::$name($crate::common::Transport::Amqp).await;
+            }
+        }
+    };
+}
+
+/// The RabbitMQ the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("SNODO_AMQP_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 /// A federation on disk and the configuration of its hub.
 pub struct TestHub {
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
+    /// The prefix of its RabbitMQ objects (amqp transport), removed on drop.
+    pub amqp_prefix: Option<String>,
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(prefix) = self.amqp_prefix.take() {
+            let nodes = ["hub", "hub-a", "hub-b"];
+            std::thread::spawn(move || teardown(&prefix, &nodes))
+                .join()
+                .ok();
+        }
+    }
+}
+
+/// Deletes the queues and exchanges a test hub declared under `prefix`.
+fn teardown(prefix: &str, nodes: &[&str]) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let Ok(conn) =
+            lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
+        else {
+            return;
+        };
+        let mut queues: Vec<String> = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
+            .iter()
+            .map(|e| format!("{prefix}.q.{e}"))
+            .collect();
+        queues.extend(["expired", "dead"].map(|q| format!("{prefix}.{q}")));
+        queues.extend(nodes.iter().map(|n| format!("{prefix}.delivered.{n}")));
+        queues.extend(
+            [
+                250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
+                512_000,
+            ]
+            .map(|ms| format!("{prefix}.retry.{ms}")),
+        );
+        for q in queues {
+            // A channel per deletion: deleting what is absent closes the channel.
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for x in [
+            "envelopes",
+            "events",
+            "retry",
+            "expired",
+            "dead",
+            "delivered",
+        ] {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .exchange_delete(
+                        format!("{prefix}.{x}").as_str().into(),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        let _ = conn.close(200, "done".into()).await;
+    });
 }
 
 /// What a test hub's configuration may vary.
@@ -68,6 +172,8 @@ pub struct Options<'a> {
     pub endpoints: Vec<(&'a str, String)>,
     /// The delivery deadline of `residenza.cambio` (`"2s"`).
     pub deadline: Option<&'a str>,
+    /// Where the queues live.
+    pub transport: Transport,
 }
 
 impl TestHub {
@@ -81,6 +187,15 @@ impl TestHub {
 
     /// A PKI (P-256) and a configuration as `o` says.
     pub fn with(o: Options<'_>) -> TestHub {
+        let amqp_prefix = (o.transport == Transport::Amqp)
+            .then(|| format!("snodo-test-{}", hex::encode(rand::random::<[u8; 6]>())));
+        let transport = match &amqp_prefix {
+            Some(prefix) => format!(
+                "[transport]\nkind = \"amqp\"\nurl = \"{}\"\nprefix = \"{prefix}\"\n",
+                amqp_url()
+            ),
+            None => String::new(),
+        };
         let limits = o.limits;
         let delivery = o.delivery;
         let journal = o.journal;
@@ -121,6 +236,8 @@ checkpoint_interval = "100ms"
 
 [delivery]
 {delivery}
+
+{transport}
 {entities}
 {services}"#,
             entities = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
@@ -139,7 +256,19 @@ checkpoint_interval = "100ms"
         );
         let config_path = dir.path().join("snodo.toml");
         std::fs::write(&config_path, config).unwrap();
-        TestHub { dir, config_path }
+        TestHub {
+            dir,
+            config_path,
+            amqp_prefix,
+        }
+    }
+
+    /// A hub with default options on `transport`.
+    pub fn on(transport: Transport) -> TestHub {
+        TestHub::with(Options {
+            transport,
+            ..Options::default()
+        })
     }
 
     /// Gives `entity` a push endpoint in the configuration (before the hub starts).
@@ -160,9 +289,13 @@ checkpoint_interval = "100ms"
 
     pub async fn start(&self) -> Running {
         let config = Config::load(&self.config_path).unwrap();
-        serve::start(config, Some(self.config_path.clone()))
+        let running = serve::start(config, Some(self.config_path.clone()))
             .await
-            .unwrap()
+            .unwrap();
+        if let Some(t) = &running.hub.transport {
+            wait_for_rabbitmq(t).await;
+        }
+        running
     }
 
     pub fn signer(&self, entity: &str) -> Signer {
@@ -225,6 +358,22 @@ checkpoint_interval = "100ms"
         let signed = snodo_envelopes::sign(&env, &self.signer(from), format).unwrap();
         (env, signed)
     }
+}
+
+/// Waits until the hub is connected to RabbitMQ, or fails saying how to start one.
+pub async fn wait_for_rabbitmq(t: &snodo_broker::amqp::Amqp) {
+    for _ in 0..300 {
+        if t.link().is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no RabbitMQ answers at {} ({}): start one with `rabbitmq-server -detached` \
+         (scripts/test installs and starts it), or point SNODO_AMQP_URL at one",
+        t.redacted_url(),
+        t.unavailable().unwrap_or_default()
+    );
 }
 
 /// A reqwest client over rustls with a client certificate.

@@ -1,0 +1,362 @@
+//! Pull delivery over RabbitMQ: `GET /v1/inbox` takes messages from the entity's queue with
+//! `basic_get` and holds them unacknowledged under a lease; `ack` marks them delivered on
+//! every node, journals and acknowledges them; `nack` and an expired lease put them back.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use lapin::Acker;
+use lapin::options::{BasicAckOptions, BasicGetOptions, BasicRejectOptions};
+use snodo_envelopes::EntityId;
+use snodo_envelopes::header::format_time;
+
+use super::message::{self, Marker, Taken};
+use super::{Amqp, AmqpError};
+use crate::api::error::ApiError;
+use crate::engine::{Event, Leased, Recording};
+use crate::hub::Hub;
+use crate::journal::entry::EventKind;
+use crate::server::Shutdown;
+
+/// One pull lease: an unacknowledged delivery on this node's inbox channel.
+#[derive(Debug)]
+struct PullLease {
+    entity: String,
+    acker: Acker,
+    taken: Taken,
+    expires: Instant,
+    generation: u64,
+}
+
+/// The pull leases this node holds.
+#[derive(Debug, Default)]
+pub struct Leases(Mutex<HashMap<String, PullLease>>);
+
+impl Leases {
+    /// Forgets the leases of a lost connection: RabbitMQ has put their messages back.
+    pub(super) fn drop_generation(&self, generation: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.retain(|_, l| l.generation != generation);
+        }
+    }
+
+    fn take(&self, entity: &str, token: &str) -> Option<PullLease> {
+        let mut m = self.0.lock().ok()?;
+        if m.get(token).is_some_and(|l| l.entity == entity) {
+            m.remove(token)
+        } else {
+            None
+        }
+    }
+
+    fn expired(&self, now: Instant) -> Vec<PullLease> {
+        let Ok(mut m) = self.0.lock() else {
+            return Vec::new();
+        };
+        let gone: Vec<String> = m
+            .iter()
+            .filter(|(_, l)| l.expires <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        gone.into_iter().filter_map(|k| m.remove(&k)).collect()
+    }
+}
+
+/// What to do with a message taken from an entity's queue.
+pub(super) enum Screened {
+    /// Hand it to the entity.
+    Deliver(Taken),
+    /// Its `expires_at` has passed: journal that, tell the sender, drop it.
+    Expired(Taken),
+    /// Not for this entity, or already taken by it on some node: drop it.
+    Drop(&'static str),
+}
+
+/// Screens a message taken from `entity`'s queue.
+pub(super) async fn screen(
+    hub: &Hub,
+    amqp: &Amqp,
+    entity: &str,
+    props: &lapin::BasicProperties,
+    data: &[u8],
+    redelivered: bool,
+) -> Screened {
+    let taken = match message::decode(props) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(%entity, error = %e, "A message snodo cannot read is in the queue; moved to the dead letters.");
+            let _ = amqp
+                .publish_raw(&amqp.names.dead, "", data, message::persistent())
+                .await;
+            return Screened::Drop("unreadable");
+        }
+    };
+    let rec = &taken.record;
+    if !rec.recipients.iter().any(|r| r == entity) {
+        // An event its own sender subscribes to.
+        return Screened::Drop("not addressed to this entity");
+    }
+    if redelivered {
+        amqp.sync_markers().await;
+    }
+    match hub.engine.was_delivered(entity, &rec.sender, &rec.id) {
+        Ok(true) => return Screened::Drop("already delivered"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "Cannot read the delivered markers."),
+    }
+    let expired = rec
+        .expires_at
+        .as_deref()
+        .and_then(|t| snodo_envelopes::header::parse_time("expires_at", t).ok())
+        .is_some_and(|t| t <= time::OffsetDateTime::now_utc());
+    if expired {
+        Screened::Expired(taken)
+    } else {
+        Screened::Deliver(taken)
+    }
+}
+
+/// The journal entry and notice of an envelope that expired before `entity` took it.
+pub(super) fn expiry(amqp: &Amqp, taken: &Taken, entity: &str, recording: &mut Recording) {
+    let rec = &taken.record;
+    recording.events.push(Event {
+        kind: EventKind::Expired,
+        record: rec.clone(),
+        actor: Some(entity.to_owned()),
+        detail: None,
+        local: taken.origin == amqp.node,
+    });
+    let detail = format!(
+        "expired at {} before {entity} took it",
+        rec.expires_at.as_deref().unwrap_or("?")
+    );
+    recording
+        .notices
+        .push((rec.clone(), "expired".into(), detail));
+}
+
+/// Leases up to `limit` envelopes of `entity`'s queue for `lease_for`.
+///
+/// # Errors
+/// 503 when RabbitMQ is unreachable; the engine's error.
+pub async fn lease(
+    hub: &Hub,
+    amqp: &Amqp,
+    entity: &EntityId,
+    limit: usize,
+    lease_for: Duration,
+) -> Result<Vec<Leased>, ApiError> {
+    let link = amqp.link().ok_or_else(|| unavailable(amqp))?;
+    let queue = amqp.names.queue(entity.as_str());
+    let mut out = Vec::new();
+    let mut recording = Recording::default();
+    let mut drops = Vec::new();
+    let now = time::OffsetDateTime::now_utc();
+    let expires_at = now + lease_for;
+    let mut held = Vec::new();
+    while out.len() < limit {
+        let got = link
+            .inbox
+            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .map_err(|e| unavailable_because(&e))?;
+        let Some(msg) = got else { break };
+        let d = msg.delivery;
+        match screen(
+            hub,
+            amqp,
+            entity.as_str(),
+            &d.properties,
+            &d.data,
+            d.redelivered,
+        )
+        .await
+        {
+            Screened::Drop(why) => {
+                tracing::debug!(%entity, why, "Dropped a queued copy.");
+                drops.push(d.acker);
+            }
+            Screened::Expired(taken) => {
+                expiry(amqp, &taken, entity.as_str(), &mut recording);
+                drops.push(d.acker);
+            }
+            Screened::Deliver(taken) => {
+                let rec = &taken.record;
+                recording.events.push(Event {
+                    kind: EventKind::Delivered,
+                    record: rec.clone(),
+                    actor: Some(entity.to_string()),
+                    detail: Some(format!("leased until {}", format_time(expires_at))),
+                    local: taken.origin == amqp.node,
+                });
+                let token = crate::engine::new_token();
+                out.push(Leased {
+                    lease: token.clone(),
+                    lease_expires_at: format_time(expires_at),
+                    envelope_id: rec.id,
+                    sender: rec.sender.clone(),
+                    media_type: media_type(&rec.format),
+                    envelope: String::from_utf8_lossy(&d.data).into_owned(),
+                });
+                held.push((
+                    token,
+                    PullLease {
+                        entity: entity.to_string(),
+                        acker: d.acker,
+                        taken,
+                        expires: Instant::now() + lease_for,
+                        generation: link.generation,
+                    },
+                ));
+            }
+        }
+    }
+    let report = hub.engine.report(recording).await;
+    if let Err(e) = report {
+        // Nothing handed out: every message goes back to the queue.
+        for (_, l) in held {
+            let _ = l.acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+        for a in drops {
+            let _ = a.reject(BasicRejectOptions { requeue: true }).await;
+        }
+        return Err(e.into());
+    }
+    for a in drops {
+        let _ = a.ack(BasicAckOptions::default()).await;
+    }
+    if let Ok(mut m) = amqp.leases.0.lock() {
+        m.extend(held);
+    }
+    Ok(out)
+}
+
+/// Acknowledges (`ack`) or puts back (`!ack`) the envelope under `token`.
+///
+/// # Errors
+/// `lease-unknown` when this node holds no such lease for `entity`; 503 when the delivered
+/// marker could not be published (then the lease still holds and the call may be repeated).
+pub async fn settle(
+    hub: &Hub,
+    amqp: &Amqp,
+    entity: &EntityId,
+    token: &str,
+    ack: bool,
+) -> Result<(), ApiError> {
+    let lease = amqp.leases.take(entity.as_str(), token).ok_or_else(|| {
+        ApiError::from(crate::engine::EngineError::UnknownLease(token.to_owned()))
+    })?;
+    if !ack {
+        let _ = lease
+            .acker
+            .reject(BasicRejectOptions { requeue: true })
+            .await;
+        return Ok(());
+    }
+    if let Err(e) = delivered(hub, amqp, &lease.taken, entity.as_str(), None).await {
+        // Keep the lease, so that the entity can acknowledge again.
+        if let Ok(mut m) = amqp.leases.0.lock() {
+            m.insert(token.to_owned(), lease);
+        }
+        return Err(match e {
+            AmqpError::Engine(e) => e.into(),
+            other => unavailable_because(&other),
+        });
+    }
+    // If this fails the message comes back, and the marker drops it.
+    let _ = lease.acker.ack(BasicAckOptions::default()).await;
+    Ok(())
+}
+
+/// Marks `taken` delivered to `entity` on every node, then journals it (`acknowledged`, or
+/// `delivered` with `pushed` as detail for a push).
+///
+/// # Errors
+/// [`AmqpError`] when the marker was not confirmed or the journal not written.
+pub(super) async fn delivered(
+    hub: &Hub,
+    amqp: &Amqp,
+    taken: &Taken,
+    entity: &str,
+    pushed: Option<String>,
+) -> Result<(), AmqpError> {
+    let rec = &taken.record;
+    let marker = Marker {
+        recipient: entity.to_owned(),
+        sender: rec.sender.clone(),
+        id: rec.id,
+        digest: rec.digest.clone(),
+    };
+    let body = serde_json::to_vec(&marker).unwrap_or_default();
+    amqp.publish_raw(&amqp.names.delivered, "", &body, message::persistent())
+        .await?;
+    let (kind, detail) = match pushed {
+        Some(detail) => (EventKind::Delivered, Some(detail)),
+        None => (EventKind::Acknowledged, None),
+    };
+    hub.engine
+        .report(Recording {
+            events: vec![Event {
+                kind,
+                record: rec.clone(),
+                actor: Some(entity.to_owned()),
+                detail,
+                local: taken.origin == amqp.node,
+            }],
+            markers: vec![(
+                entity.to_owned(),
+                rec.sender.clone(),
+                rec.id,
+                rec.digest.clone(),
+            )],
+            ..Recording::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Puts the messages of expired leases back in their queues.
+pub(super) async fn expire_leases(amqp: std::sync::Arc<Amqp>, mut shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = shutdown.changed() => return,
+        }
+        for l in amqp.leases.expired(Instant::now()) {
+            let _ = l.acker.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
+}
+
+fn media_type(format: &str) -> &'static str {
+    if format == "xml" {
+        snodo_envelopes::Format::Xml.media_type()
+    } else {
+        snodo_envelopes::Format::Json.media_type()
+    }
+}
+
+/// 503 naming why RabbitMQ is unusable.
+pub fn unavailable(amqp: &Amqp) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transport-unavailable",
+        format!(
+            "the hub cannot reach RabbitMQ: {}",
+            amqp.unavailable()
+                .unwrap_or_else(|| "connection lost".into())
+        ),
+    )
+    .retry_after(1)
+}
+
+pub fn unavailable_because(e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "transport-unavailable",
+        format!("the hub cannot reach RabbitMQ: {e}"),
+    )
+    .retry_after(1)
+}
