@@ -117,7 +117,8 @@ pub struct TransportConfig {
     #[serde(default)]
     pub kind: TransportKind,
     /// The RabbitMQ URL, `amqp://user:password@host:5672/vhost` or `amqps://…` (TLS through
-    /// rustls). The environment variable `SNODO_AMQP_URL` overrides it. Required for `amqp`.
+    /// rustls). Without it, the environment variable `SNODO_AMQP_URL` gives it (so that a
+    /// password need not be in the file). Required for `amqp`, one way or the other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The virtual host, when not in the URL's path.
@@ -446,13 +447,14 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// The RabbitMQ URL in force: `SNODO_AMQP_URL` when set, else `url`.
+    /// The RabbitMQ URL in force: `url`, else `SNODO_AMQP_URL`.
     #[must_use]
     pub fn amqp_url(&self) -> Option<String> {
-        std::env::var("SNODO_AMQP_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(|| self.url.clone())
+        self.url.clone().or_else(|| {
+            std::env::var("SNODO_AMQP_URL")
+                .ok()
+                .filter(|u| !u.is_empty())
+        })
     }
 }
 

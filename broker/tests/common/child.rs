@@ -63,6 +63,11 @@ pub async fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> Op
 /// One plain-HTTP GET on a fresh connection (no pool to keep the hub's listener busy): the
 /// status code, or `None` when nothing answers.
 pub async fn plain_get(port: u16, path: &str) -> Option<u16> {
+    plain_text(port, path).await.map(|(status, _)| status)
+}
+
+/// [`plain_get`], with the body as text.
+pub async fn plain_text(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
@@ -73,8 +78,13 @@ pub async fn plain_get(port: u16, path: &str) -> Option<u16> {
         .await
         .ok()?
         .ok()?;
-    let line = String::from_utf8_lossy(&answer);
-    line.split_whitespace().nth(1)?.parse().ok()
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }
 
 /// A hub served by a `snodo serve --config FILE` child process.
@@ -95,8 +105,14 @@ pub struct HubProcess {
 impl HubProcess {
     /// Fixes the listeners of `t`'s configuration to free ports; nothing runs yet.
     pub fn new(t: &TestHub) -> HubProcess {
+        HubProcess::for_config(&t.config_path, &t.dir.path().join("hub.log"))
+    }
+
+    /// Fixes the listeners of the configuration at `config` to free ports; the child logs to
+    /// `log`. Nothing runs yet.
+    pub fn for_config(config: &Path, log: &Path) -> HubProcess {
         let (port, plain_port) = (free_port(), free_port());
-        let text = std::fs::read_to_string(&t.config_path).unwrap();
+        let text = std::fs::read_to_string(config).unwrap();
         let text = text
             .replace(
                 "\nlisten = \"127.0.0.1:0\"",
@@ -107,12 +123,12 @@ impl HubProcess {
                 &format!("plain_listen = \"127.0.0.1:{plain_port}\""),
             );
         assert!(!text.contains(":0\""), "a listener left on port 0:\n{text}");
-        std::fs::write(&t.config_path, text).unwrap();
+        std::fs::write(config, text).unwrap();
         HubProcess {
-            config: t.config_path.clone(),
+            config: config.to_owned(),
             port,
             plain_port,
-            log: t.dir.path().join("hub.log"),
+            log: log.to_owned(),
             starts: 0,
             child: None,
         }

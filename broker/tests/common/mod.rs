@@ -2,6 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod child;
+pub mod rabbit;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub struct TestHub {
 impl Drop for TestHub {
     fn drop(&mut self) {
         if let Some(prefix) = self.amqp_prefix.take() {
-            let nodes = ["hub", "hub-a", "hub-b"];
+            let nodes = ["hub", "a", "b"];
             std::thread::spawn(move || teardown(&prefix, &nodes))
                 .join()
                 .ok();
@@ -280,6 +281,55 @@ checkpoint_interval = "100ms"
             "{entity} is not in the configuration"
         );
         let text = text.replace(&block, &format!("{block}endpoint = \"{url}\"\n"));
+        std::fs::write(&self.config_path, text).unwrap();
+    }
+
+    /// The configuration of another hub node `name` of the same federation: the same PKI,
+    /// registry and RabbitMQ prefix, its own certificate and data directory.
+    pub fn node(&self, name: &str) -> PathBuf {
+        let ca = pki::CertificateAuthority::load(&self.pki()).unwrap();
+        pki::issue(
+            &self.pki(),
+            &ca,
+            &pki::Subject::Hub {
+                name: name.into(),
+                dns: Vec::new(),
+            },
+            KeyType::P256,
+            pki::Validity::default(),
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&self.config_path)
+            .unwrap()
+            .replace("name = \"hub\"", &format!("name = \"{name}\""))
+            .replace("pki/hub.crt", &format!("pki/hub-{name}.crt"))
+            .replace("pki/hub.key", &format!("pki/hub-{name}.key"))
+            .replace(
+                "data_dir = \"data\"",
+                &format!("data_dir = \"data-{name}\""),
+            );
+        let path = self.dir.path().join(format!("snodo-{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts the hub of configuration `path` (from [`TestHub::node`]).
+    pub async fn start_node(&self, path: &Path) -> Running {
+        let config = Config::load(path).unwrap();
+        let running = serve::start(config, Some(path.to_owned())).await.unwrap();
+        if let Some(t) = &running.hub.transport {
+            wait_for_rabbitmq(t).await;
+        }
+        running
+    }
+
+    /// Points the configuration's RabbitMQ URL at `url` (before the hub starts).
+    pub fn set_amqp_url(&self, url: &str) {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let text = text.replace(
+            &format!("url = \"{}\"", amqp_url()),
+            &format!("url = \"{url}\""),
+        );
         std::fs::write(&self.config_path, text).unwrap();
     }
 
