@@ -49,8 +49,36 @@ install_rust_components() {
     fi
 }
 
+# RabbitMQ on 127.0.0.1:5672 (guest/guest) for the amqp transport's tests: used when one
+# answers there (or at SNODO_AMQP_URL), else installed when missing and started.
+amqp_answers() {
+    (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null
+}
+
+start_rabbitmq() {
+    if [ -n "${SNODO_AMQP_URL:-}" ] || amqp_answers; then
+        return
+    fi
+    if ! command -v rabbitmq-server >/dev/null 2>&1; then
+        echo "setup: installing rabbitmq-server" >&2
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null
+    fi
+    # Installing may have started it as a service already.
+    for _ in $(seq 1 50); do amqp_answers && return; sleep 0.2; done
+    echo "setup: starting rabbitmq-server" >&2
+    as_root rabbitmq-server -detached
+    for _ in $(seq 1 300); do
+        amqp_answers && return
+        sleep 0.2
+    done
+    echo "setup: RabbitMQ did not open 127.0.0.1:5672 within a minute; see /var/log/rabbitmq" >&2
+    exit 1
+}
+
 snodo_setup() {
     install_debian_packages
     install_python_packages
     install_rust_components
+    start_rabbitmq
 }
