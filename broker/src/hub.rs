@@ -53,6 +53,8 @@ pub struct Hub {
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// The amqp transport, when `transport.kind = "amqp"`; queues are in the store otherwise.
     pub transport: Option<Arc<crate::amqp::Amqp>>,
+    /// Talks to peer nodes with this node's certificate (made at first use).
+    peer_client: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// The outcome of a submission that was not refused.
@@ -84,7 +86,25 @@ impl Hub {
             limiter,
             stopping: tokio::sync::watch::Sender::new(false),
             transport: None,
+            peer_client: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The mutual-TLS client with which this node asks its peers, on behalf of its callers.
+    ///
+    /// # Errors
+    /// When the node's TLS material cannot make a client.
+    pub fn peer_client(&self) -> anyhow::Result<reqwest::Client> {
+        if let Some(c) = self.peer_client.get() {
+            return Ok(c.clone());
+        }
+        let config = self.config();
+        let tls = crate::tls::client_config(&config.tls.ca, &config.tls.cert, &config.tls.key)?;
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(self.peer_client.get_or_init(|| client).clone())
     }
 
     /// This hub, delivering through RabbitMQ.

@@ -121,7 +121,12 @@ pub async fn serve_tls(
             };
             tracing::debug!(%peer, caller = %identity, "Connection open.");
             let cert = Arc::new(client_cert.map(|c| c.to_vec()).unwrap_or_default());
-            serve_connection(tls, app.layer(Extension(Caller(identity, cert))), watcher).await;
+            serve_connection(
+                tls,
+                app.layer(Extension(Caller(identity, cert, None))),
+                watcher,
+            )
+            .await;
             drop(guard);
         });
     }

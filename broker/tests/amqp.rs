@@ -312,3 +312,130 @@ async fn a_node_killed_mid_delivery_leaves_its_unacknowledged_envelopes_to_the_o
     }
     b.shutdown().await.unwrap();
 }
+
+/// Gives the node configuration at `path` a fixed port and the peers `peers` (name, port).
+fn with_port_and_peers(path: &std::path::Path, port: u16, peers: &[(&str, u16)]) {
+    let mut text = std::fs::read_to_string(path).unwrap().replace(
+        "\nlisten = \"127.0.0.1:0\"",
+        &format!("\nlisten = \"127.0.0.1:{port}\""),
+    );
+    for (name, port) in peers {
+        text.push_str(&format!(
+            "\n[[peers]]\nname = \"{name}\"\nurl = \"https://127.0.0.1:{port}\"\n"
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_node_answers_auditors_for_its_peers_and_a_bundle_of_both_verifies_offline() {
+    let t = TestHub::on(Transport::Amqp);
+    let (port_a, port_b) = (free_port(), free_port());
+    let (config_a, config_b) = (t.node("a"), t.node("b"));
+    with_port_and_peers(&config_a, port_a, &[("b", port_b)]);
+    with_port_and_peers(&config_b, port_b, &[("a", port_a)]);
+    let a = t.start_node(&config_a).await;
+    let b = t.start_node(&config_b).await;
+    let (env, _) = t.accepted(&a, TURIN, ANPR).await;
+    let anpr = t.client(ANPR);
+    let leased = eventually(10, || async {
+        let l = anpr.inbox(&b, "").await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(
+        anpr.ack(&b, leased[0]["lease"].as_str().unwrap())
+            .await
+            .status,
+        204
+    );
+    let id = env.header.id.to_string();
+
+    // Asked through node A, node B answers with its own journal and checkpoint.
+    let auditor = t.client("auditor-corte-dei-conti");
+    let a_ = auditor
+        .get(&a, &format!("/v1/journal/entries?envelope_id={id}&node=b"))
+        .await;
+    assert_eq!(a_.status, 200, "{}", String::from_utf8_lossy(&a_.body));
+    let kinds: Vec<String> = a_.json()["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["entry"]["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["delivered", "acknowledged"]);
+    let cp = auditor.get(&a, "/v1/journal/checkpoint?node=b").await;
+    assert_eq!(cp.status, 200);
+    assert!(
+        cp.json().to_string().contains("snodo.hub/b"),
+        "{}",
+        cp.json()
+    );
+    // Node B journaled who asked, and through which node.
+    let queried = auditor.get(&b, "/v1/journal/entries?kind=queried").await;
+    assert!(
+        String::from_utf8_lossy(&queried.body).contains("auditor:corte-dei-conti via hub:a"),
+        "{}",
+        String::from_utf8_lossy(&queried.body)
+    );
+    // An entity sees only its own entries on the peer too.
+    let cuneo = t.client(CUNEO).get(&a, "/v1/journal/entries?node=b").await;
+    assert_eq!(cuneo.status, 200);
+    assert!(cuneo.json()["entries"].as_array().unwrap().is_empty());
+    // Unknown nodes are named; a hub that is not a peer cannot ask on anyone's behalf.
+    let unknown = auditor.get(&a, "/v1/journal/entries?node=zz").await;
+    assert_eq!(unknown.code(), "unknown-node");
+    let stranger = t.client("hub");
+    let forged = stranger
+        .send(
+            stranger
+                .http
+                .get(format!("https://127.0.0.1:{port_a}/v1/journal/entries"))
+                .header("snodo-on-behalf-of", "auditor:corte-dei-conti"),
+        )
+        .await;
+    assert_eq!((forged.status, forged.code()), (403, "not-a-peer".into()));
+
+    // One export through node A holds both journals; it verifies offline, node by node.
+    let pki = t.pki();
+    let out = t.dir.path().join("both.bundle");
+    let base = format!("https://127.0.0.1:{port_a}");
+    let (pki2, out2) = (pki.clone(), out.clone());
+    let export = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_snodo"))
+            .args([
+                "audit", "export", "--hub", &base, "--node", "a", "--node", "b", "--out",
+            ])
+            .arg(&out2)
+            .arg("--cert")
+            .arg(pki2.join("auditor-corte-dei-conti.crt"))
+            .arg("--key")
+            .arg(pki2.join("auditor-corte-dei-conti.key"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_snodo"))
+        .args(["audit", "verify"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(pki.join("ca.crt"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        verify.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(text.contains("the journal of hub `a`"), "{text}");
+    assert!(text.contains("the journal of hub `b`"), "{text}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -54,7 +54,11 @@ async fn reader(
                 Some(q) if !q.is_empty() => format!("GET {path}?{q}"),
                 _ => format!("GET {path}"),
             };
-            hub.engine.record_query(caller.0.to_string(), asked).await?;
+            let actor = match &caller.2 {
+                Some(node) => format!("{} via hub:{node}", caller.0),
+                None => caller.0.to_string(),
+            };
+            hub.engine.record_query(actor, asked).await?;
             Ok(Reader::Auditor)
         }
         Identity::Auditor(name) => Err(ApiError::new(

@@ -6,6 +6,7 @@ pub mod health;
 pub mod inbox;
 pub mod journal;
 pub mod openapi;
+pub mod peers;
 
 use std::sync::Arc;
 
@@ -17,9 +18,10 @@ use crate::hub::Hub;
 use error::ApiError;
 
 /// Who is calling: the identity of the verified TLS client certificate, and that certificate
-/// (DER), set per connection.
+/// (DER), set per connection; and the peer hub node the request came through, if it was
+/// forwarded (then the identity is the one the peer asked for).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Identity, pub Arc<Vec<u8>>);
+pub struct Caller(pub Identity, pub Arc<Vec<u8>>, pub Option<String>);
 
 impl Caller {
     /// The calling entity, or a 403 for hubs and auditors.
@@ -56,6 +58,10 @@ pub fn app(hub: Arc<Hub>) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/admin/reload", post(health::reload))
         .merge(health::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            peers::route,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             hub.clone(),
             still_trusted,

@@ -359,6 +359,105 @@ pub fn verify_file(
     )
 }
 
+/// Verifies a bundle file that may hold the journals of several hub nodes, one after the
+/// other (`snodo audit export --node a --node b`): one report per node, in file order.
+///
+/// # Errors
+/// As [`verify_file`], for the first node whose part fails; [`AuditError::Failed`] also when
+/// two parts claim the same hub.
+pub fn verify_file_nodes(
+    path: &Path,
+    ca: Option<&Path>,
+    crl: Option<&Path>,
+) -> Result<Vec<Report>, AuditError> {
+    let file = std::fs::File::open(path).map_err(|e| AuditError::io(path, e))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
+    let pinned = ca.map(verify::load_pem_certs).transpose()?;
+    let crl = crl
+        .map(|p| {
+            let pem = std::fs::read(p).map_err(|e| AuditError::io(p, e))?;
+            openssl::x509::X509Crl::from_pem(&pem)
+                .map_err(|e| AuditError::Trust(format!("{}: {e}", p.display())))
+        })
+        .transpose()?;
+    let mut reports: Vec<Report> = Vec::new();
+    loop {
+        let part = reports.len() + 1;
+        let source = if part == 1 {
+            format!("bundle {}", path.display())
+        } else {
+            format!("bundle {} (part {part})", path.display())
+        };
+        let report = verify_reader(
+            Section::new(&mut reader),
+            source,
+            pinned.clone(),
+            crl.as_ref(),
+        )?;
+        if let Some(hub) = &report.hub
+            && reports.iter().any(|r| r.hub.as_ref() == Some(hub))
+        {
+            return Err(AuditError::Usage(format!(
+                "{}: part {part} is a second journal of hub `{hub}`",
+                path.display()
+            )));
+        }
+        reports.push(report);
+        match reader.fill_buf() {
+            Ok([]) => return Ok(reports),
+            Ok(_) => {}
+            Err(e) => return Err(AuditError::io(path, e)),
+        }
+    }
+}
+
+/// One node's part of a bundle file: its lines up to and including its end record.
+struct Section<'r, R> {
+    inner: &'r mut R,
+    line: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<'r, R: BufRead> Section<'r, R> {
+    fn new(inner: &'r mut R) -> Self {
+        Section {
+            inner,
+            line: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> std::io::Read for Section<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Section<'_, R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos >= self.line.len() && !self.done {
+            self.line.clear();
+            self.pos = 0;
+            // Longer lines are refused by the verifier; read a little more than it allows.
+            let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 2;
+            std::io::Read::take(&mut *self.inner, limit).read_until(b'\n', &mut self.line)?;
+            self.done = self.line.is_empty() || self.line.starts_with(br#"{"type":"end""#);
+        }
+        Ok(&self.line[self.pos..])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+}
+
 /// Verifies a bundle read from `reader`; `source` names it in the report. `pinned` is the CA
 /// the auditor trusts, if any; `crl` the revocation list.
 ///

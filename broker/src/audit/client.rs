@@ -208,6 +208,9 @@ pub struct JournalClient {
     ca_pem: String,
     /// Who the client certificate names, for the bundle header.
     identity: Option<String>,
+    /// The node whose journal to read, through the hub asked (its `[[peers]]`); the hub's own
+    /// when `None`.
+    node: Option<String>,
 }
 
 impl JournalClient {
@@ -235,7 +238,17 @@ impl JournalClient {
             base: hub.trim_end_matches('/').to_owned(),
             ca_pem,
             identity,
+            node: None,
         })
+    }
+
+    /// This client, reading the journal of node `node` through the same hub.
+    #[must_use]
+    pub fn for_node(&self, node: &str) -> Self {
+        JournalClient {
+            node: Some(node.to_owned()),
+            ..self.clone()
+        }
     }
 
     /// The federation CA this client trusts, PEM.
@@ -247,7 +260,11 @@ impl JournalClient {
     /// `GET path` with `Accept: accept`, retried with backoff while the hub is unreachable,
     /// overloaded or rate-limiting; a problem+json answer becomes [`AuditError::Refused`].
     async fn get(&self, path: &str, accept: &str) -> Result<reqwest::Response, AuditError> {
-        let url = format!("{}{path}", self.base);
+        let url = match &self.node {
+            Some(n) if path.contains('?') => format!("{}{path}&node={n}", self.base),
+            Some(n) => format!("{}{path}?node={n}", self.base),
+            None => format!("{}{path}", self.base),
+        };
         let what = format!("GET {path}");
         let mut attempt = 0;
         loop {
@@ -671,7 +688,10 @@ pub async fn export(
     let complete = filters.is_empty();
     let mut header = BundleHeader::new(&hub, complete, size, client.ca_pem().to_owned());
     header.exported_by.clone_from(&client.identity);
-    header.source = Some(client.base.clone());
+    header.source = Some(match &client.node {
+        Some(n) => format!("{} (node {n})", client.base),
+        None => client.base.clone(),
+    });
     header.filters = filters.to_map();
     header.hub_certificates = certificate_pem(&latest).into_iter().collect();
 
@@ -693,6 +713,47 @@ pub async fn export(
     let (file, counts) = w.finish().map_err(io)?;
     let file = file.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
+    std::fs::rename(&partial, out).map_err(|e| AuditError::io(out, e))?;
+    Ok(counts)
+}
+
+/// Exports the journals of several hub nodes, through the hub `client` talks to, into one
+/// file that holds each node's bundle in turn ([`crate::audit::bundle::verify_file_nodes`]
+/// reads it). The counts of each node, in order.
+///
+/// # Errors
+/// As [`export`], for the first node that fails; nothing is left at `out` then.
+pub async fn export_nodes(
+    client: &JournalClient,
+    nodes: &[String],
+    filters: &Filters,
+    since: Option<u64>,
+    out: &Path,
+) -> Result<Vec<BundleCounts>, AuditError> {
+    let partial = partial_path(out);
+    let mut all = std::fs::File::create(&partial).map_err(|e| AuditError::io(&partial, e))?;
+    let mut counts = Vec::new();
+    for node in nodes {
+        let part = partial_path(&partial.with_extension(format!("node-{node}")));
+        let done = partial.with_extension(format!("node-{node}"));
+        let result = async {
+            let c = export(&client.for_node(node), filters, since, &done).await?;
+            let mut f = std::fs::File::open(&done).map_err(|e| AuditError::io(&done, e))?;
+            std::io::copy(&mut f, &mut all).map_err(|e| AuditError::io(&partial, e))?;
+            Ok::<_, AuditError>(c)
+        }
+        .await;
+        let _ = std::fs::remove_file(&done);
+        let _ = std::fs::remove_file(&part);
+        match result {
+            Ok(c) => counts.push(c),
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return Err(e);
+            }
+        }
+    }
+    all.sync_all().map_err(|e| AuditError::io(&partial, e))?;
     std::fs::rename(&partial, out).map_err(|e| AuditError::io(out, e))?;
     Ok(counts)
 }

@@ -94,6 +94,9 @@ pub struct HubArgs {
     /// exports (default: `ca.crt` beside the certificate).
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Read the journal of this hub node (one of the hub's `[[peers]]`) through the hub.
+    #[arg(long)]
+    pub node: Option<String>,
 }
 
 /// How to reach the hub, when a data directory may stand in for it.
@@ -112,6 +115,10 @@ pub struct OptionalHubArgs {
     /// certificate; required with --data-dir).
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Export the journal of this hub node (the hub itself or one of its `[[peers]]`)
+    /// through the hub; repeated, one bundle file holds each node's journal in turn.
+    #[arg(long = "node", conflicts_with = "data_dir")]
+    pub nodes: Vec<String>,
 }
 
 /// The journal query's filters.
@@ -204,14 +211,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+/// Prints one report as before, several (a bundle of several nodes) one after the other, or
+/// as `{"nodes": [...]}` in JSON.
+fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, report)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{report}")?;
+    match (reports, json) {
+        ([one], true) => serde_json::to_writer_pretty(&mut out, one)?,
+        (many, true) => {
+            serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "nodes": many }))?
+        }
+        (many, false) => {
+            for (i, r) in many.iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                write!(out, "{r}")?;
+            }
+            return Ok(());
+        }
     }
+    writeln!(out)?;
     Ok(())
 }
 
@@ -229,9 +248,13 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             crl,
             json,
         } => {
-            let report = match (file, data_dir, ca) {
-                (_, Some(dir), Some(ca)) => datadir::verify(&dir, &ca, crl.as_deref()),
-                (Some(file), None, ca) => bundle::verify_file(&file, ca.as_deref(), crl.as_deref()),
+            let reports = match (file, data_dir, ca) {
+                (_, Some(dir), Some(ca)) => {
+                    datadir::verify(&dir, &ca, crl.as_deref()).map(|r| vec![r])
+                }
+                (Some(file), None, ca) => {
+                    bundle::verify_file_nodes(&file, ca.as_deref(), crl.as_deref())
+                }
                 _ => {
                     return Err(
                         AuditError::Usage("give a bundle, or --data-dir with --ca".into()).into(),
@@ -239,7 +262,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 }
             }
             .map_err(VerifyFailed)?;
-            print_report(&report, json)
+            print_reports(&reports, json)
         }
         AuditCommand::Export {
             hub,
@@ -277,14 +300,39 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             };
             let ca = hub.ca.unwrap_or_else(|| default_ca(&cert));
             let connection = JournalClient::new(&url, &ca, &cert, &key)?;
-            let counts = runtime()?.block_on(client::export(&connection, &filters, since, &out))?;
-            eprintln!(
-                "Wrote {}: {} entries, {} envelopes, {} checkpoints.",
-                out.display(),
-                counts.entries,
-                counts.envelopes,
-                counts.checkpoints
-            );
+            let rt = runtime()?;
+            match hub.nodes.as_slice() {
+                [] | [_] => {
+                    let connection = match hub.nodes.first() {
+                        Some(n) => connection.for_node(n),
+                        None => connection,
+                    };
+                    let counts = rt.block_on(client::export(&connection, &filters, since, &out))?;
+                    eprintln!(
+                        "Wrote {}: {} entries, {} envelopes, {} checkpoints.",
+                        out.display(),
+                        counts.entries,
+                        counts.envelopes,
+                        counts.checkpoints
+                    );
+                }
+                nodes => {
+                    let counts = rt.block_on(client::export_nodes(
+                        &connection,
+                        nodes,
+                        &filters,
+                        since,
+                        &out,
+                    ))?;
+                    for (node, c) in nodes.iter().zip(counts) {
+                        eprintln!(
+                            "Node {node}: {} entries, {} envelopes, {} checkpoints.",
+                            c.entries, c.envelopes, c.checkpoints
+                        );
+                    }
+                    eprintln!("Wrote {}.", out.display());
+                }
+            }
             Ok(())
         }
         AuditCommand::Query {
@@ -294,7 +342,10 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             format,
         } => {
             let ca = hub.ca.unwrap_or_else(|| default_ca(&hub.cert));
-            let connection = JournalClient::new(&hub.hub, &ca, &hub.cert, &hub.key)?;
+            let mut connection = JournalClient::new(&hub.hub, &ca, &hub.cert, &hub.key)?;
+            if let Some(n) = &hub.node {
+                connection = connection.for_node(n);
+            }
             let format = match format {
                 Format::Table => OutputFormat::Table,
                 Format::Json => OutputFormat::Json,
