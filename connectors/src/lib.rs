@@ -10,12 +10,14 @@
 //! - [`clock`] and [`working_days`]: time that tests drive, and Italian working days.
 //! - [`store`]: typed durable state in sled, with atomic multi-key updates.
 //! - [`catalog`]: the message types a connector checks before sending.
+//! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
 
 pub mod catalog;
 pub mod client;
 pub mod clock;
 pub mod dispatch;
 pub mod inbound;
+pub mod mail;
 pub mod push;
 pub mod shutdown;
 pub mod store;
