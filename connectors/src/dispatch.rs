@@ -76,6 +76,14 @@ pub trait Handler: Send + Sync + 'static {
         inbound: &'a Inbound,
         effects: &'a mut Effects,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
+
+    /// Runs once the envelope's processed record is durable, and again on every redelivery
+    /// of a processed envelope, before the hub is told: where a handler finishes what it
+    /// prepared (an adapter renames the file it wrote). It must be idempotent.
+    fn committed<'a>(&'a self, inbound: &'a Inbound) -> BoxFuture<'a, Result<(), HandlerError>> {
+        let _ = inbound;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// What the runtime remembers of a processed envelope.
@@ -155,7 +163,7 @@ pub enum Disposition {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DispatchError {
-    /// The handler asked to try again later.
+    /// The handler asked to try again later (or could not finish after the commit).
     #[error("{0}")]
     Handler(HandlerError),
     /// The store failed.
@@ -304,6 +312,12 @@ impl Dispatcher {
         self.processed.get(&format!("{sender}/{id}"))
     }
 
+    /// The tree of processed records (`sender/id` keys), for adapters that answer later.
+    #[must_use]
+    pub fn processed_tree(&self) -> &Tree<Processed> {
+        &self.processed
+    }
+
     /// Envelopes in the outbox, waiting for the hub.
     #[must_use]
     pub fn outbox_len(&self) -> usize {
@@ -331,16 +345,22 @@ impl Dispatcher {
             }
         };
         let id = inbound.id();
-        if self.processed.contains(&key)? {
-            tracing::info!(envelope_id = %id, sender = %inbound.sender(), "Redelivery of an envelope already processed.");
-            self.drain_outbox().await;
-            return Ok(Disposition::AlreadyProcessed);
-        }
         let h = &inbound.envelope.header;
         let handler = self
             .routes
             .get(&(h.service.clone(), h.action.clone()))
             .or(self.fallback.as_ref());
+        if let Some(record) = self.processed.get(&key)? {
+            tracing::info!(envelope_id = %id, sender = %inbound.sender(), "Redelivery of an envelope already processed.");
+            if let (Some(handler), "done") = (handler, record.outcome.as_str()) {
+                handler
+                    .committed(inbound)
+                    .await
+                    .map_err(DispatchError::Handler)?;
+            }
+            self.drain_outbox().await;
+            return Ok(Disposition::AlreadyProcessed);
+        }
         let mut effects = Effects::default();
         let outcome = match handler {
             None => Err(HandlerError::Reject(format!(
@@ -393,6 +413,12 @@ impl Dispatcher {
             .await
             .map_err(|e| StoreError::Sled(sled::Error::Unsupported(e.to_string())))??;
         tracing::info!(envelope_id = %id, sender = %inbound.sender(), service = %h.service, action = %h.action, sent = record.sent.len(), "Envelope processed.");
+        if let (Some(handler), Disposition::Processed) = (handler, &disposition) {
+            handler
+                .committed(inbound)
+                .await
+                .map_err(DispatchError::Handler)?;
+        }
         self.drain_outbox().await;
         Ok(disposition)
     }

@@ -11,10 +11,15 @@
 //! - [`store`]: typed durable state in sled, with atomic multi-key updates.
 //! - [`catalog`]: the message types a connector checks before sending.
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
+//! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
+//!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 
+pub mod adapter;
 pub mod catalog;
 pub mod client;
 pub mod clock;
+pub mod config;
+pub mod connector;
 pub mod dispatch;
 pub mod inbound;
 pub mod mail;
