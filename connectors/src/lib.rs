@@ -8,13 +8,15 @@
 //! - [`dispatch`]: the runtime — routing by service and action, acknowledgement after the
 //!   durable effect, idempotence by envelope id, a durable outbox.
 //! - [`clock`] and [`working_days`]: time that tests drive, and Italian working days.
-//! - [`store`]: typed durable state in sled, with atomic multi-key updates.
+//! - [`store`]: typed durable state in sled, with atomic multi-key updates; [`agenda`]:
+//!   durable deadlines that fire on a clock.
 //! - [`catalog`]: the message types a connector checks before sending.
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 
 pub mod adapter;
+pub mod agenda;
 pub mod catalog;
 pub mod client;
 pub mod clock;
