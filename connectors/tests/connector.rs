@@ -96,6 +96,23 @@ impl Drop for Connector {
 
 /// A connector configuration for `entity` with `adapter` lines, pulling with short leases.
 fn write_config(t: &TestHub, hub: &Running, entity: &str, adapter: &str) -> PathBuf {
+    write_config_receiving(
+        t,
+        hub,
+        entity,
+        "mode = \"pull\"\nlease = \"2s\"\nidle = \"50ms\"",
+        adapter,
+    )
+}
+
+/// A connector configuration with `receive` and `adapter` lines.
+fn write_config_receiving(
+    t: &TestHub,
+    hub: &Running,
+    entity: &str,
+    receive: &str,
+    adapter: &str,
+) -> PathBuf {
     let (cert, key) = t.files(entity);
     let dir = t
         .dir
@@ -117,9 +134,7 @@ key = "{key}"
 dir = "state"
 
 [receive]
-mode = "pull"
-lease = "2s"
-idle = "50ms"
+{receive}
 
 [adapter]
 {adapter}
@@ -295,6 +310,48 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
     );
 
     assert!(c.stop().success(), "a clean stop on SIGTERM");
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_envelopes_reach_the_inbox_folder_once() {
+    let port = free_port();
+    let t = TestHub::new(&[(TURIN, format!("https://127.0.0.1:{port}/snodo/push"))]);
+    let hub = t.start().await;
+    let config = write_config_receiving(
+        &t,
+        &hub,
+        TURIN,
+        &format!("mode = \"push\"\nlisten = \"127.0.0.1:{port}\""),
+        "kind = \"dir\"\ndir = \"scambio\"",
+    );
+    let inbox = config.parent().unwrap().join("scambio/inbox");
+    let mut c = Connector::start(&config, &[]);
+    c.wait_for("Push receiver listening.", 20).await;
+    let portal = t.client(&hub, PORTAL, Format::Xml);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let env = portal
+            .envelope(to(TURIN), "residenza.cambio", "notifica")
+            .json(json!({"n": n}))
+            .build()
+            .unwrap();
+        portal.submit(&env).await.unwrap();
+        ids.push(env.header.id);
+    }
+    let names = eventually(20, "three inbox files", || async {
+        let names = files_in(&inbox);
+        (names.len() == 3).then_some(names)
+    })
+    .await;
+    for id in ids {
+        assert!(
+            names.iter().any(|n| n.ends_with(&format!("__{id}.xml"))),
+            "{id} in {names:?}"
+        );
+    }
+    assert!(c.stop().success());
+    assert_eq!(files_in(&inbox).len(), 3);
     hub.shutdown().await.unwrap();
 }
 
