@@ -504,10 +504,28 @@ impl HubClient {
                 what: what.into(),
                 detail: e.to_string(),
             })?;
-        let mut out = Vec::with_capacity(inbox.envelopes.len());
-        for item in inbox.envelopes {
-            let raw = Bytes::from(item.envelope.into_bytes());
-            match Inbound::verify(&self.inner.verifier, &self.inner.entity, raw) {
+        // Signature checks are CPU work (libxmlsec1 for XML): off the reactor.
+        let verifier = self.inner.verifier.clone();
+        let me = self.inner.entity.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            inbox
+                .envelopes
+                .into_iter()
+                .map(|mut item| {
+                    let raw = Bytes::from(std::mem::take(&mut item.envelope).into_bytes());
+                    let verdict = Inbound::verify(&verifier, &me, raw);
+                    (item, verdict)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| ClientError::Protocol {
+            what: what.into(),
+            detail: format!("verification task: {e}"),
+        })?;
+        let mut out = Vec::with_capacity(checked.len());
+        for (item, verdict) in checked {
+            match verdict {
                 Ok(inbound) => out.push(Delivery {
                     lease: item.lease,
                     inbound,

@@ -27,6 +27,8 @@ use crate::store::{Store, StoreError, Tree, Update};
 pub const PROCESSED_TREE: &str = "snodo.processed";
 /// The tree of signed envelopes waiting for the hub's receipt, by id.
 pub const OUTBOX_TREE: &str = "snodo.outbox";
+/// The longest pause of the pull loop after batches that could not be processed.
+const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(30);
 
 /// Why a handler did not process an envelope.
 #[derive(Debug, thiserror::Error)]
@@ -464,9 +466,20 @@ impl Dispatcher {
     /// drained at start and whenever the inbox is idle.
     pub async fn run_pull(self: Arc<Self>, config: PullConfig, shutdown: watch::Receiver<bool>) {
         self.drain_outbox().await;
+        // Batches in a row in which some envelope could not be processed (the municipal
+        // system down, say): the pause before the next lease grows with them.
+        let mut failing = 0u32;
         loop {
             if *shutdown.borrow() {
                 break;
+            }
+            if failing > 0 {
+                let pause =
+                    snodo_broker::delivery::backoff(failing, config.idle, MAX_FAILURE_PAUSE);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = crate::shutdown::stopped(shutdown.clone()) => break,
+                }
             }
             let batch = tokio::select! {
                 r = self.client.lease(config.batch, config.lease) => r,
@@ -493,6 +506,7 @@ impl Dispatcher {
                 }
                 continue;
             }
+            let mut failed = false;
             for d in deliveries {
                 let id = d.inbound.id();
                 match self.dispatch(&d.inbound).await {
@@ -503,6 +517,7 @@ impl Dispatcher {
                         }
                     }
                     Err(e) => {
+                        failed = true;
                         tracing::warn!(envelope_id = %id, error = %e, "Not processed; returned to the hub.");
                         if let Err(e) = self.client.nack(&d.lease).await {
                             tracing::warn!(envelope_id = %id, error = %e, "Not returned; its lease will lapse.");
@@ -510,6 +525,7 @@ impl Dispatcher {
                     }
                 }
             }
+            failing = if failed { failing.saturating_add(1) } else { 0 };
         }
         tracing::info!("Pull loop stopped.");
     }
