@@ -19,6 +19,9 @@ use crate::push::{PushConfig, PushReceiver};
 use crate::shutdown::{Shutdown, stopped};
 use crate::store::Store;
 
+/// How often a connector in push mode retries its outbox.
+const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Addresses a started connector listens on.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Listening {
@@ -149,10 +152,18 @@ pub async fn run(
             )
             .await?;
             listening.push = Some(receiver.addr);
-            // Envelopes left in the outbox by a crash go out now; later ones after each push.
+            // Without a pull loop, the outbox (left by a crash, or by a hub that was down when
+            // a push was processed) is drained now and then.
             let d = dispatcher.clone();
+            let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
-                d.drain_outbox().await;
+                loop {
+                    d.drain_outbox().await;
+                    tokio::select! {
+                        () = tokio::time::sleep(OUTBOX_RETRY) => {}
+                        () = stopped(stop.clone()) => break,
+                    }
+                }
             }));
             Some(receiver)
         }

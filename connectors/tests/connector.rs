@@ -273,6 +273,12 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
         "{}",
     )
     .unwrap();
+    // An XML body, to ANPR, with a tag for the municipal system.
+    std::fs::write(
+        outbox.join("anpr-ministero__residenza.cambio__notifica__p-17.xml"),
+        "<avviso xmlns=\"urn:prova\"><pratica>P-17</pratica></avviso>",
+    )
+    .unwrap();
     let sent = exchange.join("sent");
     let error = exchange.join("error");
     eventually(20, "the outbox emptied", || async {
@@ -280,7 +286,7 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
     })
     .await;
     let sent_names = files_in(&sent);
-    assert_eq!(sent_names.len(), 2, "{sent_names:?}");
+    assert_eq!(sent_names.len(), 4, "{sent_names:?}");
     assert!(
         sent_names
             .iter()
@@ -308,6 +314,17 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
         leased[0].inbound.envelope.body,
         snodo_envelopes::Body::Json(json!({"esito": "registrata"}))
     );
+
+    let anpr = t.client(&hub, ANPR, Format::Json);
+    let leased = anpr.lease(10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!(
+        leased[0].inbound.envelope.body,
+        snodo_envelopes::Body::Xml(
+            "<avviso xmlns=\"urn:prova\"><pratica>P-17</pratica></avviso>".into()
+        )
+    );
+    assert_eq!(leased[0].inbound.envelope.header.sender.as_str(), TURIN);
 
     assert!(c.stop().success(), "a clean stop on SIGTERM");
     hub.shutdown().await.unwrap();
