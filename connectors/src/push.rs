@@ -28,6 +28,8 @@ use crate::inbound::{Inbound, Sink};
 
 /// How long the hub has to finish a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once; more wait to be accepted.
+const MAX_CONNECTIONS: usize = 64;
 
 /// Why the push receiver could not start.
 #[derive(Debug, thiserror::Error)]
@@ -138,7 +140,15 @@ async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+            () = crate::shutdown::stopped(shutdown.clone()) => break,
+        };
         let (tcp, peer_addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -153,6 +163,7 @@ async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {

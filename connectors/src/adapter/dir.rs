@@ -324,6 +324,18 @@ impl DirAdapter {
     /// [`AdapterError`] when the file cannot be read or moved, or the store fails.
     pub async fn send_file(&self, name: &str) -> Result<FileOutcome, AdapterError> {
         let path = self.outbox.join(name);
+        let limit = snodo_envelopes::Limits::default().max_bytes;
+        match fs::metadata(&path) {
+            Ok(m) if m.len() > limit as u64 => {
+                let reason = format!(
+                    "the file is {} bytes, more than an envelope may hold ({limit})",
+                    m.len()
+                );
+                self.refuse(name, &reason)?;
+                return Ok(FileOutcome::Refused(reason));
+            }
+            _ => {}
+        }
         let content = match fs::read(&path) {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
