@@ -356,9 +356,10 @@ async fn pushed_envelopes_reach_the_inbox_folder_once() {
         portal.submit(&env).await.unwrap();
         ids.push(env.header.id);
     }
+    // Written under a temporary name first: wait for the three names in place.
     let names = eventually(20, "three inbox files", || async {
         let names = files_in(&inbox);
-        (names.len() == 3).then_some(names)
+        (names.len() == 3 && names.iter().all(|n| !n.starts_with('.'))).then_some(names)
     })
     .await;
     for id in ids {
