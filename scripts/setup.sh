@@ -42,6 +42,16 @@ install_python_packages() {
     fi
 }
 
+# The SMTP server the connectors' mail test sends through (connectors/tests/smtp/smtp_sink.py):
+# Python's aiosmtpd, a real SMTP implementation, listening on 127.0.0.1 only while the test runs.
+install_smtp_test_server() {
+    if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+        echo "setup: installing aiosmtpd" >&2
+        python3 -m pip install --quiet --disable-pip-version-check aiosmtpd 2>/dev/null \
+            || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+    fi
+}
+
 install_rust_components() {
     command -v cargo >/dev/null || { echo "setup: cargo is missing; install Rust (rustup) first" >&2; exit 1; }
     if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
@@ -79,6 +89,7 @@ start_rabbitmq() {
 snodo_setup() {
     install_debian_packages
     install_python_packages
+    install_smtp_test_server
     install_rust_components
     start_rabbitmq
 }

@@ -1,1 +1,39 @@
-//! Connectors: one module per citizen service, a client of the hub and reference back offices. They arrive with the hub client.
+//! The connector framework of snodo: what every citizen service needs on the client side of
+//! the hub, generic over the services' message types.
+//!
+//! - [`client`]: the hub client — sign and submit with retries and verified receipts, wait
+//!   for responses, lease, acknowledge and return inbox envelopes.
+//! - [`push`]: the HTTPS endpoint where the hub pushes envelopes.
+//! - [`inbound`]: incoming envelopes, verified before anything sees them.
+//! - [`dispatch`]: the runtime — routing by service and action, acknowledgement after the
+//!   durable effect, idempotence by envelope id, a durable outbox.
+//! - [`clock`] and [`working_days`]: time that tests drive, and Italian working days.
+//! - [`store`]: typed durable state in sled, with atomic multi-key updates; [`agenda`]:
+//!   durable deadlines that fire on a clock.
+//! - [`catalog`]: the message types a connector checks before sending.
+//! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
+//! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
+//!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
+
+pub mod adapter;
+pub mod agenda;
+pub mod catalog;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod connector;
+pub mod dispatch;
+pub mod inbound;
+pub mod mail;
+pub mod push;
+pub mod shutdown;
+pub mod store;
+pub mod working_days;
+
+pub use client::{
+    Answer, ClientError, Delivery, HubClient, HubClientConfig, RetryPolicy, Submitted,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use dispatch::{Dispatcher, Effects, Handler, HandlerError};
+pub use inbound::{Inbound, Sink};
+pub use store::{Store, Tree, Update};
