@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Config(cmd) => config::run(cmd),
         Command::Receipt(cmd) => receipt::run(cmd),
-        Command::Audit(cmd) => audit::run(cmd),
+        Command::Audit(cmd) => audit::run(*cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

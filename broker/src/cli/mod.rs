@@ -37,7 +37,7 @@ pub enum Command {
     Receipt(receipt::ReceiptCommand),
     /// Query and export the journal; verify an export, or a hub's data directory, offline.
     #[command(subcommand)]
-    Audit(audit::AuditCommand),
+    Audit(Box<audit::AuditCommand>),
 }
 
 /// Parses a duration such as `30s`, `15m`, `2h` or `7d`.
