@@ -107,6 +107,25 @@ struct Args {
     /// temporary one that is removed.
     #[arg(long)]
     keep: Option<PathBuf>,
+    /// Queue through the RabbitMQ at this URL (the amqp transport) instead of the hub's
+    /// store; the run's queues are deleted at the end.
+    #[arg(long)]
+    amqp: Option<String>,
+}
+
+/// The status of a plain-HTTP GET on 127.0.0.1:`port`, or `None` when nothing answers.
+async fn plain_status(port: u16, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).await.ok()?;
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status`, in KiB: (VmRSS, VmHWM).
@@ -340,6 +359,14 @@ async fn main() -> anyhow::Result<()> {
         ([127, 0, 0, 1], port).into(),
         Some(([127, 0, 0, 1], plain_port).into()),
     )?;
+    let amqp_prefix = format!("snodo-load-{}", std::process::id());
+    if let Some(url) = &args.amqp {
+        let mut config = std::fs::read_to_string(fed.config_path())?;
+        config.push_str(&format!(
+            "\n[transport]\nkind = \"amqp\"\nurl = \"{url}\"\nprefix = \"{amqp_prefix}\"\n"
+        ));
+        std::fs::write(fed.config_path(), config)?;
+    }
     let hub = start_hub(&args, &fed, port).await?;
     let port = match &hub {
         HubHandle::InProcess(r) => r.addr.port(),
@@ -349,6 +376,16 @@ async fn main() -> anyhow::Result<()> {
         HubHandle::InProcess(r) => r.plain_addr.map_or(plain_port, |a| a.port()),
         HubHandle::Child(_) => plain_port,
     };
+    if args.amqp.is_some() {
+        // Ready once connected to RabbitMQ with the topology declared.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while plain_status(plain_port, "/readyz").await != Some(200) {
+            if Instant::now() > deadline {
+                bail!("the hub did not connect to RabbitMQ within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let pid = hub.pid();
     let mem_idle = memory(pid);
     println!(
@@ -620,6 +657,15 @@ async fn main() -> anyhow::Result<()> {
         HubHandle::InProcess(running) => running.shutdown().await?,
     }
     let disk = disk_usage(&fed.data_dir());
+    if let Some(url) = &args.amqp {
+        let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await?;
+        let names = snodo_broker::amqp::Names::new(&amqp_prefix, "hub");
+        let mut entities: Vec<String> = fed.senders.iter().map(ToString::to_string).collect();
+        entities.push(support::RECIPIENT.to_owned());
+        let entities: Vec<&str> = entities.iter().map(String::as_str).collect();
+        snodo_broker::amqp::delete_all(&conn, &names, &entities, &["hub"]).await?;
+        let _ = conn.close(200, "done".into()).await;
+    }
 
     latencies.sort_unstable();
     let ok = latencies.len();

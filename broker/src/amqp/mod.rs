@@ -30,7 +30,7 @@ use crate::hub::Hub;
 use crate::server::Shutdown;
 
 pub use inbox::{Leases, lease, settle, unavailable, unavailable_because};
-pub use topology::Names;
+pub use topology::{Names, delete_all};
 
 /// How often the supervisor checks the connection.
 const CHECK_EVERY: Duration = Duration::from_millis(200);

@@ -221,6 +221,50 @@ pub(super) async fn declare(
     Ok(())
 }
 
+/// Deletes what [`declare`] made under `names` for `entities` and the nodes `nodes`: for
+/// test and benchmark federations, which must not leave queues behind. Missing objects are
+/// skipped.
+///
+/// # Errors
+/// When no channel can be opened.
+pub async fn delete_all(
+    connection: &lapin::Connection,
+    names: &Names,
+    entities: &[&str],
+    nodes: &[&str],
+) -> Result<(), lapin::Error> {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let mut queues: Vec<String> = entities.iter().map(|e| names.queue(e)).collect();
+    queues.extend([names.expired.clone(), names.dead.clone()]);
+    queues.extend(
+        nodes
+            .iter()
+            .map(|n| format!("{}.{n}", names.delivered)),
+    );
+    queues.extend(RETRY_DELAYS_MS.iter().map(|ms| names.retry_queue(*ms)));
+    for q in queues {
+        // A channel each: deleting what is absent closes the channel.
+        let ch = connection.create_channel().await?;
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for x in [
+        &names.envelopes,
+        &names.events,
+        &names.retry,
+        &names.expired,
+        &names.dead,
+        &names.delivered,
+    ] {
+        let ch = connection.create_channel().await?;
+        let _ = ch
+            .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    Ok(())
+}
+
 /// Messages ready in `queue` (not counting those delivered and unacknowledged).
 ///
 /// # Errors

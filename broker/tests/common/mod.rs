@@ -107,7 +107,6 @@ impl Drop for TestHub {
 
 /// Deletes the queues and exchanges a test hub declared under `prefix`.
 fn teardown(prefix: &str, nodes: &[&str]) {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -118,44 +117,9 @@ fn teardown(prefix: &str, nodes: &[&str]) {
         else {
             return;
         };
-        let mut queues: Vec<String> = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA]
-            .iter()
-            .map(|e| format!("{prefix}.q.{e}"))
-            .collect();
-        queues.extend(["expired", "dead"].map(|q| format!("{prefix}.{q}")));
-        queues.extend(nodes.iter().map(|n| format!("{prefix}.delivered.{n}")));
-        queues.extend(
-            [
-                250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000,
-                512_000,
-            ]
-            .map(|ms| format!("{prefix}.retry.{ms}")),
-        );
-        for q in queues {
-            // A channel per deletion: deleting what is absent closes the channel.
-            if let Ok(ch) = conn.create_channel().await {
-                let _ = ch
-                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                    .await;
-            }
-        }
-        for x in [
-            "envelopes",
-            "events",
-            "retry",
-            "expired",
-            "dead",
-            "delivered",
-        ] {
-            if let Ok(ch) = conn.create_channel().await {
-                let _ = ch
-                    .exchange_delete(
-                        format!("{prefix}.{x}").as_str().into(),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-            }
-        }
+        let names = snodo_broker::amqp::Names::new(prefix, "hub");
+        let entities = [TURIN, CUNEO, ANPR, PORTAL, PAGOPA];
+        let _ = snodo_broker::amqp::delete_all(&conn, &names, &entities, nodes).await;
         let _ = conn.close(200, "done".into()).await;
     });
 }

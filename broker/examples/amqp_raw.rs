@@ -1,0 +1,101 @@
+//! The reference for the amqp transport's benchmark: RabbitMQ alone, through lapin and nothing
+//! else — persistent messages of a given size published with confirms into one quorum queue,
+//! with as many publications in flight as the load generator has clients. Prints the rate and
+//! writes it as JSON with `--json`.
+
+use std::time::Instant;
+
+use anyhow::bail;
+use clap::Parser;
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// RabbitMQ.
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    url: String,
+    /// Messages to publish.
+    #[arg(long, default_value_t = 50_000)]
+    messages: usize,
+    /// Bytes per message (the signed envelope's size, for a like-for-like reference).
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// Publications awaiting their confirm at once.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// Write the result as JSON to this file too.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.messages == 0 || args.in_flight == 0 {
+        bail!("--messages and --in-flight must be at least 1");
+    }
+    let conn = Connection::connect(&args.url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let queue = format!("snodo-raw-{}", std::process::id());
+    let mut q_args = FieldTable::default();
+    q_args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from("quorum")),
+    );
+    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), q_args)
+        .await?;
+    let payload = vec![b'x'; args.size];
+    let props = BasicProperties::default().with_delivery_mode(2);
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    let mut sent = 0;
+    let mut confirmed = 0;
+    while confirmed < args.messages {
+        while sent < args.messages && pending.len() < args.in_flight {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &payload,
+                    props.clone(),
+                )
+                .await?;
+            pending.push(confirm);
+            sent += 1;
+        }
+        match pending.next().await {
+            Some(Ok(Confirmation::Ack(None))) => confirmed += 1,
+            Some(Ok(other)) => bail!("not confirmed: {other:?}"),
+            Some(Err(e)) => return Err(e.into()),
+            None => break,
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rate = confirmed as f64 / secs;
+    println!(
+        "raw RabbitMQ: {confirmed} persistent {}-byte messages, confirms, one quorum queue, {} in flight: {rate:.0}/s ({secs:.2} s)",
+        args.size, args.in_flight
+    );
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await?;
+    let _ = conn.close(200, "done".into()).await;
+    if let Some(path) = &args.json {
+        let summary = serde_json::json!({
+            "messages": confirmed, "size": args.size, "in_flight": args.in_flight,
+            "seconds": secs, "rate": rate,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
+    }
+    Ok(())
+}
