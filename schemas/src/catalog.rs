@@ -45,6 +45,7 @@ pub(crate) struct Message {
     action: &'static str,
     schema: fn() -> Value,
     check: fn(&Value) -> Result<(), Violation>,
+    canonical: fn(&Value) -> Result<Value, String>,
 }
 
 impl Message {
@@ -55,6 +56,7 @@ impl Message {
             action: T::ACTION,
             schema: schema::of::<T>,
             check: check_as::<T>,
+            canonical: canonical_as::<T>,
         }
     }
 }
@@ -87,6 +89,12 @@ fn check_as<T: DeserializeOwned>(value: &Value) -> Result<(), Violation> {
             })
         }
     }
+}
+
+/// Reads `value` as `T` and writes it back.
+fn canonical_as<T: Serialize + DeserializeOwned>(value: &Value) -> Result<Value, String> {
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
 /// Declares the messages of a service module: `"action" => Type, …`. Implements [`Payload`]
@@ -245,6 +253,28 @@ impl Catalog {
         })
     }
 
+    /// The files this crate publishes, as `(path, content)`: `json/<service>/<action>.json` for
+    /// each message (pretty, keys in order) and `xsd/<service>.xsd` for each service, paths
+    /// relative to the crate's directory, in path order. `schemas/json` and `schemas/xsd` hold
+    /// them, checked in; `cargo run -p snodo-schemas --example generate` writes them.
+    ///
+    /// # Errors
+    /// [`Error::Schema`] when an XSD cannot be generated.
+    pub fn generated_files(&self) -> Result<Vec<(String, String)>, Error> {
+        let mut files = Vec::new();
+        for message in self.messages() {
+            files.push((
+                format!("json/{}/{}.json", message.service(), message.action()),
+                message.json_schema_file(),
+            ));
+        }
+        for service in self.services() {
+            files.push((format!("xsd/{service}.xsd"), self.xsd(service)?.to_owned()));
+        }
+        files.sort();
+        Ok(files)
+    }
+
     /// Validates a JSON body of `service`/`action` (schema, then types).
     ///
     /// # Errors
@@ -305,6 +335,42 @@ impl MessageSchema {
     #[must_use]
     pub fn json_schema(&self) -> &Value {
         self.json_schema.get_or_init(self.message.schema)
+    }
+
+    /// Its JSON Schema as the published file holds it: pretty, keys in order, a final newline.
+    #[must_use]
+    pub fn json_schema_file(&self) -> String {
+        let mut text = serde_json::to_string_pretty(&sorted(self.json_schema()))
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        text.push('\n');
+        text
+    }
+
+    /// Example documents of this message, valid, built from its schema: every member present,
+    /// lists of two where allowed, format values from the schema's `examples`; one document per
+    /// alternative of its widest choice, so that each variant of each choice appears.
+    #[must_use]
+    pub fn examples(&self) -> Vec<Value> {
+        crate::example::documents(self.json_schema())
+    }
+
+    /// A valid JSON body read into its Rust type and written back: what any sender of this value
+    /// would write.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the body is not valid.
+    pub fn canonical_json(&self, body: &Value) -> Result<Value, Error> {
+        self.validate_json(body)?;
+        (self.message.canonical)(body).map_err(|problem| {
+            self.invalid(
+                Form::Json,
+                vec![Violation {
+                    at: String::new(),
+                    line: None,
+                    problem,
+                }],
+            )
+        })
     }
 
     fn invalid(&self, form: Form, mut violations: Vec<Violation>) -> Error {
@@ -505,6 +571,23 @@ fn element_path(tree: &xml::Element, message: &str, line: Option<u32>) -> String
         }
     });
     best.unwrap_or_else(|| format!("/{}", tree.name))
+}
+
+/// `v` with the members of every object in name order, whatever the map type preserves.
+fn sorted(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&map[k.as_str()])))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Cuts a message to a readable length.

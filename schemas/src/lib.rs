@@ -14,6 +14,7 @@
 
 mod catalog;
 mod error;
+mod example;
 pub mod formats;
 mod schema;
 pub mod services;

@@ -56,17 +56,22 @@ pub(crate) fn generate(
     }
     for (action, root) in messages {
         let title = &roots[action];
-        if defs.contains_key(title) {
+        if let Some((_, def)) = defs.get(title)
+            && **def != without_root_keys(root)
+        {
             return Err(format!(
-                "message type `{title}` of `{action}` has the name of a definition in {service}"
+                "message type `{title}` of `{action}` has the name of another definition in {service}"
             ));
         }
         let _ = writeln!(out, "  <xs:element name=\"{action}\" type=\"{title}\"/>");
-        let _ = root;
     }
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     for (action, root) in messages {
         let title = roots[action].clone();
+        if defs.contains_key(&title) {
+            // A message that is also part of another: one type serves both.
+            continue;
+        }
         let shape = Shape::root(root);
         let mut body = String::new();
         named_type(&mut body, &title, shape, 1)?;
@@ -83,6 +88,17 @@ pub(crate) fn generate(
     }
     out.push_str("</xs:schema>\n");
     Ok(out)
+}
+
+/// A root schema as it would be a definition: without `$schema`, `title` and `$defs`.
+fn without_root_keys(root: &Value) -> Value {
+    let mut v = root.clone();
+    if let Value::Object(map) = &mut v {
+        map.remove("$schema");
+        map.remove("title");
+        map.remove("$defs");
+    }
+    v
 }
 
 fn indent(out: &mut String, level: usize) {
