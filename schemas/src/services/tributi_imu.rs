@@ -104,7 +104,7 @@ pub struct Versamento {
     pub nav: Option<Nav>,
 }
 
-/// `posizione-richiesta` (request, portal → comune): a citizen's tax position for a year.
+/// `posizione` (request, portal → comune): a citizen's tax position for a year.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PosizioneRichiesta {
@@ -117,7 +117,7 @@ pub struct PosizioneRichiesta {
     pub anno: u16,
 }
 
-/// `posizione` (response, comune → portal): properties with their cadastral data and share,
+/// `posizione-esito` (response, comune → portal): properties with their cadastral data and share,
 /// the tax due and the payments made.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -277,8 +277,8 @@ pub struct Accertamento {
 }
 
 crate::catalog::messages! {
-    "posizione-richiesta" => PosizioneRichiesta,
-    "posizione" => Posizione,
+    "posizione" => PosizioneRichiesta,
+    "posizione-esito" => Posizione,
     "variazione" => Variazione,
     "variazione-esito" => VariazioneEsito,
     "segnalazione" => Segnalazione,
