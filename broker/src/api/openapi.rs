@@ -216,7 +216,21 @@ pub fn spec() -> Value {
                         "title": { "type": "string" },
                         "status": { "type": "integer" },
                         "code": { "type": "string" },
-                        "detail": { "type": "string" }
+                        "detail": { "type": "string" },
+                        "errors": {
+                            "type": "array",
+                            "description": "For a body refused by its schema (body-schema-invalid): each field at fault.",
+                            "items": {
+                                "type": "object",
+                                "required": ["detail"],
+                                "properties": {
+                                    "pointer": { "type": "string", "description": "JSON pointer into a JSON body." },
+                                    "path": { "type": "string", "description": "Element path in an XML body." },
+                                    "line": { "type": "integer", "description": "Line in an XML body." },
+                                    "detail": { "type": "string" }
+                                }
+                            }
+                        }
                     }
                 },
                 "FlattenedJws": {
