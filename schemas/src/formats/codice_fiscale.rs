@@ -158,7 +158,7 @@ fn check_entity(s: &str) -> Result<(), FormatError> {
             "a legal entity's code is 11 digits",
         ));
     }
-    if luhn_sum(bytes) % 10 != 0 {
+    if !luhn_sum(bytes).is_multiple_of(10) {
         let expected = s
             .get(..10)
             .and_then(CodiceFiscale::check_digit)

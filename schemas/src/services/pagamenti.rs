@@ -280,7 +280,7 @@ pub struct Attivazione {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum EsitoAttivazione {
     /// Activated.
-    Attivato(Attivazione),
+    Attivato(Box<Attivazione>),
     /// Not activated.
     Errore {
         /// Why.
