@@ -47,3 +47,49 @@ fn examples_round_trip_through_json_xml_and_the_types() {
     }
     assert!(checked >= 80, "{checked} documents checked");
 }
+
+mod codec {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use snodo_schemas::{Catalog, Error};
+
+    proptest! {
+        /// Any text XML 1.0 can hold survives the XML form, markup characters, carriage
+        /// returns, surrounding spaces and all.
+        #[test]
+        fn free_text_round_trips_through_xml(text in "[\\t\\n\\r -\u{D7FF}\u{E000}-\u{FFFD}\u{10000}-\u{10FFFF}]{0,40}") {
+            let m = Catalog::global().get("residenza.cambio", "osservazioni").unwrap();
+            let mut body = m.examples().remove(0);
+            body["testo"] = json!(text);
+            let xml = m.json_to_xml(&body).unwrap();
+            prop_assert_eq!(m.xml_to_json(&xml).unwrap(), body);
+        }
+
+        /// Numbers keep their value, to the largest.
+        #[test]
+        fn whole_numbers_round_trip_through_xml(size in any::<u64>(), year in 2012u16..=2100) {
+            let m = Catalog::global().get("residenza.cambio", "osservazioni").unwrap();
+            let mut body = m.examples().remove(0);
+            body["allegati"][0]["dimensione"] = json!(size);
+            let xml = m.json_to_xml(&body).unwrap();
+            prop_assert_eq!(m.xml_to_json(&xml).unwrap(), body);
+            let m = Catalog::global().get("tributi.imu", "posizione").unwrap();
+            let mut body = m.examples().remove(0);
+            body["anno"] = json!(year);
+            let xml = m.json_to_xml(&body).unwrap();
+            prop_assert_eq!(m.xml_to_json(&xml).unwrap(), body);
+        }
+
+        /// A character XML cannot hold is an error that names the member, not a broken document.
+        #[test]
+        fn control_characters_have_no_xml_form(c in "[\u{0}-\u{8}\u{B}\u{C}\u{E}-\u{1F}]") {
+            let m = Catalog::global().get("residenza.cambio", "osservazioni").unwrap();
+            let mut body = m.examples().remove(0);
+            body["testo"] = json!(format!("prima{c}dopo"));
+            match m.json_to_xml(&body) {
+                Err(Error::Unrepresentable { violation, .. }) => prop_assert_eq!(violation.at, "/testo"),
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}
