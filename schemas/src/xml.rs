@@ -56,7 +56,7 @@ struct Lines(Vec<usize>);
 
 impl Lines {
     fn new(text: &str) -> Self {
-        Lines(memchr_newlines(text))
+        Lines(newline_offsets(text))
     }
 
     fn line(&self, offset: u64) -> u32 {
@@ -66,7 +66,7 @@ impl Lines {
     }
 }
 
-fn memchr_newlines(text: &str) -> Vec<usize> {
+fn newline_offsets(text: &str) -> Vec<usize> {
     text.bytes()
         .enumerate()
         .filter_map(|(i, b)| (b == b'\n').then_some(i))
