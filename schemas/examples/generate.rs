@@ -1,5 +1,6 @@
-//! Writes the published schemas: `schemas/json/<service>/<action>.json` and
-//! `schemas/xsd/<service>.xsd`, from the Rust types. Run after changing a message type:
+//! Writes the published schemas and samples from the Rust types:
+//! `schemas/json/<service>/<action>.json`, `schemas/xsd/<service>.xsd` and
+//! `schemas/samples/<service>/<action>.{json,xml}`. Run after changing a message type:
 //! `cargo run -p snodo-schemas --example generate`.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use snodo_schemas::Catalog;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["json", "xsd"] {
+    for dir in ["json", "xsd", "samples"] {
         let dir = root.join(dir);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;

@@ -254,12 +254,14 @@ impl Catalog {
     }
 
     /// The files this crate publishes, as `(path, content)`: `json/<service>/<action>.json` for
-    /// each message (pretty, keys in order) and `xsd/<service>.xsd` for each service, paths
-    /// relative to the crate's directory, in path order. `schemas/json` and `schemas/xsd` hold
-    /// them, checked in; `cargo run -p snodo-schemas --example generate` writes them.
+    /// each message (pretty, keys in order), `xsd/<service>.xsd` for each service, and a sample
+    /// document of each message in both forms, `samples/<service>/<action>.json` and `.xml`;
+    /// paths relative to the crate's directory, in path order. They are checked in under
+    /// `schemas/`; `cargo run -p snodo-schemas --example generate` writes them.
     ///
     /// # Errors
-    /// [`Error::Schema`] when an XSD cannot be generated.
+    /// [`Error::Schema`] when an XSD cannot be generated; [`Error::Invalid`] when a sample is
+    /// not valid (both defects of this crate, which its tests rule out).
     pub fn generated_files(&self) -> Result<Vec<(String, String)>, Error> {
         let mut files = Vec::new();
         for message in self.messages() {
@@ -270,6 +272,17 @@ impl Catalog {
         }
         for service in self.services() {
             files.push((format!("xsd/{service}.xsd"), self.xsd(service)?.to_owned()));
+        }
+        for message in self.messages() {
+            let Some(example) = message.examples().into_iter().next() else {
+                continue;
+            };
+            let stem = format!("samples/{}/{}", message.service(), message.action());
+            let mut json = serde_json::to_string_pretty(&sorted(&example))
+                .map_err(|e| message.schema_error(e.to_string()))?;
+            json.push('\n');
+            files.push((format!("{stem}.json"), json));
+            files.push((format!("{stem}.xml"), message.json_to_xml_pretty(&example)?));
         }
         files.sort();
         Ok(files)
@@ -464,8 +477,21 @@ impl MessageSchema {
     /// [`Error::Invalid`] when the JSON body is not valid; [`Error::Unrepresentable`] for a
     /// character XML 1.0 cannot hold.
     pub fn json_to_xml(&self, body: &Value) -> Result<String, Error> {
+        self.write_xml(body, false)
+    }
+
+    /// The XML form of a JSON body, which must be valid, one element per line and indented;
+    /// it reads back as [`MessageSchema::json_to_xml`]'s does.
+    ///
+    /// # Errors
+    /// As [`MessageSchema::json_to_xml`].
+    pub fn json_to_xml_pretty(&self, body: &Value) -> Result<String, Error> {
+        self.write_xml(body, true)
+    }
+
+    fn write_xml(&self, body: &Value, pretty: bool) -> Result<String, Error> {
         self.validate_json(body)?;
-        xml::from_json(body, self.action(), &self.namespace).map_err(|violation| {
+        xml::from_json(body, self.action(), &self.namespace, pretty).map_err(|violation| {
             Error::Unrepresentable {
                 service: self.service(),
                 action: self.action(),

@@ -74,7 +74,14 @@ fn build(shape: Shape<'_>, k: usize, depth: usize) -> Value {
             let mut map = Map::new();
             if let Some(props) = shape.properties() {
                 for (name, p) in props {
-                    map.insert(name.clone(), build(shape.at(p), k, depth + 1));
+                    // A member's own examples come before those of its type.
+                    let value = match p.get("examples").and_then(Value::as_array) {
+                        Some(e) if !e.is_empty() && shape.at(p).kind() != Some(Kind::Array) => {
+                            e[0].clone()
+                        }
+                        _ => build(shape.at(p), k, depth + 1),
+                    };
+                    map.insert(name.clone(), value);
                 }
             }
             Value::Object(map)

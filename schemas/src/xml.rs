@@ -382,18 +382,38 @@ pub(crate) fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// Writes the JSON form `value` of a message as XML: root element `root` in namespace `ns`.
+/// Writes the JSON form `value` of a message as XML: root element `root` in namespace `ns`;
+/// `pretty` puts each element of an object on its own line, indented (the text of values is
+/// never touched, so both forms read back the same).
 ///
 /// # Errors
 /// A [`Violation`] at a value XML cannot hold: a control character, a list of lists, a list or
 /// scalar at the root.
-pub(crate) fn from_json(value: &Value, root: &str, ns: &str) -> Result<String, Violation> {
+pub(crate) fn from_json(
+    value: &Value,
+    root: &str,
+    ns: &str,
+    pretty: bool,
+) -> Result<String, Violation> {
     if !value.is_object() {
         return Err(violation("", None, "a message is an object"));
     }
     let mut out = String::with_capacity(256);
-    write_element(&mut out, root, value, "", Some(ns))?;
+    write_element(&mut out, root, value, "", Some(ns), pretty.then_some(0))?;
+    if pretty {
+        out.push('\n');
+    }
     Ok(out)
+}
+
+/// A line break and the indentation of `level`, when pretty.
+fn newline(out: &mut String, level: Option<usize>) {
+    if let Some(level) = level {
+        out.push('\n');
+        for _ in 0..level {
+            out.push_str("  ");
+        }
+    }
 }
 
 fn write_element(
@@ -402,7 +422,9 @@ fn write_element(
     value: &Value,
     pointer: &str,
     ns: Option<&str>,
+    level: Option<usize>,
 ) -> Result<(), Violation> {
+    let inner = level.map(|l| l + 1);
     let open = |out: &mut String| {
         out.push('<');
         out.push_str(name);
@@ -438,12 +460,18 @@ fn write_element(
                                     "a list of lists has no XML form",
                                 ));
                             }
-                            write_element(out, key, item, &item_pointer, None)?;
+                            newline(out, inner);
+                            write_element(out, key, item, &item_pointer, None, inner)?;
                         }
                     }
-                    _ => write_element(out, key, child, &child_pointer, None)?,
+                    Value::Null => {}
+                    _ => {
+                        newline(out, inner);
+                        write_element(out, key, child, &child_pointer, None, inner)?;
+                    }
                 }
             }
+            newline(out, level);
             let _ = write!(out, "</{name}>");
             Ok(())
         }

@@ -1,5 +1,5 @@
-//! The checked-in schemas under `schemas/json` and `schemas/xsd` are the ones the types
-//! generate, and no other file lingers there.
+//! The checked-in schemas and samples under `schemas/json`, `schemas/xsd` and `schemas/samples`
+//! are the ones the types generate, and no other file lingers there.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ fn checked_in_schemas_are_up_to_date() {
         }
     }
     let mut present = Vec::new();
-    for dir in ["json", "xsd"] {
+    for dir in ["json", "xsd", "samples"] {
         files_under(&root.join(dir), &root, &mut present);
     }
     for path in present {
@@ -44,4 +44,29 @@ fn checked_in_schemas_are_up_to_date() {
         }
     }
     assert!(stale.is_empty(), "{}\n{REGENERATE}", stale.join("\n"));
+}
+
+#[test]
+fn the_samples_are_valid_in_both_forms_and_say_the_same() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let catalog = Catalog::global();
+    for message in catalog.messages() {
+        let stem = root.join(format!(
+            "samples/{}/{}",
+            message.service(),
+            message.action()
+        ));
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(stem.with_extension("json")).unwrap())
+                .unwrap();
+        let xml = std::fs::read_to_string(stem.with_extension("xml")).unwrap();
+        message.validate_json(&json).unwrap();
+        message.validate_xml(&xml).unwrap();
+        assert_eq!(
+            message.xml_to_json(&xml).unwrap(),
+            json,
+            "{}",
+            message.name()
+        );
+    }
 }

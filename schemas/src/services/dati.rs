@@ -24,14 +24,18 @@ pub struct Persona {
     /// The person's codice fiscale: the key every body uses.
     pub codice_fiscale: CodiceFiscalePersona,
     /// Surname(s).
+    #[schemars(extend("examples" = ["Rossi"]))]
     pub cognome: String,
     /// Given name(s).
+    #[schemars(extend("examples" = ["Mario"]))]
     pub nome: String,
     /// Sex.
     pub sesso: Sesso,
     /// Date of birth.
+    #[schemars(extend("examples" = ["1985-12-10"]))]
     pub data_nascita: Data,
     /// Place of birth: the Belfiore code of the comune, or `Z###` of the foreign state.
+    #[schemars(extend("examples" = ["A562"]))]
     pub luogo_nascita: CodiceBelfiore,
     /// Citizenship, ISO 3166-1 alpha-2 (`IT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,17 +50,22 @@ pub struct Indirizzo {
     /// The comune (ISTAT code).
     pub comune: CodiceIstat,
     /// The street as the comune's street register names it (`Via Garibaldi`).
+    #[schemars(extend("examples" = ["Via Giuseppe Garibaldi"]))]
     pub via: String,
     /// The house number, with its suffix if any (`12`, `12/B`).
+    #[schemars(extend("examples" = ["12/B"]))]
     pub civico: String,
     /// The stair.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["A"]))]
     pub scala: Option<String>,
     /// The floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["3"]))]
     pub piano: Option<String>,
     /// The flat number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["8"]))]
     pub interno: Option<String>,
     /// The postal code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,12 +78,15 @@ pub struct Indirizzo {
 pub struct Contatti {
     /// E-mail address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["mario.rossi@example.it"]))]
     pub email: Option<String>,
     /// Certified e-mail (PEC) address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["mario.rossi@pec.example.it"]))]
     pub pec: Option<String>,
     /// Telephone number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("examples" = ["+39 011 555 0123"]))]
     pub telefono: Option<String>,
 }
 
@@ -84,10 +96,13 @@ pub struct Contatti {
 #[serde(deny_unknown_fields)]
 pub struct Documento {
     /// What the document is (`planimetria`, `contratto di locazione`, `relazione tecnica`).
+    #[schemars(extend("examples" = ["contratto di locazione"]))]
     pub tipo: String,
     /// The file name.
+    #[schemars(extend("examples" = ["contratto.pdf"]))]
     pub nome: String,
     /// Its media type (`application/pdf`).
+    #[schemars(extend("examples" = ["application/pdf"]))]
     pub media_type: String,
     /// SHA-256 of its content, 64 lowercase hex digits: the document is the one with this digest.
     #[schemars(
@@ -96,6 +111,7 @@ pub struct Documento {
     )]
     pub sha256: String,
     /// Its size in bytes.
+    #[schemars(extend("examples" = [48213]))]
     pub dimensione: u64,
 }
 
@@ -130,6 +146,7 @@ pub enum TipoDocumentoIdentita {
 #[serde(deny_unknown_fields)]
 pub struct Protocollo {
     /// The protocol number, as the office writes it.
+    #[schemars(extend("examples" = ["2026/0012345"]))]
     pub numero: String,
     /// The day of registration.
     pub data: Data,
@@ -143,6 +160,7 @@ pub struct Motivo {
     #[schemars(regex(pattern = r"^[a-z][a-z0-9-]*$"), extend("examples" = ["indirizzo-inesistente"]))]
     pub codice: String,
     /// What a person reads.
+    #[schemars(extend("examples" = ["L'indirizzo dichiarato non risulta nello stradario comunale."]))]
     pub descrizione: String,
 }
 
