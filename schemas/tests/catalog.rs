@@ -25,6 +25,36 @@ fn every_service_of_the_domain_is_in_the_catalog() {
 }
 
 #[test]
+fn names_are_envelope_names_and_each_type_says_its_action() {
+    let segment = |s: &str| {
+        let mut b = s.bytes();
+        b.next().is_some_and(|c| c.is_ascii_lowercase())
+            && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+    };
+    for message in Catalog::global().messages() {
+        assert!(
+            message.service().split('.').all(segment),
+            "{}",
+            message.name()
+        );
+        assert!(
+            segment(message.action()) && message.action().len() <= 64,
+            "{}",
+            message.name()
+        );
+        // The type's documentation opens with the action it is registered as.
+        let description = message.json_schema()["description"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            description.starts_with(&format!("`{}` (", message.action())),
+            "{}: {description}",
+            message.name()
+        );
+    }
+}
+
+#[test]
 fn examples_round_trip_through_json_xml_and_the_types() {
     let catalog = Catalog::global();
     let mut checked = 0;
