@@ -180,3 +180,60 @@ fn check(schema: &MessageSchema, body: &Body) -> Result<(), ApiError> {
         .with_errors(fields)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setting(toml_value: &str) -> Result<SchemaSetting, String> {
+        #[derive(Deserialize)]
+        struct T {
+            schema: SchemaSetting,
+        }
+        toml::from_str::<T>(&format!("schema = {toml_value}"))
+            .map(|t| t.schema)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn absent_means_the_catalog_message_of_the_same_name_if_any() {
+        let m = SchemaSetting::resolve(None, "residenza.cambio", "dichiarazione").unwrap();
+        assert_eq!(m.unwrap().name(), "residenza.cambio/dichiarazione");
+        assert!(
+            SchemaSetting::resolve(None, "residenza.cambio", "richiesta")
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            SchemaSetting::resolve(None, "anpr.feed", "variazione")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn none_and_names() {
+        let none = setting("\"none\"").unwrap();
+        assert_eq!(none, SchemaSetting::None);
+        assert!(
+            SchemaSetting::resolve(Some(&none), "residenza.cambio", "dichiarazione")
+                .unwrap()
+                .is_none()
+        );
+        let named = setting("\"pagamenti/ricevuta\"").unwrap();
+        let m = SchemaSetting::resolve(Some(&named), "pagopa.ricevute", "inoltro").unwrap();
+        assert_eq!(m.unwrap().name(), "pagamenti/ricevuta");
+        assert!(
+            setting("\"ricevuta\"")
+                .unwrap_err()
+                .contains("service/action")
+        );
+        assert!(setting("true").is_err());
+        let unknown = setting("\"pagamenti/ricevute\"").unwrap();
+        let e = SchemaSetting::resolve(Some(&unknown), "x", "y").unwrap_err();
+        assert!(e.contains("pagamenti has") && e.contains("ricevuta"), "{e}");
+        let unknown = setting("\"pagamento/ricevuta\"").unwrap();
+        let e = SchemaSetting::resolve(Some(&unknown), "x", "y").unwrap_err();
+        assert!(e.contains("services: ") && e.contains("pagamenti"), "{e}");
+    }
+}
