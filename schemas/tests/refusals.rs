@@ -179,3 +179,95 @@ fn an_unknown_message_is_named() {
         .unwrap_err();
     assert!(matches!(e, Error::UnknownMessage { .. }), "{e}");
 }
+
+mod mutations {
+    use proptest::prelude::*;
+    use snodo_schemas::Catalog;
+
+    fn samples() -> Vec<(
+        &'static snodo_schemas::MessageSchema,
+        String,
+        serde_json::Value,
+    )> {
+        [
+            "residenza.cambio/dichiarazione",
+            "pagamenti/attiva-esito",
+            "mobilita.viabilita/evento",
+        ]
+        .iter()
+        .map(|name| {
+            let m = Catalog::global().by_name(name).unwrap();
+            let json = m.examples().remove(0);
+            let xml = m.json_to_xml_pretty(&json).unwrap();
+            (m, xml, json)
+        })
+        .collect()
+    }
+
+    proptest! {
+        /// Any edit of a valid XML document is accepted or refused, never a panic; a refusal
+        /// names an element path or the document.
+        #[test]
+        fn edited_xml_is_judged_not_crashed(
+            which in 0usize..3,
+            at in any::<prop::sample::Index>(),
+            cut in 0usize..4,
+            insert in "[<>/&a-z0-9 \"=:;#x]{0,6}",
+        ) {
+            let (m, xml, _) = &samples()[which];
+            let mut i = at.index(xml.len());
+            while !xml.is_char_boundary(i) { i -= 1; }
+            let mut j = (i + cut).min(xml.len());
+            while !xml.is_char_boundary(j) { j -= 1; }
+            let edited = format!("{}{}{}", &xml[..i], insert, &xml[j..]);
+            if let Err(e) = m.validate_xml(&edited) {
+                prop_assert!(!e.violations().is_empty());
+                prop_assert!(e.violations().iter().all(|v| v.at.is_empty() || v.at.starts_with('/')));
+            }
+        }
+
+        /// Any value put anywhere in a valid JSON document is accepted or refused at a pointer.
+        #[test]
+        fn edited_json_is_judged_not_crashed(
+            which in 0usize..3,
+            pick in any::<prop::sample::Index>(),
+            value in prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(serde_json::Value::from),
+                any::<i64>().prop_map(serde_json::Value::from),
+                "[A-Z0-9a-z/-]{0,20}".prop_map(serde_json::Value::from),
+                Just(serde_json::json!([])),
+                Just(serde_json::json!({})),
+            ],
+        ) {
+            let (m, _, json) = &samples()[which];
+            let mut pointers = Vec::new();
+            collect(json, String::new(), &mut pointers);
+            let target = &pointers[pick.index(pointers.len())];
+            let mut edited = json.clone();
+            if let Some(slot) = edited.pointer_mut(target) {
+                *slot = value;
+            }
+            if let Err(e) = m.validate_json(&edited) {
+                prop_assert!(!e.violations().is_empty());
+            }
+        }
+    }
+
+    fn collect(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, child) in map {
+                    collect(child, format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    collect(child, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+        out.push(at);
+    }
+}
