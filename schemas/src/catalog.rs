@@ -6,7 +6,8 @@
 //!    XSD through libxml2 for an XML body — which checks structure, types, required and unknown
 //!    members, patterns and bounds;
 //! 2. by deserializing it into the Rust type, which also checks what a schema cannot say: check
-//!    characters (codice fiscale, NAV), real calendar dates, codes that are never zero.
+//!    characters (codice fiscale, NAV), real calendar dates, codes that are never zero, and the
+//!    rules that tie a message's fields together ([`Payload::rules`]).
 //!
 //! Both steps name the failing field: a JSON pointer (`/persone/0/persona/codice_fiscale`), or an
 //! element path and line for XML (`/dichiarazione/persone[1]/persona/codice_fiscale`, line 7).
@@ -36,6 +37,13 @@ pub trait Payload: Serialize + DeserializeOwned + JsonSchema {
     const SERVICE: &'static str;
     /// The action (`dichiarazione`).
     const ACTION: &'static str;
+
+    /// What is wrong with this message beyond its fields' own formats: rules that tie fields
+    /// together (transfers that sum to the total, a period that ends after it starts). Each
+    /// violation's `at` is a JSON pointer. None by default.
+    fn rules(&self) -> Vec<Violation> {
+        Vec::new()
+    }
 }
 
 /// One message as a service module declares it.
@@ -61,10 +69,14 @@ impl Message {
     }
 }
 
-/// Deserializes `value` as `T`, naming the field of the first error as a JSON pointer.
-fn check_as<T: DeserializeOwned>(value: &Value) -> Result<(), Violation> {
+/// Deserializes `value` as `T` and applies its rules, naming the field of the first error as a
+/// JSON pointer.
+fn check_as<T: Payload>(value: &Value) -> Result<(), Violation> {
     match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(_) => Ok(()),
+        Ok(typed) => match typed.rules().into_iter().next() {
+            None => Ok(()),
+            Some(v) => Err(v),
+        },
         Err(e) => {
             let mut pointer = String::new();
             for segment in e.path().iter() {
@@ -97,14 +109,20 @@ fn canonical_as<T: Serialize + DeserializeOwned>(value: &Value) -> Result<Value,
     serde_json::to_value(typed).map_err(|e| e.to_string())
 }
 
-/// Declares the messages of a service module: `"action" => Type, …`. Implements [`Payload`]
-/// for each type and lists them in `MESSAGES` for the catalog.
+/// Declares the messages of a service module: `"action" => Type, …`, or `"action" => Type
+/// with function` for a type whose [`Payload::rules`] is `function(&self)`. Implements
+/// [`Payload`] for each type and lists them in `MESSAGES` for the catalog.
 macro_rules! messages {
-    ($($action:literal => $t:ident),+ $(,)?) => {
+    ($($action:literal => $t:ident $(with $rules:path)?),+ $(,)?) => {
         $(
             impl $crate::catalog::Payload for $t {
                 const SERVICE: &'static str = SERVICE;
                 const ACTION: &'static str = $action;
+                $(
+                    fn rules(&self) -> Vec<$crate::Violation> {
+                        $rules(self)
+                    }
+                )?
             }
         )+
 

@@ -75,11 +75,13 @@ fn build(shape: Shape<'_>, k: usize, depth: usize) -> Value {
             if let Some(props) = shape.properties() {
                 for (name, p) in props {
                     // A member's own examples come before those of its type.
-                    let value = match p.get("examples").and_then(Value::as_array) {
-                        Some(e) if !e.is_empty() && shape.at(p).kind() != Some(Kind::Array) => {
-                            e[0].clone()
-                        }
-                        _ => build(shape.at(p), k, depth + 1),
+                    let value = match p
+                        .get("examples")
+                        .and_then(Value::as_array)
+                        .and_then(|e| e.first())
+                    {
+                        Some(e) => e.clone(),
+                        None => build(shape.at(p), k, depth + 1),
                     };
                     map.insert(name.clone(), value);
                 }

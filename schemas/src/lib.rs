@@ -16,6 +16,7 @@ mod catalog;
 mod error;
 mod example;
 pub mod formats;
+mod rules;
 mod schema;
 pub mod services;
 mod xml;

@@ -334,6 +334,11 @@ fn convert(
                         .items()
                         .ok_or_else(|| here("a list without items".into()))?;
                     let index = *n - 1;
+                    // The list itself is where its first element is.
+                    origins
+                        .0
+                        .entry(format!("{pointer}/{key}"))
+                        .or_insert_with(|| (format!("{path}/{name}"), child.line));
                     let item = convert(
                         child,
                         items,

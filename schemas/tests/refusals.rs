@@ -173,6 +173,56 @@ fn the_root_element_must_be_the_action_in_the_service_namespace() {
 }
 
 #[test]
+fn rules_that_tie_fields_together_are_refused_at_the_field() {
+    // Transfers must sum to the position's total, in both forms.
+    let m = message("pagamenti", "posizione-crea");
+    let mut body = m.examples().remove(0);
+    m.validate_json(&body).unwrap();
+    body["importo"] = json!(90_000);
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/trasferimenti");
+    assert!(
+        v[0].problem
+            .contains("sum to €808.00, not to the total €900.00"),
+        "{v:?}"
+    );
+    let xml = m.json_to_xml_pretty(&m.examples()[0]).unwrap().replace(
+        "<importo>80800</importo>\n  <iupd>",
+        "<importo>90000</importo>\n  <iupd>",
+    );
+    let v = refused(m.validate_xml(&xml), Form::Xml);
+    assert_eq!(v[0].at, "/posizione-crea/trasferimenti");
+    let line = xml
+        .lines()
+        .position(|l| l.contains("<trasferimenti>"))
+        .unwrap()
+        + 1;
+    assert_eq!(v[0].line, Some(u32::try_from(line).unwrap()));
+
+    // Transfers are numbered 1 to n.
+    let mut body = m.examples().remove(0);
+    body["trasferimenti"][0]["indice"] = json!(2);
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/trasferimenti/0/indice");
+
+    // A resend range that ends before it starts.
+    let m = message("anagrafe.variazioni", "richiesta-reinvio");
+    let body = json!({"comune": "001272", "da": 7, "a": 5});
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/a");
+
+    // The declarant moves too; a declaration does not precede the move.
+    let (m, mut body) = declaration();
+    body["dichiarante"] = json!("MRTMTT25D09F205Z");
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/dichiarante");
+    let (m, mut body) = declaration();
+    body["data_trasferimento"] = json!("2026-03-20");
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/data_dichiarazione");
+}
+
+#[test]
 fn an_unknown_message_is_named() {
     let e = Catalog::global()
         .validate_json("residenza.cambio", "richiesta", &json!({}))

@@ -12,7 +12,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::{Indirizzo, Motivo, Persona};
+use crate::Violation;
 use crate::formats::{CodiceIstat, Data, Elenco, Istante};
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "anagrafe.variazioni";
@@ -177,10 +179,39 @@ pub struct CaricamentoEsito {
     pub motivi: Vec<Motivo>,
 }
 
+impl RichiestaReinvio {
+    fn regole(&self) -> Vec<Violation> {
+        if self.a < self.da {
+            vec![rules::at(
+                "/a",
+                format!(
+                    "the range ends at {} before it starts at {}",
+                    self.a, self.da
+                ),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
+impl CaricamentoIniziale {
+    fn regole(&self) -> Vec<Violation> {
+        if self.parte > self.parti {
+            vec![rules::at(
+                "/parte",
+                format!("part {} of a load of {} parts", self.parte, self.parti),
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 crate::catalog::messages! {
     "lotto" => Lotto,
     "lotto-esito" => LottoEsito,
-    "richiesta-reinvio" => RichiestaReinvio,
-    "caricamento-iniziale" => CaricamentoIniziale,
+    "richiesta-reinvio" => RichiestaReinvio with RichiestaReinvio::regole,
+    "caricamento-iniziale" => CaricamentoIniziale with CaricamentoIniziale::regole,
     "caricamento-esito" => CaricamentoEsito,
 }

@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::{Documento, Indirizzo, Motivo, Protocollo, RiferimentoCatastale};
+use crate::Violation;
 use crate::formats::{
     CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Data, Elenco, Importo, Istante, Nav,
 };
@@ -240,13 +241,23 @@ pub struct Stato {
     pub nota: Option<String>,
 }
 
+impl Provvedimento {
+    fn regole(&self) -> Vec<Violation> {
+        if self.esito == EsitoProvvedimento::Negato && self.motivi.is_empty() {
+            vec![crate::rules::at("/motivi", "a denial states its reasons")]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 crate::catalog::messages! {
     "istanza" => Istanza,
     "protocollo" => ProtocolloIstanza,
     "richiesta-integrazione" => RichiestaIntegrazione,
     "integrazione" => Integrazione,
     "oneri" => Oneri,
-    "provvedimento" => Provvedimento,
+    "provvedimento" => Provvedimento with Provvedimento::regole,
     "controllo-scia" => ControlloScia,
     "stato" => Stato,
 }

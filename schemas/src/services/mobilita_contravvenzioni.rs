@@ -13,7 +13,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::{Documento, Motivo, Protocollo, Soggetto};
+use crate::Violation;
 use crate::formats::{CodiceFiscale, CodiceIstat, Data, Elenco, Importo, Istante, Nav, Targa};
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "mobilita.contravvenzioni";
@@ -133,6 +135,7 @@ pub struct DatiVerbale {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub punti: Option<u8>,
     /// True when confiscation or licence suspension applies: no reduced payment then.
+    #[schemars(extend("examples" = [false]))]
     pub sanzione_accessoria: bool,
     /// The notices to pay with: reduced (unless excluded) and ordinary.
     pub avvisi: Elenco<AvvisoVerbale, 1, 3>,
@@ -273,13 +276,63 @@ pub struct Stato {
     pub nota: Option<String>,
 }
 
+impl DatiVerbale {
+    /// The minimum is not above the maximum, and no reduced notice where an accessory
+    /// sanction applies; `pointer` is where the fine is in its message.
+    fn regole(&self, pointer: &str) -> Vec<Violation> {
+        let mut v = Vec::new();
+        if self.minimo > self.massimo {
+            v.push(rules::at(
+                format!("{pointer}/minimo"),
+                format!(
+                    "the minimum {} is above the maximum {}",
+                    self.minimo, self.massimo
+                ),
+            ));
+        }
+        if self.sanzione_accessoria {
+            for (i, a) in self.avvisi.iter().enumerate() {
+                if a.tipo == TipoAvviso::Ridotto {
+                    v.push(rules::at(
+                        format!("{pointer}/avvisi/{i}/tipo"),
+                        "no reduced payment where confiscation or licence suspension applies",
+                    ));
+                }
+            }
+        }
+        v
+    }
+}
+
+impl RicercaEsito {
+    fn regole(&self) -> Vec<Violation> {
+        self.verbali
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.regole(&format!("/verbali/{i}")))
+            .collect()
+    }
+}
+
+impl Verbale {
+    fn regole(&self) -> Vec<Violation> {
+        self.verbale.regole("/verbale")
+    }
+}
+
+impl RicorsoTrasmissione {
+    fn regole(&self) -> Vec<Violation> {
+        self.verbale.regole("/verbale")
+    }
+}
+
 crate::catalog::messages! {
     "ricerca" => Ricerca,
-    "ricerca-esito" => RicercaEsito,
-    "verbale" => Verbale,
+    "ricerca-esito" => RicercaEsito with RicercaEsito::regole,
+    "verbale" => Verbale with Verbale::regole,
     "ricorso" => Ricorso,
     "ricorso-ricevuta" => RicorsoRicevuta,
-    "ricorso-trasmissione" => RicorsoTrasmissione,
+    "ricorso-trasmissione" => RicorsoTrasmissione with RicorsoTrasmissione::regole,
     "decisione" => Decisione,
     "stato" => Stato,
 }

@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::Intervallo;
+use crate::Violation;
 use crate::formats::{CodiceIstat, Elenco, Istante};
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "mobilita.viabilita";
@@ -127,7 +129,19 @@ pub struct FineEvento {
     pub il: Istante,
 }
 
+impl Evento {
+    fn regole(&self) -> Vec<Violation> {
+        match &self.periodo.fine {
+            Some(fine) if *fine < self.periodo.inizio => vec![rules::at(
+                "/periodo/fine",
+                format!("{fine} is before the start, {}", self.periodo.inizio),
+            )],
+            _ => Vec::new(),
+        }
+    }
+}
+
 crate::catalog::messages! {
-    "evento" => Evento,
+    "evento" => Evento with Evento::regole,
     "fine-evento" => FineEvento,
 }

@@ -12,9 +12,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::{Documento, Indirizzo, Motivo, Periodo, Protocollo};
+use crate::Violation;
 use crate::formats::{
     CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Data, Elenco, Importo, Istante, Nav, Targa,
 };
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "mobilita.ztl";
@@ -256,8 +258,27 @@ pub struct Stato {
     pub motivo: Option<Motivo>,
 }
 
+impl Domanda {
+    fn regole(&self) -> Vec<Violation> {
+        self.periodo
+            .al
+            .as_ref()
+            .and_then(|al| rules::not_before(&self.periodo.dal, al, "/periodo/al"))
+            .into_iter()
+            .collect()
+    }
+}
+
+impl Rilascio {
+    fn regole(&self) -> Vec<Violation> {
+        rules::not_before(&self.dal, &self.al, "/al")
+            .into_iter()
+            .collect()
+    }
+}
+
 crate::catalog::messages! {
-    "domanda" => Domanda,
+    "domanda" => Domanda with Domanda::regole,
     "domanda-ricevuta" => DomandaRicevuta,
     "verifica-residenza" => VerificaResidenza,
     "verifica-residenza-esito" => VerificaResidenzaEsito,
@@ -265,7 +286,7 @@ crate::catalog::messages! {
     "verifica-veicolo-esito" => VerificaVeicoloEsito,
     "richiesta-integrazione" => RichiestaIntegrazione,
     "integrazione" => Integrazione,
-    "rilascio" => Rilascio,
+    "rilascio" => Rilascio with Rilascio::regole,
     "rigetto" => Rigetto,
     "stato" => Stato,
 }

@@ -14,7 +14,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::Soggetto;
+use crate::Violation;
 use crate::formats::{CodiceFiscale, Data, Elenco, Importo, Istante, Iuv, Nav};
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "pagamenti";
@@ -70,6 +72,14 @@ pub struct PosizioneCrea {
     /// What is paid, as the notice prints it.
     pub causale: String,
     /// 1 to 5 transfers whose amounts sum to `importo`.
+    #[schemars(extend("examples" = [[{
+        "indice": 1,
+        "ente": "00514490010",
+        "iban": "IT60X0542811101000000123456",
+        "importo": 80800,
+        "causale": "IMU 2026 saldo",
+        "tassonomia": "9/0101101IM/"
+    }]]))]
     pub trasferimenti: Elenco<Trasferimento, 1, 5>,
 }
 
@@ -124,6 +134,14 @@ pub struct PosizioneAggiorna {
     /// The new due date.
     pub scadenza: Data,
     /// The new transfers, summing to `importo`.
+    #[schemars(extend("examples" = [[{
+        "indice": 1,
+        "ente": "00514490010",
+        "iban": "IT60X0542811101000000123456",
+        "importo": 80800,
+        "causale": "IMU 2026 saldo",
+        "tassonomia": "9/0101101IM/"
+    }]]))]
     pub trasferimenti: Elenco<Trasferimento, 1, 5>,
 }
 
@@ -270,6 +288,14 @@ pub struct Attivazione {
     /// Who owes.
     pub debitore: Soggetto,
     /// Its transfers.
+    #[schemars(extend("examples" = [[{
+        "indice": 1,
+        "ente": "00514490010",
+        "iban": "IT60X0542811101000000123456",
+        "importo": 80800,
+        "causale": "IMU 2026 saldo",
+        "tassonomia": "9/0101101IM/"
+    }]]))]
     pub trasferimenti: Elenco<Trasferimento, 1, 5>,
     /// Until when the token is valid.
     pub valido_fino: Istante,
@@ -361,6 +387,14 @@ pub struct Ricevuta {
     /// When it was paid.
     pub pagato_il: Istante,
     /// The transfers paid.
+    #[schemars(extend("examples" = [[{
+        "indice": 1,
+        "ente": "00514490010",
+        "iban": "IT60X0542811101000000123456",
+        "importo": 80800,
+        "causale": "IMU 2026 saldo",
+        "tassonomia": "9/0101101IM/"
+    }]]))]
     pub trasferimenti: Elenco<Trasferimento, 1, 5>,
 }
 
@@ -396,18 +430,83 @@ pub struct Rendicontazione {
     pub pagamenti: Elenco<PagamentoRendicontato, 1, 10000>,
 }
 
+/// Transfers numbered 1 to n, each once, whose amounts sum to `total`.
+fn trasferimenti(list: &[Trasferimento], total: Importo, pointer: &str) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut seen = [false; 6];
+    for (i, t) in list.iter().enumerate() {
+        let n = usize::from(t.indice);
+        match seen.get_mut(n) {
+            Some(slot) if n >= 1 && n <= list.len() && !*slot => *slot = true,
+            _ => violations.push(rules::at(
+                format!("{pointer}/{i}/indice"),
+                format!(
+                    "transfer {n}: the {} transfers are numbered 1 to {}, each once",
+                    list.len(),
+                    list.len()
+                ),
+            )),
+        }
+    }
+    violations.extend(rules::sum_is(list, |t| t.importo, total, pointer));
+    violations
+}
+
+impl PosizioneCrea {
+    fn regole(&self) -> Vec<Violation> {
+        trasferimenti(
+            self.trasferimenti.as_slice(),
+            self.importo,
+            "/trasferimenti",
+        )
+    }
+}
+
+impl PosizioneAggiorna {
+    fn regole(&self) -> Vec<Violation> {
+        trasferimenti(
+            self.trasferimenti.as_slice(),
+            self.importo,
+            "/trasferimenti",
+        )
+    }
+}
+
+impl AttivaEsito {
+    fn regole(&self) -> Vec<Violation> {
+        match &self.esito {
+            EsitoAttivazione::Attivato(a) => trasferimenti(
+                a.trasferimenti.as_slice(),
+                a.importo,
+                "/esito/attivato/trasferimenti",
+            ),
+            EsitoAttivazione::Errore { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Ricevuta {
+    fn regole(&self) -> Vec<Violation> {
+        trasferimenti(
+            self.trasferimenti.as_slice(),
+            self.importo,
+            "/trasferimenti",
+        )
+    }
+}
+
 crate::catalog::messages! {
-    "posizione-crea" => PosizioneCrea,
+    "posizione-crea" => PosizioneCrea with PosizioneCrea::regole,
     "posizione-creata" => PosizioneCreata,
-    "posizione-aggiorna" => PosizioneAggiorna,
+    "posizione-aggiorna" => PosizioneAggiorna with PosizioneAggiorna::regole,
     "posizione-annulla" => PosizioneAnnulla,
     "posizione-esito" => PosizioneEsito,
     "posizione-stato" => PosizioneStato,
     "verifica" => Verifica,
     "verifica-esito" => VerificaEsito,
     "attiva" => Attiva,
-    "attiva-esito" => AttivaEsito,
+    "attiva-esito" => AttivaEsito with AttivaEsito::regole,
     "esito-pagamento" => EsitoPagamento,
-    "ricevuta" => Ricevuta,
+    "ricevuta" => Ricevuta with Ricevuta::regole,
     "rendicontazione" => Rendicontazione,
 }

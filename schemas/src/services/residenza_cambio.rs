@@ -16,7 +16,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::dati::{Contatti, Documento, DocumentoIdentita, Indirizzo, Motivo, Persona, Protocollo};
+use crate::Violation;
 use crate::formats::{CodiceFiscalePersona, CodiceIstat, Data, Elenco, Istante, Targa};
+use crate::rules;
 
 /// The service's name in envelopes.
 pub const SERVICE: &str = "residenza.cambio";
@@ -429,8 +431,34 @@ pub struct Stato {
     pub nota: Option<String>,
 }
 
+impl Dichiarazione {
+    fn regole(&self) -> Vec<Violation> {
+        let mut v = Vec::new();
+        if !self
+            .persone
+            .iter()
+            .any(|p| p.persona.codice_fiscale == self.dichiarante)
+        {
+            v.push(rules::at(
+                "/dichiarante",
+                format!("{} is not one of the people who move", self.dichiarante),
+            ));
+        }
+        if self.data_dichiarazione < self.data_trasferimento {
+            v.push(rules::at(
+                "/data_dichiarazione",
+                format!(
+                    "the declaration ({}) comes before the move ({})",
+                    self.data_dichiarazione, self.data_trasferimento
+                ),
+            ));
+        }
+        v
+    }
+}
+
 crate::catalog::messages! {
-    "dichiarazione" => Dichiarazione,
+    "dichiarazione" => Dichiarazione with Dichiarazione::regole,
     "esito" => Esito,
     "registrazione" => Registrazione,
     "registrazione-esito" => RegistrazioneEsito,
