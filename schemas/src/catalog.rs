@@ -322,7 +322,7 @@ impl Catalog {
         self.require(service, action)?.validate_xml(body)
     }
 
-    fn require(&self, service: &str, action: &str) -> Result<&MessageSchema, Error> {
+    pub(crate) fn require(&self, service: &str, action: &str) -> Result<&MessageSchema, Error> {
         self.get(service, action)
             .ok_or_else(|| Error::UnknownMessage {
                 service: service.to_owned(),
@@ -404,7 +404,7 @@ impl MessageSchema {
         })
     }
 
-    fn invalid(&self, form: Form, mut violations: Vec<Violation>) -> Error {
+    pub(crate) fn invalid(&self, form: Form, mut violations: Vec<Violation>) -> Error {
         violations.truncate(MAX_VIOLATIONS);
         Error::Invalid {
             service: self.service(),
@@ -643,69 +643,4 @@ fn shorten(s: &str) -> String {
         let cut: String = s.chars().take(MAX).collect();
         format!("{cut}…")
     }
-}
-
-/// Checks `value` against its schema and types and returns it as JSON.
-///
-/// # Errors
-/// [`Error::Invalid`] when the value breaks its schema (a value built in code can, where a
-/// schema is stricter than its Rust type: a pattern on free text, a bound on a number).
-pub fn to_json<T: Payload>(value: &T) -> Result<Value, Error> {
-    let schema = catalog_entry::<T>()?;
-    let json = serde_json::to_value(value).map_err(|e| {
-        schema.invalid(
-            Form::Json,
-            vec![Violation {
-                at: String::new(),
-                line: None,
-                problem: e.to_string(),
-            }],
-        )
-    })?;
-    schema.validate_json(&json)?;
-    Ok(json)
-}
-
-/// Reads a JSON body as `T`, after checking it against its schema.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the fields at fault.
-pub fn from_json<T: Payload>(body: &Value) -> Result<T, Error> {
-    let schema = catalog_entry::<T>()?;
-    schema.validate_json(body)?;
-    serde_json::from_value(body.clone()).map_err(|e| {
-        schema.invalid(
-            Form::Json,
-            vec![Violation {
-                at: String::new(),
-                line: None,
-                problem: e.to_string(),
-            }],
-        )
-    })
-}
-
-/// Writes `value` in its XML form: one root element, the action, in the service's namespace.
-///
-/// # Errors
-/// [`Error::Invalid`] when the value breaks its schema; [`Error::Unrepresentable`] for a
-/// character XML 1.0 cannot hold.
-pub fn to_xml<T: Payload>(value: &T) -> Result<String, Error> {
-    let schema = catalog_entry::<T>()?;
-    let json = to_json(value)?;
-    schema.json_to_xml(&json)
-}
-
-/// Reads an XML body as `T`, after checking it against the service's XSD.
-///
-/// # Errors
-/// [`Error::Invalid`] naming the elements at fault and their lines.
-pub fn from_xml<T: Payload>(body: &str) -> Result<T, Error> {
-    let schema = catalog_entry::<T>()?;
-    let json = schema.xml_to_json(body)?;
-    from_json(&json)
-}
-
-fn catalog_entry<T: Payload>() -> Result<&'static MessageSchema, Error> {
-    Catalog::global().require(T::SERVICE, T::ACTION)
 }

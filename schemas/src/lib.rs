@@ -13,6 +13,7 @@
 //! and a test fails while they differ from the types.
 
 mod catalog;
+mod codec;
 mod error;
 mod example;
 pub mod formats;
@@ -22,6 +23,7 @@ pub mod services;
 mod xml;
 mod xsd;
 
-pub use catalog::{Catalog, MessageSchema, Payload, from_json, from_xml, to_json, to_xml};
+pub use catalog::{Catalog, MessageSchema, Payload};
+pub use codec::{from_json, from_xml, to_json, to_xml};
 pub use error::{Error, Form, Violation};
 pub use xml::namespace;
