@@ -336,6 +336,11 @@ pub struct ActionConfig {
     /// their events go to the action's `[[subscriptions]]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<Pattern>,
+    /// The schema its bodies must match, from the catalog of snodo-schemas: `"service/action"`
+    /// names a message of the catalog, `"none"` checks nothing. Absent: the catalog's message
+    /// of this same service and action when the catalog has one, else nothing is checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<crate::validate::SchemaSetting>,
 }
 
 /// `[[subscriptions]]`: who receives the events of one event action.
@@ -1270,6 +1275,11 @@ impl Validator {
                     _ => {}
                 }
                 self.patterns(&format!("{at}.recipients"), &a.recipients);
+                if let Err(m) =
+                    crate::validate::SchemaSetting::resolve(a.schema.as_ref(), &s.name, &a.name)
+                {
+                    self.push(format!("{at}.schema"), m);
+                }
             }
         }
     }

@@ -370,15 +370,16 @@ impl Hub {
         }
         // 4. The registry allows sender -> recipient for this service/action.
         let registry = self.registry();
-        if let Err(r) = registry.authorize(
+        let schema = match registry.authorize(
             &header.sender,
             &header.recipient,
             &header.service,
             &header.action,
             header.profile,
         ) {
-            return Err(refuse(ApiError::from(&r), Some(header)));
-        }
+            Ok(action) => action.schema,
+            Err(r) => return Err(refuse(ApiError::from(&r), Some(header))),
+        };
         let recipients: Vec<EntityId> = match &header.recipient {
             Recipient::Entity(e) => vec![e.clone()],
             Recipient::Broadcast => registry
@@ -388,7 +389,10 @@ impl Hub {
                 .cloned()
                 .collect(),
         };
-        // 5. Body schemas arrive with the services (they are not checked yet).
+        // 5. The body validates against the schema the registry names for this action.
+        crate::validate::body(schema, &verified.envelope.body, body.len())
+            .await
+            .map_err(|e| refuse(e, Some(header)))?;
         // 6-8. Duplicate check, durable write, receipt: the engine.
         let waiter = match (header.profile, wait) {
             (Profile::Request, Some(w)) if !w.is_zero() => {

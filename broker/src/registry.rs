@@ -12,6 +12,7 @@ use reqwest::Url;
 use snodo_envelopes::{EntityId, Profile, Recipient};
 
 use crate::config::{Config, Pattern};
+use crate::validate::SchemaSetting;
 
 /// A member of the federation as the hub knows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,6 +66,8 @@ pub struct Action {
     recipients: Allowed,
     /// Who receives its events, sorted, without duplicates.
     subscribers: Vec<EntityId>,
+    /// The catalog message its bodies must be (acceptance step 5); `None` checks nothing.
+    pub schema: Option<&'static snodo_schemas::MessageSchema>,
 }
 
 impl Action {
@@ -246,6 +249,10 @@ impl Registry {
                     senders: Allowed::resolve(&a.senders, entities.keys()),
                     recipients: Allowed::resolve(&a.recipients, entities.keys()),
                     subscribers: Vec::new(),
+                    // Checked by the configuration; an unchecked bad name checks nothing.
+                    schema: SchemaSetting::resolve(a.schema.as_ref(), &s.name, &a.name)
+                        .ok()
+                        .flatten(),
                 });
             }
             services.insert(
@@ -439,6 +446,7 @@ mod tests {
             profile,
             senders: patterns(senders),
             recipients: patterns(recipients),
+            schema: None,
         }
     }
 

@@ -22,6 +22,24 @@ pub struct ApiError {
     pub detail: String,
     /// Seconds after which a retry may succeed (429, 503).
     pub retry_after: Option<u64>,
+    /// The fields at fault in a refused body, each with what is wrong (`errors` in the problem).
+    pub errors: Vec<FieldProblem>,
+}
+
+/// One field at fault in a refused body: a JSON pointer, or an XML element path and line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldProblem {
+    /// Where in a JSON body (`/persone/0/persona/codice_fiscale`; empty for the whole body).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// Where in an XML body (`/dichiarazione/persone[1]/persona/codice_fiscale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The line in an XML body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub detail: String,
 }
 
 #[derive(Serialize)]
@@ -32,6 +50,8 @@ struct Problem<'a> {
     status: u16,
     code: &'a str,
     detail: &'a str,
+    #[serde(skip_serializing_if = "<[FieldProblem]>::is_empty")]
+    errors: &'a [FieldProblem],
 }
 
 impl ApiError {
@@ -42,7 +62,15 @@ impl ApiError {
             code,
             detail: detail.into(),
             retry_after: None,
+            errors: Vec::new(),
         }
+    }
+
+    /// Adds the fields at fault.
+    #[must_use]
+    pub fn with_errors(mut self, errors: Vec<FieldProblem>) -> Self {
+        self.errors = errors;
+        self
     }
 
     /// Adds a `Retry-After`.
@@ -77,6 +105,7 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             code: self.code,
             detail: &self.detail,
+            errors: &self.errors,
         })
         .unwrap_or_default();
         let mut resp = (self.status, body).into_response();

@@ -59,7 +59,7 @@ pub fn spec() -> Value {
                         "409": problem("The envelope id was already used by this sender for different content."),
                         "413": problem("The envelope is larger than the hub accepts."),
                         "415": problem("Content-Type is not application/xml or application/jose+json, or does not match the body."),
-                        "422": problem("Unknown recipient, service or action, profile not allowed, or the envelope has expired."),
+                        "422": problem("Unknown recipient, service or action, profile not allowed, the envelope has expired, or the body breaks the schema of its action (body-schema-invalid, with `errors`)."),
                         "429": problem("The caller exceeds its request rate or bytes in flight; see Retry-After."),
                         "503": problem("The hub cannot accept now; see Retry-After.")
                     }
@@ -216,7 +216,21 @@ pub fn spec() -> Value {
                         "title": { "type": "string" },
                         "status": { "type": "integer" },
                         "code": { "type": "string" },
-                        "detail": { "type": "string" }
+                        "detail": { "type": "string" },
+                        "errors": {
+                            "type": "array",
+                            "description": "For a body refused by its schema (body-schema-invalid): each field at fault.",
+                            "items": {
+                                "type": "object",
+                                "required": ["detail"],
+                                "properties": {
+                                    "pointer": { "type": "string", "description": "JSON pointer into a JSON body." },
+                                    "path": { "type": "string", "description": "Element path in an XML body." },
+                                    "line": { "type": "integer", "description": "Line in an XML body." },
+                                    "detail": { "type": "string" }
+                                }
+                            }
+                        }
                     }
                 },
                 "FlattenedJws": {
