@@ -634,20 +634,40 @@ async fn main() -> anyhow::Result<()> {
 
     // The hub's own count, from its metrics.
     let metrics_client = clients[0].1.clone();
-    let hub_count = async {
-        let text = metrics_client
+    let metrics_text = async {
+        metrics_client
             .get(format!("http://127.0.0.1:{plain_port}/metrics"))
             .send()
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("snodo_envelopes_accepted_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
+            .ok()
     }
-    .await;
+    .await
+    .unwrap_or_default();
+    let metric = |name: &str| {
+        metrics_text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let hub_count = metric("snodo_envelopes_accepted_total");
+    // Where the time of an acceptance went, by the hub's histograms (means).
+    let mut stages = serde_json::Map::new();
+    for stage in ["acceptance", "journal_commit", "amqp_confirm"] {
+        let (sum, count) = (
+            metric(&format!("snodo_{stage}_seconds_sum")),
+            metric(&format!("snodo_{stage}_seconds_count")),
+        );
+        if let (Some(sum), Some(count)) = (sum, count)
+            && count > 0.0
+        {
+            let ms = 1000.0 * sum / count;
+            println!("hub {stage}: mean {ms:.2} ms over {count} envelopes");
+            stages.insert(format!("{stage}_mean_ms"), json!(ms));
+        }
+    }
 
     match hub {
         HubHandle::Child(mut child) => {
@@ -753,6 +773,7 @@ async fn main() -> anyhow::Result<()> {
             "generator_cpu_s": gen_cpu,
             "generator_cpu_us_per_envelope": per_envelope(gen_cpu),
             "hub_count": hub_count,
+            "hub_stages": stages,
             "errors": errors_total,
             "error_kinds": errors,
             "versions": versions,

@@ -104,6 +104,45 @@ pub struct Outbound {
     pub raw: Vec<u8>,
     /// Where it goes.
     pub route: Route,
+    /// A request publishes it (and gives no receipt until it is confirmed); otherwise (a
+    /// notice, a response whose waiter left) only the outbox pass does.
+    pub by_request: bool,
+}
+
+/// An outbox entry as stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    route: Route,
+    by_request: bool,
+}
+
+/// The outbox entry of `seq` (stored as `value`), with what publishing it needs.
+fn load_outbound(store: &dyn Store, seq: u64, value: &[u8]) -> Result<Outbound, EngineError> {
+    let okey = keys::outbox(seq);
+    let pending: Pending =
+        serde_json::from_slice(value).map_err(|e| StoreError::corrupt(&okey, e))?;
+    let rkey = keys::envelope(seq);
+    let record: EnvelopeRecord = match store.get(&rkey)? {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
+        None => return Err(StoreError::corrupt(&okey, "envelope record missing").into()),
+    };
+    let raw = store
+        .get(&keys::raw(seq))?
+        .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
+    Ok(Outbound {
+        record,
+        raw,
+        route: pending.route,
+        by_request: pending.by_request,
+    })
+}
+
+fn pending_bytes(route: &Route, by_request: bool) -> Vec<u8> {
+    serde_json::to_vec(&Pending {
+        route: route.clone(),
+        by_request,
+    })
+    .unwrap_or_default()
 }
 
 /// A journal entry about an envelope, reported by the transport (a delivery on this node of an
@@ -472,23 +511,9 @@ impl Engine {
             let Some(seq) = keys::trailing_u64(&key) else {
                 continue;
             };
-            out.push(self.outbound(seq, &value)?);
+            out.push(load_outbound(self.store.as_ref(), seq, &value)?);
         }
         Ok(out)
-    }
-
-    fn outbound(&self, seq: u64, route: &[u8]) -> Result<Outbound, EngineError> {
-        let okey = keys::outbox(seq);
-        let route: Route =
-            serde_json::from_slice(route).map_err(|e| StoreError::corrupt(&okey, e))?;
-        let record = self
-            .record(seq)?
-            .ok_or_else(|| StoreError::corrupt(&okey, "envelope record missing"))?;
-        let raw = self
-            .store
-            .get(&keys::raw(seq))?
-            .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
-        Ok(Outbound { record, raw, route })
     }
 
     /// Wakes when the engine put envelopes in the outbox that no request is publishing.
@@ -1196,14 +1221,12 @@ impl Writer {
             } else {
                 Route::Direct(direct)
             };
-            g.put(
-                keys::outbox(seq),
-                serde_json::to_vec(&route).unwrap_or_default(),
-            );
+            g.put(keys::outbox(seq), pending_bytes(&route, true));
             Some(Box::new(Outbound {
                 record: record.clone(),
                 raw: sub.raw.clone(),
                 route,
+                by_request: true,
             }))
         };
         if let (Profile::Response, Some(_)) = (h.profile, h.in_reply_to) {
@@ -1787,10 +1810,7 @@ impl Writer {
     fn enqueue(&mut self, g: &mut Group<'_>, recipient: &str, seq: u64) {
         if self.config.external_queues {
             let route = Route::Direct(vec![recipient.to_owned()]);
-            g.put(
-                keys::outbox(seq),
-                serde_json::to_vec(&route).unwrap_or_default(),
-            );
+            g.put(keys::outbox(seq), pending_bytes(&route, false));
             self.outbox_dirty = true;
         } else {
             g.put(keys::queue(recipient, seq), Vec::new());
@@ -1803,24 +1823,9 @@ impl Writer {
             return Ok(None);
         }
         let store = self.store.as_ref();
-        let okey = keys::outbox(seq);
-        let Some(route) = store.get(&okey)? else {
-            return Ok(None);
-        };
-        let route: Route =
-            serde_json::from_slice(&route).map_err(|e| StoreError::corrupt(&okey, e))?;
-        let record = self.record_of(seq)?;
-        let raw = store
-            .get(&keys::raw(seq))?
-            .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
-        Ok(Some(Outbound { record, raw, route }))
-    }
-
-    fn record_of(&self, seq: u64) -> Result<EnvelopeRecord, EngineError> {
-        let rkey = keys::envelope(seq);
-        match self.store.get(&rkey)? {
-            Some(v) => Ok(serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?),
-            None => Err(StoreError::corrupt(&rkey, "envelope record missing").into()),
+        match store.get(&keys::outbox(seq))? {
+            Some(value) => Ok(Some(load_outbound(store, seq, &value)?)),
+            None => Ok(None),
         }
     }
 

@@ -413,13 +413,17 @@ impl Hub {
         {
             return Err(crate::amqp::unavailable(t));
         }
+        let started = std::time::Instant::now();
         let (accepted, outbound) = self.engine.admit(submission).await?;
+        self.metrics.durable(started.elapsed().as_secs_f64());
         if let (Some(t), Some(out)) = (&self.transport, outbound) {
             // No receipt before RabbitMQ confirmed every copy. The outbox keeps the envelope
             // and publishes it again; the client's retry (same id) gets the receipt then.
+            let started = std::time::Instant::now();
             t.publish(self, &out, true)
                 .await
                 .map_err(|e| crate::amqp::unavailable_because(&e))?;
+            self.metrics.confirmed(started.elapsed().as_secs_f64());
         }
         self.metrics.accepted(&accepted);
         match (waiter, &accepted) {

@@ -37,6 +37,8 @@ pub struct Metrics {
     retried: Counter,
     dead_lettered: Counter,
     latency: Histogram,
+    durable: Histogram,
+    confirmed: Histogram,
     depth: Family<EntityLabel, Gauge>,
 }
 
@@ -63,6 +65,8 @@ impl Metrics {
             retried: Counter::default(),
             dead_lettered: Counter::default(),
             latency: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            durable: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            confirmed: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             depth: Family::default(),
         };
         registry.register(
@@ -114,6 +118,16 @@ impl Metrics {
             "acceptance_seconds",
             "Time from request to receipt",
             m.latency.clone(),
+        );
+        registry.register(
+            "journal_commit_seconds",
+            "Time from a verified envelope to its durable journal entry (group commit)",
+            m.durable.clone(),
+        );
+        registry.register(
+            "amqp_confirm_seconds",
+            "Time from publishing an accepted envelope to RabbitMQ's confirm (amqp transport)",
+            m.confirmed.clone(),
         );
         registry.register(
             "inbox_depth",
@@ -169,6 +183,16 @@ impl Metrics {
     /// Records how long an acceptance took.
     pub fn latency(&self, seconds: f64) {
         self.latency.observe(seconds);
+    }
+
+    /// Records how long an envelope waited for its group commit.
+    pub fn durable(&self, seconds: f64) {
+        self.durable.observe(seconds);
+    }
+
+    /// Records how long a publication waited for RabbitMQ's confirm.
+    pub fn confirmed(&self, seconds: f64) {
+        self.confirmed.observe(seconds);
     }
 
     /// Sets an inbox depth.

@@ -37,8 +37,13 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// The first and the longest wait between connection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How often confirmed publications are struck from the outbox.
+const STRIKE_EVERY: Duration = Duration::from_millis(20);
 /// How many outbox entries one pass publishes.
 const OUTBOX_BATCH: usize = 256;
+/// Outbox entries younger than this belong to requests still publishing them (between a
+/// reconnection's first pass and the next).
+const OUTBOX_GRACE: time::Duration = time::Duration::seconds(5);
 
 /// Why an envelope could not be handed to RabbitMQ.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +97,10 @@ pub struct Amqp {
     /// Why there is no link, for `/readyz` and 503 answers.
     down_reason: Mutex<String>,
     /// Outbox entries being published now (by a request or by the outbox pass).
-    in_flight: Arc<Mutex<HashSet<u64>>>,
+    in_flight: Mutex<HashSet<u64>>,
+    /// Confirmed publications not yet struck from the outbox (they stay in `in_flight`
+    /// until they are, so that nobody publishes them again).
+    confirmed: Mutex<Vec<u64>>,
     /// Pull leases held by this node.
     pub leases: Leases,
     /// Delivered markers received from RabbitMQ but not yet in the store.
@@ -133,7 +141,8 @@ impl Amqp {
             prefetch: t.prefetch,
             link: watch::Sender::new(None),
             down_reason: Mutex::new("not connected yet".into()),
-            in_flight: Arc::default(),
+            in_flight: Mutex::default(),
+            confirmed: Mutex::default(),
             leases: Leases::default(),
             markers_pending: AtomicUsize::new(0),
             redeclare: AtomicBool::new(false),
@@ -237,22 +246,11 @@ impl Amqp {
         }
         let result = self.publish_copies(out).await;
         if result.is_ok() {
-            // The claim holds until the outbox entry is durably gone, so that no other task
-            // publishes it again in between.
-            let engine = hub.engine.clone();
-            let in_flight = self.in_flight.clone();
-            tokio::spawn(async move {
-                let recording = crate::engine::Recording {
-                    published: vec![seq],
-                    ..Default::default()
-                };
-                if let Err(e) = engine.report(recording).await {
-                    tracing::warn!(error = %e, "Publication not recorded; it will be published again.");
-                }
-                if let Ok(mut f) = in_flight.lock() {
-                    f.remove(&seq);
-                }
-            });
+            // The claim holds until the outbox entry is durably gone (see `strike`), so that
+            // no other task publishes it again in between.
+            if let Ok(mut c) = self.confirmed.lock() {
+                c.push(seq);
+            }
         } else if let Ok(mut f) = self.in_flight.lock() {
             f.remove(&seq);
         }
@@ -414,6 +412,7 @@ pub async fn run(hub: Arc<Hub>, amqp: Arc<Amqp>, shutdown: Shutdown) {
     let tasks = vec![
         tokio::spawn(supervise(hub.clone(), amqp.clone(), shutdown.clone())),
         tokio::spawn(outbox(hub.clone(), amqp.clone(), shutdown.clone())),
+        tokio::spawn(strike(hub.clone(), amqp.clone(), shutdown.clone())),
         tokio::spawn(consumers::markers(
             hub.clone(),
             amqp.clone(),
@@ -517,15 +516,54 @@ async fn supervise(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
     }
 }
 
+/// Strikes confirmed publications from the outbox, many at a time (one engine job for all
+/// the envelopes confirmed in the last few milliseconds, not one each).
+async fn strike(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
+    loop {
+        let stopping = tokio::select! {
+            () = tokio::time::sleep(STRIKE_EVERY) => false,
+            _ = shutdown.changed() => true,
+        };
+        let seqs = amqp
+            .confirmed
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        if !seqs.is_empty() {
+            let recording = crate::engine::Recording {
+                published: seqs.clone(),
+                ..Default::default()
+            };
+            if let Err(e) = hub.engine.report(recording).await {
+                // Published again after a restart; deliveries recognize the copy.
+                tracing::warn!(error = %e, "Confirmed publications not struck from the outbox.");
+            }
+            if let Ok(mut f) = amqp.in_flight.lock() {
+                for s in &seqs {
+                    f.remove(s);
+                }
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
 /// Publishes what the engine left in the outbox: envelopes whose request gave up before the
 /// confirm, notices, responses whose waiting request went away, and, after a crash,
 /// everything accepted but never confirmed.
 async fn outbox(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
     let signal = hub.engine.outbox_signal();
+    let mut generation = 0;
     loop {
-        if amqp.wait_link(&mut shutdown).await.is_none() {
+        let Some(link) = amqp.wait_link(&mut shutdown).await else {
             return;
-        }
+        };
+        // After a (re)connection, everything; else only what no request is about to publish
+        // (entries of requests still running are left to them).
+        let fresh_link = std::mem::replace(&mut generation, link.generation) != link.generation;
+        let settled_before = time::OffsetDateTime::now_utc() - OUTBOX_GRACE;
         let mut after = None;
         loop {
             let batch = match hub.engine.outbox(after, OUTBOX_BATCH) {
@@ -538,6 +576,15 @@ async fn outbox(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
             let Some(last) = batch.last() else { break };
             after = Some(last.record.seq);
             let full = batch.len() == OUTBOX_BATCH;
+            let batch: Vec<Outbound> = batch
+                .into_iter()
+                .filter(|out| {
+                    fresh_link
+                        || !out.by_request
+                        || snodo_envelopes::header::parse_time("accepted_at", &out.record.accepted_at)
+                            .is_ok_and(|t| t < settled_before)
+                })
+                .collect();
             let pubs = batch.iter().map(|out| amqp.publish(&hub, out, false));
             for (out, r) in batch.iter().zip(futures_util::future::join_all(pubs).await) {
                 if let Err(e) = r {
