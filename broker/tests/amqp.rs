@@ -439,3 +439,52 @@ async fn any_node_answers_auditors_for_its_peers_and_a_bundle_of_both_verifies_o
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_over_tls_with_the_federation_ca() {
+    let t = TestHub::on(Transport::Amqp);
+    let ca = snodo_envelopes::pki::CertificateAuthority::load(&t.pki()).unwrap();
+    snodo_envelopes::pki::issue(
+        &t.pki(),
+        &ca,
+        &snodo_envelopes::pki::Subject::Hub {
+            name: "rabbitmq".into(),
+            dns: Vec::new(),
+        },
+        snodo_envelopes::pki::KeyType::P256,
+        snodo_envelopes::pki::Validity::default(),
+    )
+    .unwrap();
+    let pki = t.pki();
+    let rabbit = PrivateRabbit::start_tls(
+        &pki.join("ca.crt"),
+        &pki.join("hub-rabbitmq.crt"),
+        &pki.join("hub-rabbitmq.key"),
+    )
+    .await;
+    t.set_amqp_url(&format!(
+        "amqps://guest:guest@localhost:{}/%2f",
+        rabbit.port
+    ));
+    let text = std::fs::read_to_string(&t.config_path).unwrap().replace(
+        "kind = \"amqp\"\n",
+        "kind = \"amqp\"\nca = \"pki/ca.crt\"\n",
+    );
+    std::fs::write(&t.config_path, text).unwrap();
+    let hub = t.start().await;
+    let (env, _) = t.accepted(&hub, TURIN, ANPR).await;
+    let anpr = t.client(ANPR);
+    let leased = eventually(10, || async {
+        let l = anpr.inbox(&hub, "").await;
+        (!l.is_empty()).then_some(l)
+    })
+    .await;
+    assert_eq!(leased[0]["envelope_id"], env.header.id.to_string());
+    assert_eq!(
+        anpr.ack(&hub, leased[0]["lease"].as_str().unwrap())
+            .await
+            .status,
+        204
+    );
+    hub.shutdown().await.unwrap();
+}

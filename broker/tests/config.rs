@@ -292,3 +292,57 @@ fn the_dev_instructions_sign_an_envelope_the_registry_accepts() {
     assert_eq!(header["service"], "residenza.cambio");
     assert_eq!(header["profile"], "request");
 }
+
+#[test]
+fn the_amqp_transport_needs_a_url_from_the_file_or_snodo_amqp_url() {
+    let tmp = federation();
+    let amqp = format!("{GOOD}\n[transport]\nkind = \"amqp\"\n");
+    // Neither in the file nor in the environment: named.
+    fs::write(tmp.path().join("amqp.toml"), &amqp).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_snodo"))
+        .args(["config", "check", "amqp.toml"])
+        .current_dir(tmp.path())
+        .env_remove("SNODO_AMQP_URL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("transport.url: "), "{}", stderr(&o));
+    assert!(stderr(&o).contains("SNODO_AMQP_URL"), "{}", stderr(&o));
+    // From the environment, so that the password need not be in the file.
+    let o = Command::new(env!("CARGO_BIN_EXE_snodo"))
+        .args(["config", "check", "amqp.toml"])
+        .current_dir(tmp.path())
+        .env(
+            "SNODO_AMQP_URL",
+            "amqp://snodo:secret@127.0.0.1:5672/federation",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A URL that is not one, and a prefetch of zero, are named.
+    refused(
+        tmp.path(),
+        &format!("{amqp}url = \"http://127.0.0.1:5672\"\n"),
+        "transport.url",
+        "not an amqp:// or amqps:// URL",
+    );
+    refused(
+        tmp.path(),
+        &format!("{amqp}url = \"amqp://127.0.0.1\"\nprefetch = 0\n"),
+        "transport.prefetch",
+        "at least 1",
+    );
+    // Peers: https only, never this node itself.
+    refused(
+        tmp.path(),
+        &format!("{GOOD}\n[[peers]]\nname = \"hub\"\nurl = \"https://127.0.0.1:9444\"\n"),
+        "peers[0].name",
+        "this node's own hub.name",
+    );
+    refused(
+        tmp.path(),
+        &format!("{GOOD}\n[[peers]]\nname = \"b\"\nurl = \"http://127.0.0.1:9444\"\n"),
+        "peers[0].url",
+        "https://",
+    );
+}

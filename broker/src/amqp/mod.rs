@@ -581,8 +581,11 @@ async fn outbox(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
                 .filter(|out| {
                     fresh_link
                         || !out.by_request
-                        || snodo_envelopes::header::parse_time("accepted_at", &out.record.accepted_at)
-                            .is_ok_and(|t| t < settled_before)
+                        || snodo_envelopes::header::parse_time(
+                            "accepted_at",
+                            &out.record.accepted_at,
+                        )
+                        .is_ok_and(|t| t < settled_before)
                 })
                 .collect();
             let pubs = batch.iter().map(|out| amqp.publish(&hub, out, false));

@@ -1,7 +1,7 @@
 //! A RabbitMQ node of the test's own (its own port, data and name), for tests that stop and
 //! start the broker without disturbing the shared one other tests use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,12 +39,34 @@ impl Drop for PrivateRabbit {
 impl PrivateRabbit {
     /// Starts a new node and waits until it takes connections.
     pub async fn start_new() -> PrivateRabbit {
+        PrivateRabbit::start_with(None).await
+    }
+
+    /// Starts a new node that speaks only TLS (amqps), with the certificate `cert` and key
+    /// `key` (PEM) chaining to `ca`.
+    pub async fn start_tls(ca: &Path, cert: &Path, key: &Path) -> PrivateRabbit {
+        PrivateRabbit::start_with(Some((ca, cert, key))).await
+    }
+
+    async fn start_with(tls: Option<(&Path, &Path, &Path)>) -> PrivateRabbit {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
+        let listeners = match tls {
+            None => format!("listeners.tcp.local = 127.0.0.1:{port}\n"),
+            Some((ca, cert, key)) => format!(
+                "listeners.tcp = none\nlisteners.ssl.local = 127.0.0.1:{port}\n\
+                 ssl_options.cacertfile = {}\nssl_options.certfile = {}\n\
+                 ssl_options.keyfile = {}\nssl_options.verify = verify_none\n\
+                 ssl_options.fail_if_no_peer_cert = false\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+        };
         std::fs::write(
             dir.path().join("rabbitmq.conf"),
-            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+            format!("{listeners}loopback_users = none\n"),
         )
         .unwrap();
         let mut r = PrivateRabbit {
