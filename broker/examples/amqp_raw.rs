@@ -49,8 +49,12 @@ async fn main() -> anyhow::Result<()> {
         "x-queue-type".into(),
         AMQPValue::LongString(LongString::from("quorum")),
     );
-    ch.queue_declare(queue.as_str().into(), QueueDeclareOptions::durable(), q_args)
-        .await?;
+    ch.queue_declare(
+        queue.as_str().into(),
+        QueueDeclareOptions::durable(),
+        q_args,
+    )
+    .await?;
     let payload = vec![b'x'; args.size];
     let props = BasicProperties::default().with_delivery_mode(2);
     let started = Instant::now();

@@ -116,7 +116,9 @@ struct Args {
 /// The status of a plain-HTTP GET on 127.0.0.1:`port`, or `None` when nothing answers.
 async fn plain_status(port: u16, path: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
     s.write_all(request.as_bytes()).await.ok()?;
     let mut answer = Vec::new();

@@ -196,6 +196,10 @@ pub enum AdapterSection {
     Reference {
         /// Which one; see [`reference::AVAILABLE`].
         back_office: String,
+        /// Its data (a comune's street register and residents…); a relative
+        /// `posta.directory` is relative to this file's directory.
+        #[serde(default)]
+        data: serde_json::Value,
     },
 }
 
@@ -333,8 +337,17 @@ impl Config {
             join(crl);
         }
         join(&mut self.state.dir);
-        if let AdapterSection::Dir { dir, .. } = &mut self.adapter {
-            join(dir);
+        match &mut self.adapter {
+            AdapterSection::Dir { dir, .. } => join(dir),
+            AdapterSection::Reference { data, .. } => {
+                if let Some(dir) = data.pointer_mut("/posta/directory")
+                    && let Some(text) = dir.as_str()
+                    && Path::new(text).is_relative()
+                {
+                    *dir = serde_json::Value::String(base.join(text).display().to_string());
+                }
+            }
+            AdapterSection::Http { .. } => {}
         }
     }
 
@@ -388,11 +401,14 @@ impl Config {
                     ));
                 }
             }
-            AdapterSection::Reference { back_office } => {
-                if let Err(message) = reference::find(back_office) {
-                    return Some(("adapter.back_office", message));
+            AdapterSection::Reference { back_office, data } => match reference::find(back_office) {
+                Err(message) => return Some(("adapter.back_office", message)),
+                Ok(found) => {
+                    if let Err(message) = (found.check)(data) {
+                        return Some(("adapter.data", message));
+                    }
                 }
-            }
+            },
             AdapterSection::Dir { .. } => {}
         }
         None

@@ -293,10 +293,9 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
             .any(|n| n.ends_with(&format!("__{answer}")))
     );
     assert!(sent_names.iter().any(|n| n.ends_with(".receipt.json")));
-    let reason = std::fs::read_to_string(
-        error.join("anpr-ministero__prova.scambio__notifica.json.reason"),
-    )
-    .unwrap();
+    let reason =
+        std::fs::read_to_string(error.join("anpr-ministero__prova.scambio__notifica.json.reason"))
+            .unwrap();
     assert!(reason.contains("not well-formed JSON"), "{reason}");
     let reason =
         std::fs::read_to_string(error.join("comune-004078__prova.scambio__esito.json.reason"))
@@ -499,7 +498,9 @@ async fn the_http_adapter_delivers_until_a_2xx_and_sends_with_idempotent_ids() {
     // A message the hub refuses: its code comes back.
     let resp = local
         .post(&endpoint)
-        .json(&json!({"recipient": CUNEO, "service": "prova.scambio", "action": "esito", "body": {}}))
+        .json(
+            &json!({"recipient": CUNEO, "service": "prova.scambio", "action": "esito", "body": {}}),
+        )
         .send()
         .await
         .unwrap();

@@ -236,11 +236,7 @@ pub async fn delete_all(
     use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
     let mut queues: Vec<String> = entities.iter().map(|e| names.queue(e)).collect();
     queues.extend([names.expired.clone(), names.dead.clone()]);
-    queues.extend(
-        nodes
-            .iter()
-            .map(|n| format!("{}.{n}", names.delivered)),
-    );
+    queues.extend(nodes.iter().map(|n| format!("{}.{n}", names.delivered)));
     queues.extend(RETRY_DELAYS_MS.iter().map(|ms| names.retry_queue(*ms)));
     for q in queues {
         // A channel each: deleting what is absent closes the channel.
