@@ -242,6 +242,8 @@ pub struct Comune {
     mailer: Option<Mailer>,
     /// Woken when mail may be waiting.
     posta_pronta: Arc<Notify>,
+    /// Notified by the handlers once their changes are durable: terms and mail look again.
+    cambiato: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Comune {
@@ -298,6 +300,7 @@ impl Comune {
             dati,
             mailer,
             posta_pronta: Arc::new(Notify::new()),
+            cambiato: Arc::new(Notify::new()),
         };
         comune.carica_residenti().map_err(s)?;
         Ok(Arc::new(comune))
@@ -360,7 +363,7 @@ impl Comune {
         let builder = crate::residenza_cambio::install_comune(
             &r,
             &client,
-            Some(self.posta_pronta.clone()),
+            Some(self.cambiato.clone()),
             builder,
         );
         let v: Arc<dyn crate::anagrafe_variazioni::Mittente> = self.clone();
@@ -376,9 +379,27 @@ impl Comune {
         };
         let mail = {
             let me = self.clone();
+            let shutdown = shutdown.clone();
             tokio::spawn(async move { me.run_mail(shutdown).await })
         };
-        vec![terms, mail]
+        let changes = {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = me.cambiato.notified() => me.svegli(),
+                        () = stopped(shutdown.clone()) => return,
+                    }
+                }
+            })
+        };
+        vec![terms, mail, changes]
+    }
+
+    /// Tells the terms and the mail that the state changed.
+    fn svegli(&self) {
+        self.termini.wake();
+        self.posta_pronta.notify_one();
     }
 
     async fn run_terms(&self, shutdown: Shutdown) {

@@ -605,7 +605,7 @@ impl Comune {
 
     async fn commit(&self, o: Outcome) -> Result<(), ServiceError> {
         let r = self.committer.commit(o).await.map(|_| ());
-        self.posta_pronta.notify_one();
+        self.svegli();
         r
     }
 }
