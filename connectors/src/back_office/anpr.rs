@@ -322,10 +322,11 @@ impl crate::residenza_cambio::Anpr for Anpr {
         for p in r.persone.iter() {
             let cf = p.persona.codice_fiscale.as_str();
             let prev = self.posizioni.get(cf).map_err(retry)?;
-            if let Some(prev) = &prev {
-                if prev.comune != r.comune && !partenze.contains(&prev.comune) {
-                    partenze.push(prev.comune.clone());
-                }
+            if let Some(prev) = &prev
+                && prev.comune != r.comune
+                && !partenze.contains(&prev.comune)
+            {
+                partenze.push(prev.comune.clone());
             }
             precedenti.push((cf.to_owned(), prev.clone()));
             o.update
@@ -344,10 +345,10 @@ impl crate::residenza_cambio::Anpr for Anpr {
                 )
                 .map_err(retry)?;
         }
-        if let Provenienza::AltroComune { comune } = &r.provenienza {
-            if !partenze.contains(comune) {
-                partenze.push(comune.clone());
-            }
+        if let Provenienza::AltroComune { comune } = &r.provenienza
+            && !partenze.contains(comune)
+        {
+            partenze.push(comune.clone());
         }
         for c in &partenze {
             let persone: Vec<_> = r

@@ -244,10 +244,10 @@ impl Comune {
         // The registry office: each person now lives here.
         for x in d.persone.iter() {
             let cf = x.persona.codice_fiscale.as_str();
-            if let Some(prev) = self.residenti.get(cf).map_err(retry)? {
-                if prev.emigrato.is_none() {
-                    p.precedenti.push(prev);
-                }
+            if let Some(prev) = self.residenti.get(cf).map_err(retry)?
+                && prev.emigrato.is_none()
+            {
+                p.precedenti.push(prev);
             }
             o.update
                 .put(
@@ -369,7 +369,7 @@ impl Comune {
                 "dimora-non-abituale",
                 "L'accertamento ha escluso la dimora abituale.",
             )])
-            .unwrap_or_else(|| unreachable_motivi())
+            .unwrap_or_else(unreachable_motivi)
         });
         for x in p.dichiarazione.persone.iter() {
             let cf = x.persona.codice_fiscale.as_str();
@@ -832,15 +832,14 @@ impl crate::residenza_cambio::Comune for Comune {
         let mut o = Outcome::new();
         for cf in r.persone.iter() {
             let key = cf.as_str();
-            if let Some(mut res) = self.residenti.get(key).map_err(retry)? {
-                if res
+            if let Some(mut res) = self.residenti.get(key).map_err(retry)?
+                && res
                     .emigrato
                     .as_ref()
                     .is_some_and(|e| e.pratica == r.pratica)
-                {
-                    res.emigrato = None;
-                    o.update.put(&self.residenti, key, &res).map_err(retry)?;
-                }
+            {
+                res.emigrato = None;
+                o.update.put(&self.residenti, key, &res).map_err(retry)?;
             }
             for (k, mut pos) in self.tari.scan(&format!("{key}/")).map_err(retry)? {
                 if pos.chiusa_da.as_deref() == Some(r.pratica.as_str()) {
