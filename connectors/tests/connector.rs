@@ -531,7 +531,7 @@ fn a_bad_configuration_exits_naming_the_field() {
         ),
         (
             "[adapter]\nkind = \"reference\"\nback_office = \"comune\"\n",
-            "no reference back office is available",
+            "adapter.data: missing field `stradario`",
         ),
         (
             "[adapter]\nkind = \"http\"\ndeliver_to = \"ftp://x\"\nlisten = \"127.0.0.1:1\"\n",
