@@ -123,7 +123,7 @@ struct Federazione {
     clock: ManualClock,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    torino: Arc<Comune>,
+    torino: Option<Arc<Comune>>,
     cuneo: Arc<Comune>,
     anpr: Arc<Anpr>,
     mctc: Arc<Motorizzazione>,
@@ -131,7 +131,8 @@ struct Federazione {
 }
 
 impl Federazione {
-    async fn new(torino: DatiComune, cuneo: DatiComune) -> Federazione {
+    /// The federation; Turin's back office runs in-process when `torino` gives its data.
+    async fn new(torino: Option<DatiComune>, cuneo: DatiComune) -> Federazione {
         let dir = tempfile::tempdir().unwrap();
         let ids = [TORINO, CUNEO, ANPR, MCTC, PORTALE];
         let entities: Vec<EntityId> = ids.iter().map(|e| e.parse().unwrap()).collect();
@@ -198,15 +199,13 @@ impl Federazione {
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
 
-        let (k, client, store) = start(TORINO);
-        let torino_bo = Comune::new(k, torino, shared.clone()).unwrap();
-        tasks.extend(torino_bo.start(shutdown.clone()));
-        run(
-            torino_bo.install(Dispatcher::builder()),
-            client,
-            store,
-            &mut tasks,
-        );
+        let torino_bo = torino.map(|dati| {
+            let (k, client, store) = start(TORINO);
+            let bo = Comune::new(k, dati, shared.clone()).unwrap();
+            tasks.extend(bo.start(shutdown.clone()));
+            run(bo.install(Dispatcher::builder()), client, store, &mut tasks);
+            bo
+        });
 
         let (k, client, store) = start(CUNEO);
         let cuneo_bo = Comune::new(k, cuneo, shared.clone()).unwrap();
@@ -257,6 +256,10 @@ impl Federazione {
             mctc,
             portale,
         }
+    }
+
+    fn torino(&self) -> &Comune {
+        self.torino.as_deref().expect("Turin runs in-process")
     }
 
     fn mail_dir(&self) -> std::path::PathBuf {
@@ -358,7 +361,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
         residente(&d, "Neri", "CN-4", "004078", "Corso Nizza", "4"),
     ];
     let tmp = tempfile::tempdir().unwrap();
-    let f = Federazione::new(torino(tmp.path(), Vec::new()), cuneo(residenti_cuneo)).await;
+    let f = Federazione::new(Some(torino(tmp.path(), Vec::new())), cuneo(residenti_cuneo)).await;
     let mail_dir = tmp.path().join("posta-torino");
 
     // Cuneo's registry reaches ANPR as a full initial load in two parts.
@@ -522,13 +525,13 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
     )
     .await;
     let esito = eventually(10, "ANPR's answer at Turin", || async {
-        f.torino.pratica("P-C").unwrap().and_then(|p| p.anpr)
+        f.torino().pratica("P-C").unwrap().and_then(|p| p.anpr)
     })
     .await;
     assert!(matches!(esito, EsitoAnpr::Applicata { .. }), "{esito:?}");
 
     // Confirmed by check: the police find family A at home.
-    f.torino
+    f.torino()
         .accertamento("P-A", EsitoAccertamento::Positivo, None)
         .await
         .unwrap();
@@ -539,7 +542,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
     .await;
     // A second check of a confirmed practice is refused, naming its state.
     let e = f
-        .torino
+        .torino()
         .accertamento("P-A", EsitoAccertamento::Negativo, None)
         .await
         .unwrap_err();
@@ -547,7 +550,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
 
     // Annulled after observations: a negative check, the notice with 10 days, the citizen's
     // observations, the official's rejection of them, the annulment.
-    f.torino
+    f.torino()
         .accertamento(
             "P-C",
             EsitoAccertamento::Negativo,
@@ -572,7 +575,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
         .await
         .unwrap();
     eventually(10, "the observations to reach the comune", || async {
-        f.torino
+        f.torino()
             .pratica("P-C")
             .unwrap()
             .and_then(|p| p.osservazioni)
@@ -582,10 +585,10 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
     f.clock.advance(time::Duration::days(11));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        f.torino.pratica("P-C").unwrap().unwrap().stato,
+        f.torino().pratica("P-C").unwrap().unwrap().stato,
         StatoPratica::PreavvisoRigetto
     );
-    f.torino.esamina_osservazioni("P-C", false).await.unwrap();
+    f.torino().esamina_osservazioni("P-C", false).await.unwrap();
     f.stati("P-C", &[&nota_c[..], &[StatoPratica::Annullata]].concat())
         .await;
 
@@ -593,7 +596,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
     f.clock.set(datetime!(2027-04-15 23:00 UTC));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        f.torino.pratica("P-B").unwrap().unwrap().stato,
+        f.torino().pratica("P-B").unwrap().unwrap().stato,
         StatoPratica::InAccertamento,
         "confirmed before the 45th day ended"
     );
@@ -609,7 +612,7 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
         let anpr = f.anpr.posizione(&c).unwrap()?;
         let cuneo = f.cuneo.residente(&c).unwrap()?;
         let mctc = f.mctc.intestatario(&c).unwrap()?;
-        let torino = f.torino.pratica("P-C").unwrap()?;
+        let torino = f.torino().pratica("P-C").unwrap()?;
         (anpr.comune.as_str() == "004078"
             && cuneo.emigrato.is_none()
             && mctc.indirizzo.comune.as_str() == "004078"
@@ -642,26 +645,26 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
     // Turin: A and B residents with an open TARI position each household; C is not, and its
     // position never applied; D left no trace but its refused practice.
     for x in [&a[0], &a[1], &b] {
-        let r = f.torino.residente(x).unwrap().unwrap();
+        let r = f.torino().residente(x).unwrap().unwrap();
         assert_eq!((r.dal.as_str(), r.emigrato.is_none()), ("2027-03-01", true));
     }
-    assert!(f.torino.residente(&c).unwrap().is_none());
-    assert!(f.torino.residente(&d).unwrap().is_none());
+    assert!(f.torino().residente(&c).unwrap().is_none());
+    assert!(f.torino().residente(&d).unwrap().is_none());
     let tari = |bo: &Comune, x: &str| bo.posizioni_tari(x).unwrap();
-    let ta = tari(&f.torino, &a[0]);
+    let ta = tari(f.torino(), &a[0]);
     assert_eq!(ta.len(), 1);
     assert_eq!((ta[0].1.componenti, ta[0].1.al.is_none()), (2, true));
-    assert_eq!(tari(&f.torino, &b)[0].1.al, None);
-    let tc = tari(&f.torino, &c);
+    assert_eq!(tari(f.torino(), &b)[0].1.al, None);
+    let tc = tari(f.torino(), &c);
     assert!(
         tc[0].1.annullata && tc[0].1.al.unwrap() < tc[0].1.dal,
         "{tc:?}"
     );
-    assert!(tari(&f.torino, &d).is_empty());
-    let pc = f.torino.pratica("P-C").unwrap().unwrap();
+    assert!(tari(f.torino(), &d).is_empty());
+    let pc = f.torino().pratica("P-C").unwrap().unwrap();
     assert_eq!(pc.motivi[0].codice, "dimora-non-abituale");
     assert_eq!(
-        f.torino.pratica("P-D").unwrap().unwrap().stato,
+        f.torino().pratica("P-D").unwrap().unwrap().stato,
         StatoPratica::Rifiutata
     );
     // Cuneo: A and B emigrated to Turin from 1 March, their TARI positions closed the day
@@ -715,11 +718,11 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
         tmp.path(),
         vec![residente(&x, "Gialli", "TO-9", "001272", "Via Roma", "1")],
     );
-    let f = Federazione::new(dati, cuneo(Vec::new())).await;
+    let f = Federazione::new(Some(dati), cuneo(Vec::new())).await;
     // The full load first: the batches follow it from number 1.
-    assert_eq!(f.torino.caricamento_iniziale(100).await.unwrap(), 1);
+    assert_eq!(f.torino().caricamento_iniziale(100).await.unwrap(), 1);
     eventually(10, "the load", || async {
-        f.torino
+        f.torino()
             .esito_caricamento(1)
             .unwrap()
             .filter(|e| e.completato)
@@ -736,11 +739,14 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
         .unwrap()
     };
     for civico in ["10", "20", "30"] {
-        f.torino.prepara_lotto(vec![sposta(civico)]).await.unwrap();
+        f.torino()
+            .prepara_lotto(vec![sposta(civico)])
+            .await
+            .unwrap();
     }
     // Batch 2 is lost: 1 and 3 are sent.
-    f.torino.invia_lotto(1).await.unwrap();
-    f.torino.invia_lotto(3).await.unwrap();
+    f.torino().invia_lotto(1).await.unwrap();
+    f.torino().invia_lotto(3).await.unwrap();
     // ANPR holds 3, asks for 2, Turin resends it, ANPR applies 2 then 3.
     let st = eventually(20, "batches 1–3 applied", || async {
         f.anpr.feed("001272").unwrap().filter(|s| s.prossimo == 4)
@@ -750,13 +756,13 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
     let p = f.anpr.posizione(&x).unwrap().unwrap();
     assert_eq!(p.indirizzo.unwrap().civico, "30");
     assert_eq!(
-        f.torino.lotto(2).unwrap().unwrap().invii,
+        f.torino().lotto(2).unwrap().unwrap().invii,
         1,
         "batch 2 went out once, on request"
     );
     for seq in 1..=3 {
         let e = eventually(10, "the answers", || async {
-            f.torino
+            f.torino()
                 .esito_lotto(seq)
                 .unwrap()
                 .filter(|e| e.esito == EsitoLotto::Applicato {})
@@ -766,9 +772,9 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
     }
 
     // Batch 1 arrives again: ignored, said so, nothing changes.
-    f.torino.invia_lotto(1).await.unwrap();
+    f.torino().invia_lotto(1).await.unwrap();
     eventually(10, "the duplicate's answer", || async {
-        f.torino
+        f.torino()
             .esito_lotto(1)
             .unwrap()
             .filter(|e| e.esito == EsitoLotto::GiaApplicato {})
@@ -790,7 +796,7 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
     // A death in batch 4 ends the position.
     let mut morte = sposta("30");
     morte.tipo = TipoVariazione::Morte;
-    assert_eq!(f.torino.nuovo_lotto(vec![morte]).await.unwrap(), 4);
+    assert_eq!(f.torino().nuovo_lotto(vec![morte]).await.unwrap(), 4);
     let p = eventually(10, "batch 4", || async {
         f.anpr
             .posizione(&x)
@@ -800,7 +806,7 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
     .await;
     assert!(p.cessata.unwrap().starts_with("morte"));
     // Resending a batch never numbered is refused by name.
-    let e = f.torino.invia_lotto(9).await.unwrap_err();
+    let e = f.torino().invia_lotto(9).await.unwrap_err();
     assert!(
         matches!(e, ServiceError::Refused(_)) && e.to_string().contains("batch 9"),
         "{e}"
@@ -823,7 +829,7 @@ async fn invalid_inputs_get_a_clear_refusal_naming_what_was_wrong() {
             "5",
         )],
     );
-    let f = Federazione::new(dati, cuneo(Vec::new())).await;
+    let f = Federazione::new(Some(dati), cuneo(Vec::new())).await;
     let nuovo = cf("BLULCU90A01D205");
 
     // A wrong check letter: the portal refuses it naming the field, and records why.
@@ -962,7 +968,12 @@ async fn invalid_inputs_get_a_clear_refusal_naming_what_was_wrong() {
     // Nothing was registered anywhere; no official was mailed about refused declarations.
     assert!(f.anpr.posizione(&nuovo).unwrap().is_none());
     assert_eq!(
-        f.torino.residente(&e_cf).unwrap().unwrap().indirizzo.civico,
+        f.torino()
+            .residente(&e_cf)
+            .unwrap()
+            .unwrap()
+            .indirizzo
+            .civico,
         "5"
     );
     assert!(mails(&f.mail_dir()).is_empty());
@@ -1006,4 +1017,117 @@ fn snodo_connector_runs_the_reference_back_offices_from_its_configuration() {
     }
     let e = snodo_connectors::adapter::reference::find("prefettura").unwrap_err();
     assert!(e.contains("comune, anpr, motorizzazione, portale"), "{e}");
+}
+
+/// `snodo-connector` as a child process, killed when dropped; its log is shown if the test
+/// fails.
+struct Processo(std::process::Child, std::path::PathBuf);
+
+impl Drop for Processo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "snodo-connector's log:\n{}",
+                std::fs::read_to_string(&self.1).unwrap_or_default()
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn snodo_connector_runs_the_reference_comune_against_the_hub() {
+    let f = Federazione::new(None, cuneo(Vec::new())).await;
+    let dir = f.dir.path();
+    let pki = dir.join("pki");
+    let config = format!(
+        r#"
+[hub]
+url = "{url}"
+
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+
+[state]
+dir = "state-bin"
+
+[receive]
+mode = "pull"
+idle = "50ms"
+
+[adapter]
+kind = "reference"
+back_office = "comune"
+
+[adapter.data]
+ufficiale = "anagrafe@comune.torino.example.it"
+stradario = [{{ nome = "Via Roma", civici = 300 }}]
+
+[adapter.data.posta]
+from = "anagrafe@comune.torino.example.it"
+directory = "posta-bin"
+"#,
+        url = url(&f.hub),
+        ca = pki.join("ca.crt").display(),
+        cert = pki.join("comune-001272.crt").display(),
+        key = pki.join("comune-001272.key").display(),
+    );
+    let path = dir.join("torino.toml");
+    std::fs::write(&path, config).unwrap();
+    let log = std::fs::File::create(dir.join("torino.log")).unwrap();
+    let _torino = Processo(
+        std::process::Command::new(env!("CARGO_BIN_EXE_snodo-connector"))
+            .arg("--config")
+            .arg(&path)
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+        dir.join("torino.log"),
+    );
+    let x = cf("GRGLCU80A01D205");
+    // The child runs on the system clock: the declarations are dated today.
+    let oggi = time::OffsetDateTime::now_utc().date().to_string();
+    let datata = |mut d: Value| {
+        d["data_dichiarazione"] = json!(oggi);
+        d["data_trasferimento"] = json!(oggi);
+        d
+    };
+    f.portale
+        .dichiara(&datata(dichiarazione(
+            "P-BIN",
+            da_cuneo(),
+            "Via Roma",
+            "5",
+            &[(&x, "Grigi", json!({}))],
+        )))
+        .await
+        .unwrap();
+    f.portale
+        .dichiara(&datata(dichiarazione(
+            "P-BIN-NO",
+            da_cuneo(),
+            "Via Po",
+            "5",
+            &[(&x, "Grigi", json!({}))],
+        )))
+        .await
+        .unwrap();
+    f.stati("P-BIN", &[StatoPratica::Ricevuta]).await;
+    f.stati(
+        "P-BIN-NO",
+        &[StatoPratica::Ricevuta, StatoPratica::Rifiutata],
+    )
+    .await;
+    // The relative mail directory is the configuration file's.
+    let m = eventually(20, "the official's mail from the child process", || async {
+        mails(&dir.join("posta-bin")).into_iter().next()
+    })
+    .await;
+    assert!(m.contains("P-BIN "), "{m}");
+    let log = std::fs::read_to_string(dir.join("torino.log")).unwrap();
+    assert!(log.contains("snodo connector running."), "{log}");
+    f.shutdown().await;
 }
