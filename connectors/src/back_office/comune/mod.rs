@@ -116,18 +116,22 @@ pub struct Pratica {
     /// The rejection notice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preavviso: Option<PreavvisoRigetto>,
-    /// The citizen's observations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub osservazioni: Option<Osservazioni>,
-    /// ANPR's answer to the registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anpr: Option<EsitoAnpr>,
-    /// ANPR's answer to the annulment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub anpr_annullamento: Option<EsitoAnpr>,
     /// Residents' positions in this comune before a move within it, restored on annulment.
     #[serde(default)]
     pub precedenti: Vec<Residente>,
+}
+
+/// What others answered about a practice. Kept apart from [`Pratica`], which only the
+/// comune's own acts change, so that an answer processed while an act is under way is never
+/// overwritten by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Risposte {
+    /// ANPR's answer to the registration.
+    pub anpr: Option<EsitoAnpr>,
+    /// ANPR's answer to the annulment.
+    pub anpr_annullamento: Option<EsitoAnpr>,
+    /// The citizen's observations on the rejection notice.
+    pub osservazioni: Option<Osservazioni>,
 }
 
 /// Someone the comune's registry holds (or held: an emigrant).
@@ -222,6 +226,13 @@ pub struct Comune {
     committer: Committer,
     /// Practices by id.
     pratiche: Tree<Pratica>,
+    /// ANPR's answers, `practice/registrazione` and `practice/annullamento`.
+    esiti_anpr: Tree<EsitoAnpr>,
+    /// The citizen's observations, by practice.
+    osservazioni: Tree<Osservazioni>,
+    /// Serialises the comune's own acts (terms, the official, the police): each reads a
+    /// practice and commits its change before the next reads it.
+    atti: tokio::sync::Mutex<()>,
     /// The registry, by codice fiscale.
     residenti: Tree<Residente>,
     /// TARI positions, `CF/practice` (or `CF/iniziale`).
@@ -288,6 +299,9 @@ impl Comune {
             anpr,
             clock,
             pratiche: store.tree("comune.pratiche").map_err(s)?,
+            esiti_anpr: store.tree("comune.esiti_anpr").map_err(s)?,
+            osservazioni: store.tree("comune.osservazioni").map_err(s)?,
+            atti: tokio::sync::Mutex::new(()),
             residenti: store.tree("comune.residenti").map_err(s)?,
             tari: store.tree("comune.tari").map_err(s)?,
             posta: store.tree("comune.posta").map_err(s)?,
@@ -416,8 +430,18 @@ impl Comune {
                 }
             };
             for d in due {
+                let _act = self.atti.lock().await;
                 let outcome = match self.scadenza(&d.key, d.value) {
                     Ok(o) => o,
+                    Err(e) if e.is_retryable() => {
+                        // The store failed: the term stays, and is tried again shortly.
+                        tracing::warn!(pratica = %d.key, error = %e, "A term could not be applied yet.");
+                        drop(_act);
+                        tokio::select! {
+                            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => break,
+                            () = stopped(shutdown.clone()) => return,
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(pratica = %d.key, error = %e, "A term could not be applied; dropped.");
                         let mut o = crate::service::Outcome::new();
@@ -490,6 +514,18 @@ impl Comune {
     /// [`StoreError`] when the store fails.
     pub fn pratica(&self, pratica: &str) -> Result<Option<Pratica>, StoreError> {
         self.pratiche.get(pratica)
+    }
+
+    /// What ANPR and the citizen answered about practice `pratica`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn risposte(&self, pratica: &str) -> Result<Risposte, StoreError> {
+        Ok(Risposte {
+            anpr: self.esiti_anpr.get(&format!("{pratica}/registrazione"))?,
+            anpr_annullamento: self.esiti_anpr.get(&format!("{pratica}/annullamento"))?,
+            osservazioni: self.osservazioni.get(pratica)?,
+        })
     }
 
     /// The registry's record of `cf`.

@@ -8,7 +8,7 @@ use snodo_schemas::formats::{CodiceFiscalePersona, Data, Elenco};
 use snodo_schemas::services::dati::{Indirizzo, Motivo};
 use snodo_schemas::services::residenza_cambio::{
     Accertamento, Annullamento, AnnullamentoEsito, Cancellazione, Dichiarazione, Esito,
-    EsitoAccertamento, EsitoDichiarazione, Osservazioni, PreavvisoRigetto, Provenienza,
+    EsitoAccertamento, EsitoAnpr, EsitoDichiarazione, Osservazioni, PreavvisoRigetto, Provenienza,
     Registrazione, RegistrazioneEsito, Relazione, Ripristino, Stato, StatoPratica,
 };
 
@@ -434,7 +434,7 @@ impl Comune {
                 &mut o,
             )?,
             (Termine::Osservazioni, StatoPratica::PreavvisoRigetto) => {
-                if p.osservazioni.is_some() {
+                if self.osservazioni.contains(pratica).map_err(retry)? {
                     // The official decides; remind them.
                     o.update
                         .put(
@@ -470,6 +470,7 @@ impl Comune {
     /// # Errors
     /// [`ServiceError::Refused`] for an unknown practice or one not waiting for registration.
     pub async fn registra_ora(&self, pratica: &str) -> Result<(), ServiceError> {
+        let _act = self.atti.lock().await;
         let mut p = self.attesa(pratica, StatoPratica::Ricevuta)?;
         let mut o = Outcome::new();
         self.registra(&mut p, &mut o).map_err(handler)?;
@@ -488,6 +489,7 @@ impl Comune {
         esito: EsitoAccertamento,
         verbale: Option<String>,
     ) -> Result<(), ServiceError> {
+        let _act = self.atti.lock().await;
         let mut p = self.attesa(pratica, StatoPratica::InAccertamento)?;
         let oggi = giorno(self.clock.now()).map_err(handler)?;
         p.accertamento = Some(Accertamento {
@@ -566,8 +568,9 @@ impl Comune {
         pratica: &str,
         accolte: bool,
     ) -> Result<(), ServiceError> {
+        let _act = self.atti.lock().await;
         let mut p = self.attesa(pratica, StatoPratica::PreavvisoRigetto)?;
-        if p.osservazioni.is_none() {
+        if !self.osservazioni.contains(pratica).map_err(Self::refused)? {
             return Err(ServiceError::Refused(format!(
                 "practice {pratica} has no observations to decide on"
             )));
@@ -585,6 +588,27 @@ impl Comune {
         }
         self.salva(&p, &mut o).map_err(handler)?;
         self.commit(o).await
+    }
+
+    /// Records ANPR's answer `esito` about practice `pratica` (`kind`: registrazione or
+    /// annullamento).
+    fn esito_anpr(
+        &self,
+        pratica: &str,
+        kind: &str,
+        esito: EsitoAnpr,
+    ) -> crate::residenza_cambio::Result {
+        if !self.pratiche.contains(pratica).map_err(retry)? {
+            return Err(HandlerError::Reject(format!("no practice {pratica}")));
+        }
+        if let EsitoAnpr::Respinta { motivi } = &esito {
+            tracing::error!(%pratica, %kind, reasons = %elenco_motivi(motivi.as_slice()), "ANPR did not apply a change of residence.");
+        }
+        let mut o = Outcome::new();
+        o.update
+            .put(&self.esiti_anpr, &format!("{pratica}/{kind}"), &esito)
+            .map_err(retry)?;
+        Ok(o)
     }
 
     /// The practice `pratica`, which must be in state `stato`.
@@ -661,9 +685,6 @@ impl crate::residenza_cambio::Comune for Comune {
             termine_accertamento: None,
             accertamento: None,
             preavviso: None,
-            osservazioni: None,
-            anpr: None,
-            anpr_annullamento: None,
             precedenti: Vec::new(),
         };
         let nota = format!("Protocollo {}.", p.protocollo.numero);
@@ -733,13 +754,7 @@ impl crate::residenza_cambio::Comune for Comune {
         _m: &Inbound,
         e: RegistrazioneEsito,
     ) -> crate::residenza_cambio::Result {
-        let mut o = Outcome::new();
-        let Some(mut p) = self.pratiche.get(&e.pratica).map_err(retry)? else {
-            return Err(HandlerError::Reject(format!("no practice {}", e.pratica)));
-        };
-        p.anpr = Some(e.esito);
-        self.salva(&p, &mut o)?;
-        Ok(o)
+        self.esito_anpr(&e.pratica, "registrazione", e.esito)
     }
 
     fn annullamento_esito(
@@ -747,18 +762,12 @@ impl crate::residenza_cambio::Comune for Comune {
         _m: &Inbound,
         e: AnnullamentoEsito,
     ) -> crate::residenza_cambio::Result {
-        let mut o = Outcome::new();
-        let Some(mut p) = self.pratiche.get(&e.pratica).map_err(retry)? else {
-            return Err(HandlerError::Reject(format!("no practice {}", e.pratica)));
-        };
-        p.anpr_annullamento = Some(e.esito);
-        self.salva(&p, &mut o)?;
-        Ok(o)
+        self.esito_anpr(&e.pratica, "annullamento", e.esito)
     }
 
     fn osservazioni(&self, m: &Inbound, os: Osservazioni) -> crate::residenza_cambio::Result {
         let mut o = Outcome::new();
-        let Some(mut p) = self.pratiche.get(&os.pratica).map_err(retry)? else {
+        let Some(p) = self.pratiche.get(&os.pratica).map_err(retry)? else {
             return Err(HandlerError::Reject(format!("no practice {}", os.pratica)));
         };
         if p.portale != m.sender().to_string() {
@@ -784,8 +793,9 @@ impl crate::residenza_cambio::Comune for Comune {
                 },
             )
             .map_err(retry)?;
-        p.osservazioni = Some(os);
-        self.salva(&p, &mut o)?;
+        o.update
+            .put(&self.osservazioni, &p.pratica, &os)
+            .map_err(retry)?;
         Ok(o)
     }
 
