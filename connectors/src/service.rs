@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
-use snodo_envelopes::{Body, EntityId, Envelope, Profile, Recipient};
+use snodo_envelopes::{Body, EntityId, Envelope, Format, Profile, Recipient};
 use snodo_schemas::Payload;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -124,21 +124,39 @@ impl Invio {
         self
     }
 
-    /// The envelope of this message from `client`'s entity.
+    /// The envelope of this message from `client`'s entity; its body in the form of the
+    /// client's envelopes (an XML envelope carries the message's XML form).
     ///
     /// # Errors
     /// [`ServiceError::Message`] when the header is invalid (a conversation that is not a
-    /// token, say).
+    /// token, say) or the body has no XML form.
     pub fn envelope(&self, client: &HubClient) -> Result<Envelope, ServiceError> {
-        let mut b = client
+        let b = client
             .envelope(
                 Recipient::Entity(self.to.clone()),
                 self.service,
                 self.action,
             )
             .conversation(self.conversation.clone())
-            .profile(self.profile)
-            .json(self.body.clone());
+            .profile(self.profile);
+        let mut b = match client.format() {
+            Format::Json => b.json(self.body.clone()),
+            Format::Xml => {
+                let schema = snodo_schemas::Catalog::global()
+                    .get(self.service, self.action)
+                    .ok_or_else(|| {
+                        ServiceError::Message(format!(
+                            "{}/{} is no message of the catalog",
+                            self.service, self.action
+                        ))
+                    })?;
+                b.xml(
+                    schema
+                        .json_to_xml(&self.body)
+                        .map_err(|e| ServiceError::Message(e.to_string()))?,
+                )
+            }
+        };
         if let Some(id) = self.in_reply_to {
             b = b.in_reply_to(id);
         }

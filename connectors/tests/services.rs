@@ -20,7 +20,7 @@ use snodo_connectors::back_office::motorizzazione::Motorizzazione;
 use snodo_connectors::back_office::portale::Portale;
 use snodo_connectors::dispatch::PullConfig;
 use snodo_connectors::mail::MailConfig;
-use snodo_connectors::service::{Committer, ServiceError};
+use snodo_connectors::service::{Committer, Invio, ServiceError};
 use snodo_connectors::{
     Clock, Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store,
 };
@@ -802,6 +802,46 @@ async fn the_registry_feed_recovers_a_lost_batch_and_ignores_a_duplicate() {
     })
     .await;
     assert!(p.cessata.unwrap().starts_with("morte"));
+    // Cuneo signs XML: its batch travels in the message's XML form, checked by the hub
+    // against the service's XSD and read by ANPR into the same types.
+    let y = cf("VLTNNA20A41D205");
+    let nascita: Variazione = serde_json::from_value(json!({
+        "tipo": "nascita", "data": "2027-03-02",
+        "persona": persona(&y, "Viola", "Anna"),
+        "indirizzo": indirizzo("004078", "Corso Nizza", "8"),
+        "famiglia": "CN-8",
+    }))
+    .unwrap();
+    assert_eq!(f.cuneo.nuovo_lotto(vec![nascita]).await.unwrap(), 1);
+    let p = eventually(10, "Cuneo's XML batch", || async {
+        f.anpr.posizione(&y).unwrap()
+    })
+    .await;
+    assert_eq!(
+        (p.comune.as_str(), p.famiglia.as_deref()),
+        ("004078", Some("CN-8"))
+    );
+    assert_eq!(f.anpr.feed("004078").unwrap().unwrap().prossimo, 2);
+    let pki = f.dir.path().join("pki");
+    let mut xml = HubClientConfig::new(
+        url(&f.hub),
+        pki.join("ca.crt"),
+        pki.join("comune-004078.crt"),
+        pki.join("comune-004078.key"),
+    );
+    xml.format = Format::Xml;
+    let lotto = f.cuneo.lotto(1).unwrap().unwrap().lotto;
+    let env = Invio::new(&ANPR.parse().unwrap(), "c", &lotto)
+        .unwrap()
+        .envelope(&HubClient::new(&xml).unwrap())
+        .unwrap();
+    let snodo_envelopes::Body::Xml(body) = env.body else {
+        panic!("{:?}", env.body)
+    };
+    assert!(
+        body.starts_with("<lotto xmlns=\"urn:snodo:service:anagrafe.variazioni:1\">"),
+        "{body}"
+    );
     // Resending a batch never numbered is refused by name.
     let e = f.torino().invia_lotto(9).await.unwrap_err();
     assert!(
