@@ -490,14 +490,25 @@ async fn a_change_of_residence_through_every_state_path_leaves_every_body_consis
         "004078"
     );
 
-    // Two working days later (Wednesday 3 March) the comune registers them, effective from
-    // the declaration date; the police check begins.
-    f.clock.advance(time::Duration::days(2));
     let registrata = [
         StatoPratica::Ricevuta,
         StatoPratica::Registrata,
         StatoPratica::InAccertamento,
     ];
+    // The official registers A at once; B and C wait for their term.
+    f.torino().registra_ora("P-A").await.unwrap();
+    f.stati("P-A", &registrata).await;
+    // Two working days after Monday 1 March is Wednesday 3 March: not yet on Tuesday; then
+    // the comune registers them, effective from the declaration date; the police check
+    // begins.
+    f.clock.advance(time::Duration::days(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.torino().pratica("P-B").unwrap().unwrap().stato,
+        StatoPratica::Ricevuta,
+        "registered before its term"
+    );
+    f.clock.advance(time::Duration::days(1));
     for p in ["P-A", "P-B", "P-C"] {
         f.stati(p, &registrata).await;
         let esito = eventually(10, "the registration's esito", || async {
@@ -989,6 +1000,11 @@ async fn invalid_inputs_get_a_clear_refusal_naming_what_was_wrong() {
             "{p}: {motivi:?}"
         );
     }
+    // The official cannot register a refused practice, nor one that does not exist.
+    let e = f.torino().registra_ora("P-STESSO").await.unwrap_err();
+    assert!(e.to_string().contains("Rifiutata"), "{e}");
+    let e = f.torino().registra_ora("P-NESSUNA").await.unwrap_err();
+    assert!(e.to_string().contains("no practice P-NESSUNA"), "{e}");
     // The same practice id twice: refused by the portal before anything is sent.
     let e = f
         .portale
