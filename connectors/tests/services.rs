@@ -18,7 +18,7 @@ use snodo_connectors::back_office::anpr::Anpr;
 use snodo_connectors::back_office::comune::{Comune, DatiComune, Via};
 use snodo_connectors::back_office::motorizzazione::Motorizzazione;
 use snodo_connectors::back_office::portale::Portale;
-use snodo_connectors::dispatch::PullConfig;
+use snodo_connectors::dispatch::{DispatcherBuilder, PullConfig};
 use snodo_connectors::mail::MailConfig;
 use snodo_connectors::service::{Committer, Invio, ServiceError};
 use snodo_connectors::{
@@ -116,6 +116,55 @@ fn da_cuneo() -> Value {
     json!({"altro_comune": {"comune": "004078"}})
 }
 
+/// The hub client, store and committer of `entity` (Cuneo signs XML, the others JSON); the
+/// store is `state-<entity>` in `dir`, so that a restart finds it.
+fn corpo(dir: &Path, hub: &Running, entity: &str) -> (Committer, HubClient, Store) {
+    let stem = entity.parse::<EntityId>().unwrap().file_stem();
+    let pki = dir.join("pki");
+    let mut c = HubClientConfig::new(
+        url(hub),
+        pki.join("ca.crt"),
+        pki.join(format!("{stem}.crt")),
+        pki.join(format!("{stem}.key")),
+    );
+    c.format = if entity == CUNEO {
+        Format::Xml
+    } else {
+        Format::Json
+    };
+    c.retry = RetryPolicy {
+        attempts: 5,
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    let client = HubClient::new(&c).unwrap();
+    let store = Store::open(&dir.join(format!("state-{stem}"))).unwrap();
+    (
+        Committer::new(client.clone(), store.clone()).unwrap(),
+        client,
+        store,
+    )
+}
+
+/// The pull loop of a dispatcher built from `builder`, until `shutdown`.
+fn tira(
+    builder: DispatcherBuilder,
+    client: HubClient,
+    store: Store,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let d = Arc::new(builder.build(client, store).unwrap());
+    tokio::spawn(Dispatcher::run_pull(
+        d,
+        PullConfig {
+            batch: 16,
+            lease: Duration::from_secs(30),
+            idle: Duration::from_millis(20),
+        },
+        shutdown,
+    ))
+}
+
 /// A federation: the hub, and each body's back office pulling its inbox.
 struct Federazione {
     dir: tempfile::TempDir,
@@ -155,47 +204,12 @@ impl Federazione {
         let clock = ManualClock::new(datetime!(2027-03-01 09:00 UTC));
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
-        let start = |entity: &str| {
-            let stem = entity.parse::<EntityId>().unwrap().file_stem();
-            let pki = dir.path().join("pki");
-            let mut c = HubClientConfig::new(
-                url(&hub),
-                pki.join("ca.crt"),
-                pki.join(format!("{stem}.crt")),
-                pki.join(format!("{stem}.key")),
-            );
-            c.format = if entity == CUNEO {
-                Format::Xml
-            } else {
-                Format::Json
-            };
-            c.retry = RetryPolicy {
-                attempts: 5,
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(500),
-            };
-            let client = HubClient::new(&c).unwrap();
-            let store = Store::open(&dir.path().join(format!("state-{stem}"))).unwrap();
-            (
-                Committer::new(client.clone(), store.clone()).unwrap(),
-                client,
-                store,
-            )
-        };
-        let run = |builder: snodo_connectors::dispatch::DispatcherBuilder,
+        let start = |entity: &str| corpo(dir.path(), &hub, entity);
+        let run = |builder: DispatcherBuilder,
                    client: HubClient,
                    store: Store,
                    tasks: &mut Vec<tokio::task::JoinHandle<()>>| {
-            let d = Arc::new(builder.build(client, store).unwrap());
-            tasks.push(tokio::spawn(Dispatcher::run_pull(
-                d,
-                PullConfig {
-                    batch: 16,
-                    lease: Duration::from_secs(30),
-                    idle: Duration::from_millis(20),
-                },
-                shutdown.clone(),
-            )));
+            tasks.push(tira(builder, client, store, shutdown.clone()));
         };
         let shared: Arc<dyn Clock> = Arc::new(clock.clone());
 
@@ -1182,5 +1196,68 @@ directory = "posta-bin"
     assert!(m.contains("P-BIN "), "{m}");
     let log = std::fs::read_to_string(dir.join("torino.log")).unwrap();
     assert!(log.contains("snodo connector running."), "{log}");
+    f.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_comune_restarted_keeps_its_practices_and_terms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let f = Federazione::new(None, cuneo(Vec::new())).await;
+    let shared: Arc<dyn Clock> = Arc::new(f.clock.clone());
+    let avvia = || {
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (k, client, store) = corpo(f.dir.path(), &f.hub, TORINO);
+        let bo = Comune::new(k, torino(tmp.path(), Vec::new()), shared.clone()).unwrap();
+        let mut tasks = bo.start(shutdown.clone());
+        tasks.push(tira(
+            bo.install(Dispatcher::builder()),
+            client,
+            store,
+            shutdown,
+        ));
+        (bo, stop, tasks)
+    };
+    let (bo, stop, tasks) = avvia();
+    let x = cf("RSTLCU80A01D205");
+    f.portale
+        .dichiara(&dichiarazione(
+            "P-R",
+            da_cuneo(),
+            "Via Roma",
+            "9",
+            &[(&x, "Rosti", json!({}))],
+        ))
+        .await
+        .unwrap();
+    f.stati("P-R", &[StatoPratica::Ricevuta]).await;
+    // Stopped, and everything it held let go; started again on the same store.
+    let _ = stop.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(bo);
+    let (bo, stop, tasks) = avvia();
+    assert_eq!(
+        bo.pratica("P-R").unwrap().unwrap().stato,
+        StatoPratica::Ricevuta
+    );
+    // The registration term was kept: it falls due after the restart.
+    f.clock.advance(time::Duration::days(2));
+    f.stati(
+        "P-R",
+        &[
+            StatoPratica::Ricevuta,
+            StatoPratica::Registrata,
+            StatoPratica::InAccertamento,
+        ],
+    )
+    .await;
+    assert_eq!(bo.residente(&x).unwrap().unwrap().indirizzo.civico, "9");
+    // One mail for the practice, across the restart.
+    assert_eq!(mails(&tmp.path().join("posta-torino")).len(), 1);
+    let _ = stop.send(true);
+    for t in tasks {
+        t.await.unwrap();
+    }
     f.shutdown().await;
 }
