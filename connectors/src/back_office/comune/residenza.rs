@@ -862,3 +862,43 @@ impl crate::residenza_cambio::Comune for Comune {
         Ok(o)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use snodo_schemas::formats::CodiceIstat;
+
+    fn ind(via: &str, civico: &str, interno: Option<&str>) -> Indirizzo {
+        Indirizzo {
+            comune: CodiceIstat::parse("001272").unwrap(),
+            via: via.into(),
+            civico: civico.into(),
+            scala: None,
+            piano: None,
+            interno: interno.map(Into::into),
+            cap: None,
+        }
+    }
+
+    #[test]
+    fn street_names_compare_without_regard_to_case_and_spacing() {
+        assert_eq!(
+            normale("  Via   Giuseppe GARIBALDI "),
+            "via giuseppe garibaldi"
+        );
+        assert_eq!(normale("Via Roma"), normale("via roma"));
+        assert_ne!(normale("Via Roma"), normale("Viale Roma"));
+    }
+
+    #[test]
+    fn the_same_dwelling_is_the_same_street_number_and_flat() {
+        let a = ind("Via Roma", "10", Some("3"));
+        assert!(stessa_abitazione(&a, &ind("via  roma", "10", Some("3"))));
+        assert!(!stessa_abitazione(&a, &ind("Via Roma", "10", Some("4"))));
+        assert!(!stessa_abitazione(&a, &ind("Via Roma", "10", None)));
+        assert!(!stessa_abitazione(&a, &ind("Via Roma", "12", Some("3"))));
+        let mut altrove = a.clone();
+        altrove.comune = CodiceIstat::parse("004078").unwrap();
+        assert!(!stessa_abitazione(&a, &altrove));
+    }
+}
