@@ -1,5 +1,5 @@
 //! The acceptance pipeline in process: `Hub::submit` of pre-signed 1 KiB JSON envelopes with
-//! distinct ids (verify, authorize, journal, Merkle nodes, sled batch, flush, checkpoint,
+//! distinct ids (verify, authorize, journal, Merkle nodes, store batch, flush, checkpoint,
 //! receipt), one at a time and 64 at a time (the group commit shares one flush and one
 //! checkpoint signature among the requests that arrive together). Measured in the same run:
 //! the raw signature verification and the envelope verification it starts with.

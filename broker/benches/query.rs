@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use snodo_broker::journal::entry::{Entry, EventKind};
 use snodo_broker::journal::query::{self, Field, Filter, index_keys};
-use snodo_broker::store::{Batch, SledStore, Store, keys};
+use snodo_broker::store::{Batch, FjallStore, Store, keys};
 use time::OffsetDateTime;
 
 const ENTRIES: u64 = 250_000;
@@ -18,8 +18,8 @@ fn start() -> OffsetDateTime {
 }
 
 /// 250k entries: senders spread over the 1,181 comuni of Piedmont, one conversation per 3 entries.
-fn build(dir: &std::path::Path) -> SledStore {
-    let store = SledStore::open(dir).expect("store");
+fn build(dir: &std::path::Path) -> FjallStore {
+    let store = FjallStore::open(dir).expect("store");
     let mut batch = Batch::default();
     for i in 0..ENTRIES {
         let kind = [

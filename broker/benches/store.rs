@@ -1,4 +1,4 @@
-//! The store alone: what the engine's group commit asks of sled for each accepted envelope —
+//! The store alone: what the engine's group commit asks of the store for each accepted envelope —
 //! about ten keys (journal entry, Merkle nodes, record, raw bytes, idempotency, by-id, history,
 //! queue) written in one batch per group of 64 envelopes, with and without the flush, and
 //! without the raw envelope bytes. Keys come from `store::keys`, values have the sizes of a
@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snodo_broker::store::{Batch, SledStore, Store, keys};
+use snodo_broker::store::{Batch, FjallStore, Store, keys};
 use uuid::Uuid;
 
 const GROUP: u64 = 64;
@@ -18,7 +18,7 @@ const RECORD: usize = 420;
 const ENTRY: usize = 380;
 
 /// Writes `n` envelopes starting at `*next`, one batch (and flush) per group.
-fn write(store: &SledStore, next: &mut u64, n: u64, raw: bool, flush: bool) {
+fn write(store: &FjallStore, next: &mut u64, n: u64, raw: bool, flush: bool) {
     let end = *next + n;
     while *next < end {
         let mut b = Batch::default();
@@ -59,7 +59,7 @@ fn store(c: &mut Criterion) {
         ("apply+flush-without-raw", false, true),
     ] {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let s = SledStore::open(dir.path()).expect("store");
+        let s = FjallStore::open(dir.path()).expect("store");
         let mut next = 0u64;
         g.bench_function(BenchmarkId::new("group64", name), |b| {
             b.iter_custom(|iters| {

@@ -166,8 +166,8 @@ pub struct HubConfig {
     /// Where the node keeps its store and journal; relative to the configuration file's directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Bytes of the store's page cache (the bulk of the hub's memory beyond the requests in
-    /// flight). Default 64 MiB.
+    /// Bytes of the store's block cache (with its write buffers, the bulk of the hub's memory
+    /// beyond the requests in flight). Default 64 MiB.
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
 }
@@ -375,7 +375,7 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
 fn default_store_cache() -> u64 {
-    crate::store::sled::DEFAULT_CACHE_BYTES
+    crate::store::fjall::DEFAULT_CACHE_BYTES
 }
 fn default_max_envelope_bytes() -> usize {
     snodo_envelopes::limits::DEFAULT_MAX_BYTES

@@ -20,7 +20,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde_json::json;
 use snodo_broker::journal::merkle::{self, verify_consistency};
 use snodo_broker::journal::{Entry, EventKind, MemoryTree, Receipt, SignedCheckpoint};
-use snodo_broker::store::{SledStore, Store as _, keys};
+use snodo_broker::store::{FjallStore, Store as _, keys};
 use snodo_envelopes::{EntityId, Envelope, Format, Recipient, Signer, TrustStore};
 use uuid::Uuid;
 
@@ -467,7 +467,7 @@ fn check_store(
     by_id: &HashMap<Uuid, usize>,
     ledger: &Ledger,
 ) {
-    let store = SledStore::open(dir).unwrap();
+    let store = FjallStore::open(dir).unwrap();
     let scan_all = |prefix: &[u8]| {
         let mut out = Vec::new();
         let mut after: Option<Vec<u8>> = None;

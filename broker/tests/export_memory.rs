@@ -9,7 +9,7 @@ use common::*;
 use snodo_broker::journal::entry::{Entry, EventKind};
 use snodo_broker::journal::merkle;
 use snodo_broker::journal::query::index_keys;
-use snodo_broker::store::{Batch, SledStore, Store, keys};
+use snodo_broker::store::{Batch, FjallStore, Store, keys};
 
 const ENTRIES: u64 = 100_000;
 
@@ -24,7 +24,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// Writes `ENTRIES` journal entries (with their indexes) straight into the hub's store.
 fn prepare(t: &TestHub) {
-    let store = SledStore::open(&t.dir.path().join("data/store")).unwrap();
+    let store = FjallStore::open(&t.dir.path().join("data/store")).unwrap();
     let start = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     let mut batch = Batch::default();
     let mut nodes = std::collections::HashMap::new();
@@ -63,11 +63,11 @@ fn prepare(t: &TestHub) {
     store.apply(batch).unwrap();
     store.flush().unwrap();
     drop(store);
-    // sled's flusher thread lets go of the directory's lock shortly after the close; the hub
-    // process needs it.
+    // The store's background workers let go of the directory's lock shortly after the close;
+    // the hub process needs it.
     let path = t.dir.path().join("data/store");
     for _ in 0..100 {
-        if SledStore::open(&path).is_ok() {
+        if FjallStore::open(&path).is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -218,11 +218,11 @@ async fn refusals_name_what_was_wrong() {
     hub.shutdown().await.unwrap();
 
     // Every refusal is in the journal, with its code.
-    use snodo_broker::store::{SledStore, Store};
+    use snodo_broker::store::{FjallStore, Store};
     // The store is free once the last connection task has let go of the hub.
     drop(turin);
     let store = eventually(10, || async {
-        SledStore::open(&t.dir.path().join("data/store")).ok()
+        FjallStore::open(&t.dir.path().join("data/store")).ok()
     })
     .await;
     let codes: Vec<String> = store

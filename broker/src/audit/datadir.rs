@@ -18,7 +18,7 @@ use super::verify::{self, Checker, Failure, Fault, Place, Report, Trust};
 use crate::engine::EnvelopeRecord;
 use crate::journal::checkpoint::SignedCheckpoint;
 use crate::journal::entry::{Entry, EventKind};
-use crate::store::{SledStore, Store, StoreError, keys};
+use crate::store::{FjallStore, Store, StoreError, keys};
 
 /// How many keys one scan of the store reads.
 const PAGE: usize = 1024;
@@ -29,8 +29,9 @@ const PAGE: usize = 1024;
 /// # Errors
 /// [`AuditError::Store`] when neither holds a store, or it cannot be opened (a running hub
 /// holds it).
-pub fn open_store(dir: &Path) -> Result<(SledStore, PathBuf), AuditError> {
-    let holds_store = |d: &Path| d.join("conf").is_file() || d.join("db").is_file();
+pub fn open_store(dir: &Path) -> Result<(FjallStore, PathBuf), AuditError> {
+    // fjall marks its directories with these.
+    let holds_store = |d: &Path| d.join("version").is_file() && d.join("keyspaces").is_dir();
     let path = [dir.join("store"), dir.to_path_buf()]
         .into_iter()
         .find(|d| holds_store(d))
@@ -40,7 +41,7 @@ pub fn open_store(dir: &Path) -> Result<(SledStore, PathBuf), AuditError> {
                 dir.display()
             ))
         })?;
-    let store = SledStore::open(&path).map_err(|e| {
+    let store = FjallStore::open(&path).map_err(|e| {
         AuditError::Store(format!(
             "cannot open {} ({e}); if the hub is running, stop it, or export its journal with `snodo audit export --hub` and verify that",
             path.display()

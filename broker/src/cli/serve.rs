@@ -15,7 +15,7 @@ use crate::config::{Config, TransportKind};
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::Hub;
 use crate::journal::checkpoint::CheckpointSigner;
-use crate::store::SledStore;
+use crate::store::FjallStore;
 use crate::{api, dev, server, tls};
 
 /// Arguments of `snodo serve`.
@@ -89,7 +89,7 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
     let store = Arc::new(
-        SledStore::open_with_cache(&store_dir, config.hub.store_cache)
+        FjallStore::open_with_cache(&store_dir, config.hub.store_cache)
             .with_context(|| format!("opening the store in {}", store_dir.display()))?,
     );
     let tls_listener = server::bind(config.hub.listen, "HTTPS").await?;

@@ -308,7 +308,7 @@ pub fn parse_uuid(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Batch, SledStore};
+    use crate::store::{Batch, FjallStore};
 
     fn entry(index: u64, kind: EventKind, sender: &str, recipient: &str, at: i64) -> Entry {
         let mut e = Entry::new(
@@ -328,9 +328,9 @@ mod tests {
         e
     }
 
-    fn store_with(entries: &[Entry]) -> (tempfile::TempDir, SledStore) {
+    fn store_with(entries: &[Entry]) -> (tempfile::TempDir, FjallStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SledStore::open(dir.path()).unwrap();
+        let s = FjallStore::open(dir.path()).unwrap();
         let mut b = Batch::default();
         for e in entries {
             b.put(keys::journal(e.index), e.to_bytes().unwrap());

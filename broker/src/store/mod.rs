@@ -1,10 +1,10 @@
 //! Storage behind a small trait of the broker's own: an ordered key-value space with atomic
-//! batches and an explicit flush, which is all the hub needs. [`sled`] implements it.
+//! batches and an explicit flush, which is all the hub needs. [`fjall`] implements it.
 
+pub mod fjall;
 pub mod keys;
-pub mod sled;
 
-pub use self::sled::SledStore;
+pub use self::fjall::FjallStore;
 
 /// Why the store failed. Every variant is the hub's fault, never the caller's.
 #[derive(Debug, thiserror::Error)]

@@ -1043,11 +1043,11 @@ impl SyntheticJournal {
 }
 
 /// Opens the store in `dir`, waiting (up to 10 s) for a store just closed in this process to
-/// let go of its lock: sled's background flusher holds it for up to a second after the drop.
-pub fn open_store(dir: &Path) -> snodo_broker::store::SledStore {
+/// let go of its lock (the store's background workers may hold it briefly after the drop).
+pub fn open_store(dir: &Path) -> snodo_broker::store::FjallStore {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match snodo_broker::store::SledStore::open(dir) {
+        match snodo_broker::store::FjallStore::open(dir) {
             Ok(s) => return s,
             Err(e) if std::time::Instant::now() < deadline => {
                 let _ = e;

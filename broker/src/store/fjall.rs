@@ -1,0 +1,163 @@
+//! The [`Store`] on fjall, a log-structured merge tree: one keyspace, atomic batches through its
+//! journal, flush as an fsync of that journal. Writes are appends (no page rewritten per key)
+//! and memory is bounded by the block cache and the write buffers, whatever the store holds.
+
+use std::path::Path;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+use super::{Batch, Store, StoreError, StoreResult};
+
+/// fjall in one directory of the hub's data directory.
+#[derive(Clone)]
+pub struct FjallStore {
+    db: Database,
+    data: Keyspace,
+}
+
+impl std::fmt::Debug for FjallStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStore").finish_non_exhaustive()
+    }
+}
+
+fn backend(e: fjall::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+/// The default size of the block cache.
+pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+impl FjallStore {
+    /// Opens (or creates) the store in `dir` with the default block cache.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the directory cannot be used, for example because another
+    /// hub process holds it.
+    pub fn open(dir: &Path) -> StoreResult<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes`.
+    ///
+    /// # Errors
+    /// As [`FjallStore::open`].
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
+        let db = Database::builder(dir)
+            .cache_size(cache_bytes)
+            // The hub makes writes durable itself, once per group commit ([`Store::flush`]).
+            .manual_journal_persist(true)
+            .open()
+            .map_err(backend)?;
+        let data = db
+            .keyspace("hub", KeyspaceCreateOptions::default)
+            .map_err(backend)?;
+        Ok(FjallStore { db, data })
+    }
+}
+
+impl Store for FjallStore {
+    fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.data.get(key).map_err(backend)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = match after {
+            Some(after) => {
+                let mut start = after.to_vec();
+                start.push(0);
+                start
+            }
+            None => prefix.to_vec(),
+        };
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for item in self.data.range(start..) {
+            let (k, v) = item.into_inner().map_err(backend)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn last(&self, prefix: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        match self.data.prefix(prefix).next_back() {
+            Some(item) => {
+                let (k, v) = item.into_inner().map_err(backend)?;
+                Ok(Some((k.to_vec(), v.to_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn apply(&self, batch: Batch) -> StoreResult<()> {
+        let mut b = self.db.batch();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => b.insert(&self.data, k, v),
+                None => b.remove(&self.data, k),
+            }
+        }
+        b.commit().map_err(backend)
+    }
+
+    fn flush(&self) -> StoreResult<()> {
+        self.db.persist(PersistMode::SyncAll).map_err(backend)
+    }
+
+    fn is_writable(&self) -> bool {
+        self.data.insert(b"s/probe", b"1").is_ok() && self.flush().is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_scans_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = FjallStore::open(dir.path()).unwrap();
+            let mut b = Batch::default();
+            for i in 0u64..10 {
+                b.put(
+                    [b"q/a\0".as_slice(), &i.to_be_bytes()].concat(),
+                    i.to_string(),
+                );
+            }
+            b.put("q/b\0x", "other");
+            s.apply(b).unwrap();
+            let mut b = Batch::default();
+            b.delete([b"q/a\0".as_slice(), &3u64.to_be_bytes()].concat());
+            s.apply(b).unwrap();
+            s.flush().unwrap();
+            // A second process on the same directory is refused while this one holds it.
+            assert!(FjallStore::open(dir.path()).is_err());
+        }
+        let s = FjallStore::open(dir.path()).unwrap();
+        let all = s.scan(b"q/a\0", None, 100).unwrap();
+        assert_eq!(all.len(), 9);
+        let page = s.scan(b"q/a\0", Some(&all[1].0), 2).unwrap();
+        assert_eq!(
+            page.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+            vec![b"2".to_vec(), b"4".to_vec()]
+        );
+        assert_eq!(s.last(b"q/a\0").unwrap().unwrap().1, b"9");
+        assert_eq!(s.last(b"q/c").unwrap(), None);
+        assert!(s.scan(b"q/a\0", None, 0).unwrap().is_empty());
+        assert!(s.is_writable());
+    }
+}
