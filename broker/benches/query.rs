@@ -1,6 +1,7 @@
-//! Journal queries on a store of 250,000 entries: a page of results by an indexed field
-//! (a frequent one and a rare one), by a time range, and deep in the log — the cost follows the
-//! page, not the size of the journal.
+//! Journal queries on a store of 250,000 entries (`QUERY_ENTRIES` for another size): a page of
+//! results by an indexed field (a frequent one and a rare one), by a time range, and deep in
+//! the log — the cost follows the page, not the size of the journal. Prints how long building
+//! the store took and the process's peak memory.
 
 use std::hint::black_box;
 
@@ -10,18 +11,24 @@ use snodo_broker::journal::query::{self, Field, Filter, index_keys};
 use snodo_broker::store::{Batch, FjallStore, Store, keys};
 use time::OffsetDateTime;
 
-const ENTRIES: u64 = 250_000;
+/// Entries in the journal: `QUERY_ENTRIES`, default 250,000.
+fn entries() -> u64 {
+    std::env::var("QUERY_ENTRIES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(250_000)
+}
 const COMUNI: u64 = 1_181;
 
 fn start() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")
 }
 
-/// 250k entries: senders spread over the 1,181 comuni of Piedmont, one conversation per 3 entries.
+/// The journal: senders spread over the 1,181 comuni of Piedmont, one conversation per 3 entries.
 fn build(dir: &std::path::Path) -> FjallStore {
     let store = FjallStore::open(dir).expect("store");
     let mut batch = Batch::default();
-    for i in 0..ENTRIES {
+    for i in 0..entries() {
         let kind = [
             EventKind::Accepted,
             EventKind::Delivered,
@@ -53,12 +60,22 @@ fn build(dir: &std::path::Path) -> FjallStore {
 
 fn queries(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("dir");
+    let n = entries();
+    let built = std::time::Instant::now();
     let store = build(dir.path());
-    let mut g = c.benchmark_group("query at 250k entries");
+    eprintln!(
+        "built a journal of {n} entries in {:.1} s; peak memory (VmHWM) {}",
+        built.elapsed().as_secs_f64(),
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_owned))
+            .unwrap_or_default()
+    );
+    let mut g = c.benchmark_group(format!("query at {n} entries"));
     let mut by = |name: &str, filter: Filter, after: Option<u64>| {
         g.bench_function(BenchmarkId::new("page of 100", name), |b| {
             b.iter(|| {
-                let p = query::page(&store, black_box(&filter), ENTRIES, after, 100).expect("page");
+                let p = query::page(&store, black_box(&filter), n, after, 100).expect("page");
                 black_box(p.entries.len())
             });
         });
@@ -66,7 +83,7 @@ fn queries(c: &mut Criterion) {
     let mut sender = Filter::default();
     sender.with(Field::Sender, "comune:001272");
     by("sender (1 in 1,181)", sender.clone(), None);
-    by("sender, deep in the log", sender, Some(240_000));
+    by("sender, deep in the log", sender, Some(n - n / 25));
     let mut conversation = Filter::default();
     conversation.with(Field::Conversation, "pratica-65432");
     by("conversation (3 entries)", conversation, None);
