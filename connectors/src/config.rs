@@ -196,6 +196,9 @@ pub enum AdapterSection {
     Reference {
         /// Which one; see [`reference::AVAILABLE`].
         back_office: String,
+        /// Its own settings, as its documentation describes them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        settings: Option<serde_json::Value>,
     },
 }
 
@@ -388,7 +391,7 @@ impl Config {
                     ));
                 }
             }
-            AdapterSection::Reference { back_office } => {
+            AdapterSection::Reference { back_office, .. } => {
                 if let Err(message) = reference::find(back_office) {
                     return Some(("adapter.back_office", message));
                 }

@@ -103,12 +103,17 @@ pub async fn run(
             tasks.push(task);
             (builder.fallback(adapter), None)
         }
-        AdapterSection::Reference { back_office } => {
+        AdapterSection::Reference {
+            back_office,
+            settings,
+        } => {
             let found = reference::find(back_office).map_err(anyhow::Error::msg)?;
             let context = reference::Context {
                 client: client.clone(),
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
+                settings: settings.clone().unwrap_or_default(),
+                shutdown: shutdown.clone(),
             };
             (
                 (found.install)(&context, builder).map_err(anyhow::Error::msg)?,

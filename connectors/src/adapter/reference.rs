@@ -20,6 +20,10 @@ pub struct Context {
     pub store: Store,
     /// The clock its terms run on.
     pub clock: SharedClock,
+    /// Its own settings (`[adapter.settings]`), `null` when none are given.
+    pub settings: serde_json::Value,
+    /// The connector's shutdown signal, for the tasks it starts.
+    pub shutdown: crate::shutdown::Shutdown,
 }
 
 /// A reference back office this build can run.
@@ -34,7 +38,23 @@ pub struct ReferenceBackOffice {
 }
 
 /// The reference back offices of this build.
-pub const AVAILABLE: &[ReferenceBackOffice] = &[];
+pub const AVAILABLE: &[ReferenceBackOffice] = &[
+    ReferenceBackOffice {
+        name: "pagopa",
+        description: "the payment provider (pagamenti): debt positions, notices, payments, receipts",
+        install: crate::pagamenti::install,
+    },
+    ReferenceBackOffice {
+        name: "tributi",
+        description: "a comune's tax office (tributi.imu): calculation, tax position, variations, reports, notices",
+        install: crate::tributi::ufficio::install,
+    },
+    ReferenceBackOffice {
+        name: "portale-tributi",
+        description: "the portal acting for citizens in tributi.imu and paying notices (pagamenti)",
+        install: crate::tributi::portale::install,
+    },
+];
 
 /// The reference back office called `name`.
 ///
