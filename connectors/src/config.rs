@@ -461,7 +461,7 @@ dir = "scambio"
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"ftp\""), "adapter", "unknown variant `ftp`"),
             (format!("{GOOD}\n[receive]\nmode = \"push\"\n"), "receive.listen", "push needs an address"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"http\"\ndeliver_to = \"http://127.0.0.1:1/in\"\nlisten = \"0.0.0.0:9000\""), "adapter.listen", "not a loopback address"),
-            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"comune\""), "adapter.back_office", "no reference back office is available"),
+            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"nessuno\""), "adapter.back_office", "`nessuno` is not a reference back office of this build"),
         ];
         for (text, field, message) in cases {
             match load(&text) {

@@ -115,7 +115,7 @@ impl<B: Send + Sync + 'static> std::fmt::Debug for Route<B> {
 
 impl<B: Send + Sync + 'static> Route<B> {
     /// The handler that runs `run` on `back_office`.
-    pub fn new(
+    pub fn handler(
         back_office: &Arc<B>,
         run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
     ) -> Arc<dyn Handler> {
@@ -260,7 +260,7 @@ pub struct Answers {
 
 impl Answers {
     /// The handler keeping answers in `tree`.
-    pub fn new(tree: Tree<Value>) -> Arc<dyn Handler> {
+    pub fn handler(tree: Tree<Value>) -> Arc<dyn Handler> {
         Arc::new(Answers { tree })
     }
 }

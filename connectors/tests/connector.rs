@@ -529,8 +529,8 @@ fn a_bad_configuration_exits_naming_the_field() {
             "adapter: unknown field `unknown`",
         ),
         (
-            "[adapter]\nkind = \"reference\"\nback_office = \"comune\"\n",
-            "no reference back office is available",
+            "[adapter]\nkind = \"reference\"\nback_office = \"nessuno\"\n",
+            "`nessuno` is not a reference back office of this build",
         ),
         (
             "[adapter]\nkind = \"http\"\ndeliver_to = \"ftp://x\"\nlisten = \"127.0.0.1:1\"\n",

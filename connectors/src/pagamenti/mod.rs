@@ -227,20 +227,24 @@ impl Nodo {
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
         builder
-            .route(SERVICE, "posizione-crea", Route::new(self, Nodo::crea))
+            .route(SERVICE, "posizione-crea", Route::handler(self, Nodo::crea))
             .route(
                 SERVICE,
                 "posizione-aggiorna",
-                Route::new(self, Nodo::aggiorna),
+                Route::handler(self, Nodo::aggiorna),
             )
             .route(
                 SERVICE,
                 "posizione-annulla",
-                Route::new(self, Nodo::annulla),
+                Route::handler(self, Nodo::annulla),
             )
-            .route(SERVICE, "verifica", Route::new(self, Nodo::verifica))
-            .route(SERVICE, "attiva", Route::new(self, Nodo::attiva))
-            .route(SERVICE, "esito-pagamento", Route::new(self, Nodo::esito))
+            .route(SERVICE, "verifica", Route::handler(self, Nodo::verifica))
+            .route(SERVICE, "attiva", Route::handler(self, Nodo::attiva))
+            .route(
+                SERVICE,
+                "esito-pagamento",
+                Route::handler(self, Nodo::esito),
+            )
     }
 
     /// The position of notice `nav`.
@@ -500,7 +504,7 @@ impl Nodo {
             Err(errore) => EsitoVerifica::Errore { errore },
             Ok(p) => EsitoVerifica::Pagabile(AvvisoPagabile {
                 importo: p.dati.importo,
-                scadenza: p.dati.scadenza.clone(),
+                scadenza: p.dati.scadenza,
                 causale: p.dati.causale.clone(),
                 ente_denominazione: self
                     .creditore_cf(&p.dati.ente)
@@ -755,7 +759,7 @@ impl Nodo {
                 .pagamento
                 .as_ref()
                 .and_then(|x| Data::from_date(x.il.datetime().date()))
-                .unwrap_or_else(|| data.clone());
+                .unwrap_or(data);
             for t in p.dati.trasferimenti.iter() {
                 totale = totale
                     .checked_add(t.importo)
@@ -764,7 +768,7 @@ impl Nodo {
                     iuv: p.nav.iuv(),
                     indice_trasferimento: t.indice,
                     importo: t.importo,
-                    data: giorno.clone(),
+                    data: giorno,
                 });
             }
             p.passa(StatoPosizione::Rendicontata, &now);

@@ -717,9 +717,11 @@ mod tests {
             prop_assert_eq!(c.imposta.in_centesimi() % 100, 0);
             // Nothing below the minimum is ever asked.
             prop_assert!(c.imposta.in_centesimi() == 0 || c.imposta.in_centesimi() >= MINIMO);
-            // The deduction never exceeds the tax before it.
+            // The deduction never exceeds €200 for the months held, shared among residents.
             let row = &c.immobili[0];
-            prop_assert!(row.detrazione.in_centesimi() <= row.imposta.in_centesimi() + row.detrazione.in_centesimi());
+            prop_assert!(row.detrazione.in_centesimi() * 12 * u64::from(residenti) <= 20_000 * u64::from(mesi) + 12 * u64::from(residenti));
+            // The first instalment never exceeds the year's tax.
+            prop_assert!(c.acconto <= c.imposta);
             // A sole owner owes at least what a co-owner does.
             let mut sole = i.clone();
             sole.immobile.quota = PuntiBase::TUTTO;

@@ -101,12 +101,12 @@ impl Portale {
             .route(
                 "tributi.imu",
                 "avviso-pagamento",
-                Route::new(self, Portale::on_avviso),
+                Route::handler(self, Portale::on_avviso),
             )
             .route(
                 "tributi.imu",
                 "accertamento",
-                Route::new(self, Portale::on_accertamento),
+                Route::handler(self, Portale::on_accertamento),
             );
         for (service, action) in [
             ("tributi.imu", "calcolo-esito"),
@@ -117,7 +117,7 @@ impl Portale {
             ("pagamenti", "attiva-esito"),
             ("pagamenti", "esito-pagamento-esito"),
         ] {
-            builder = builder.route(service, action, Answers::new(self.risposte.clone()));
+            builder = builder.route(service, action, Answers::handler(self.risposte.clone()));
         }
         builder
     }

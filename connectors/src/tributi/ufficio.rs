@@ -184,18 +184,22 @@ impl Ufficio {
     /// Routes the portal's requests and the provider's messages to this office.
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
-        let answers = Answers::new(self.risposte.clone());
+        let answers = Answers::handler(self.risposte.clone());
         builder
-            .route(SERVICE, "calcolo", Route::new(self, Ufficio::on_calcolo))
+            .route(
+                SERVICE,
+                "calcolo",
+                Route::handler(self, Ufficio::on_calcolo),
+            )
             .route(
                 SERVICE,
                 "posizione",
-                Route::new(self, Ufficio::on_posizione),
+                Route::handler(self, Ufficio::on_posizione),
             )
             .route(
                 SERVICE,
                 "variazione",
-                Route::new(self, Ufficio::on_variazione),
+                Route::handler(self, Ufficio::on_variazione),
             )
             .route(
                 SERVICE,
@@ -205,17 +209,17 @@ impl Ufficio {
             .route(
                 "pagamenti",
                 "ricevuta",
-                Route::new(self, Ufficio::on_ricevuta),
+                Route::handler(self, Ufficio::on_ricevuta),
             )
             .route(
                 "pagamenti",
                 "rendicontazione",
-                Route::new(self, Ufficio::on_rendicontazione),
+                Route::handler(self, Ufficio::on_rendicontazione),
             )
             .route(
                 "pagamenti",
                 "posizione-creata",
-                Route::new(self, Ufficio::on_creata),
+                Route::handler(self, Ufficio::on_creata),
             )
             .route("pagamenti", "posizione-stato", answers.clone())
             .route("pagamenti", "posizione-esito", answers)
@@ -243,14 +247,16 @@ impl Ufficio {
         Ok(n)
     }
 
-    fn protocollo(&self, effects: &mut Effects) -> Result<Protocollo, StoreError> {
+    fn protocollo(&self, effects: &mut Effects) -> Result<Protocollo, HandlerError> {
         let oggi = self.oggi();
-        let n = self.next(effects, &format!("protocollo/{}", oggi.year()))?;
+        let data = Data::from_date(oggi)
+            .ok_or_else(|| HandlerError::Retry(format!("the clock says {oggi}, outside 0–9999")))?;
+        let n = self
+            .next(effects, &format!("protocollo/{}", oggi.year()))
+            .map_err(typed::retry)?;
         Ok(Protocollo {
             numero: format!("IMU/{}/{n:06}", oggi.year()),
-            data: Data::from_date(oggi).unwrap_or_else(|| {
-                Data::parse("2012-01-01").unwrap_or_else(|_| unreachable_data())
-            }),
+            data,
         })
     }
 
@@ -418,7 +424,7 @@ impl Ufficio {
                     causale: a.causale.clone(),
                     nav: nav.clone(),
                     importo: a.importo,
-                    scadenza: a.scadenza.clone(),
+                    scadenza: a.scadenza,
                     pagato: a.versamento.is_some(),
                 });
             }
@@ -481,7 +487,10 @@ impl Ufficio {
             residenti: None,
         };
         let r = Aliquote::default();
-        if let Err(errs) = calcolo::calcola(2026, &[prova], &r, &r) {
+        let anno = u16::try_from(v.data.date().year())
+            .unwrap_or(2012)
+            .clamp(2012, 2100);
+        if let Err(errs) = calcolo::calcola(anno, &[prova], &r, &r) {
             motivi.extend(errs.iter().map(calcolo::ErroreCalcolo::motivo));
         }
         let cf = &v.contribuente;
@@ -513,7 +522,7 @@ impl Ufficio {
             effects.send(typed::reply(self.sender.client(), inbound, &answer)?);
             return Ok(());
         }
-        let protocollo = self.protocollo(effects).map_err(typed::retry)?;
+        let protocollo = self.protocollo(effects)?;
         // Close the holdings the variation ends (the day before: the transfer day is the buyer's).
         for (k, mut t) in aperte {
             if t.dal.date() >= v.data.date() {
@@ -537,7 +546,7 @@ impl Ufficio {
                     &format!("{}/{n:06}", cf.as_str()),
                     &Titolarita {
                         immobile: v.immobile.clone(),
-                        dal: v.data.clone(),
+                        dal: v.data,
                         al: None,
                         protocollo: Some(protocollo.clone()),
                     },
@@ -646,7 +655,7 @@ impl Ufficio {
                 anno: a.anno,
                 rata: a.rata.unwrap_or(Rata::Unica),
                 importo: a.importo,
-                scadenza: a.scadenza.clone(),
+                scadenza: a.scadenza,
                 nav: c.nav.clone(),
             };
             typed::message(
@@ -702,7 +711,7 @@ impl Ufficio {
             ente: self.impostazioni.codice_fiscale.clone(),
             debitore,
             importo: a.importo,
-            scadenza: a.scadenza.clone(),
+            scadenza: a.scadenza,
             validita: None,
             causale: a.causale.clone(),
             trasferimenti: Elenco::new(vec![trasferimento])
@@ -816,7 +825,7 @@ impl Ufficio {
             motivi,
             // Replaced by the provider's NAV before it is sent.
             nav: snodo_schemas::formats::Nav::new(0, 0).ok_or_else(|| sys("NAV".into()))?,
-            scadenza: scadenza.clone(),
+            scadenza,
         };
         let iupd = format!(
             "ACC-{}-{}",
@@ -855,11 +864,6 @@ impl Ufficio {
     }
 }
 
-#[allow(clippy::panic)]
-fn unreachable_data() -> Data {
-    panic!("2012-01-01 is a day")
-}
-
 /// The discrepancy reports: an e-mail to the tax office, then the protocol to the portal.
 struct Segnalazioni(Arc<Ufficio>);
 
@@ -876,7 +880,7 @@ impl Handler for Segnalazioni {
             let protocollo = match u.pratiche.get(&key).map_err(typed::retry)? {
                 Some(p) => p,
                 None => {
-                    let protocollo = u.protocollo(effects).map_err(typed::retry)?;
+                    let protocollo = u.protocollo(effects)?;
                     let immobile = s.immobile.as_ref().map_or_else(String::new, |r| {
                         format!(
                             "Immobile: {} foglio {} particella {}{}\n",
