@@ -1695,3 +1695,72 @@ fn write_a_large_bundle() {
     }
     eprintln!("wrote {}: {counts:?}", out.display());
 }
+
+/// A journal of 8 envelopes signed by hub node `b` (same federation, its own key).
+fn journal_of_node_b() -> SyntheticJournal {
+    let f = fixture();
+    let key = f.pki.join("hub-b.key");
+    if !key.exists() {
+        let ca = snodo_envelopes::pki::CertificateAuthority::load(&f.pki).unwrap();
+        snodo_envelopes::pki::issue(
+            &f.pki,
+            &ca,
+            &snodo_envelopes::pki::Subject::Hub {
+                name: "b".into(),
+                dns: Vec::new(),
+            },
+            snodo_envelopes::pki::KeyType::P256,
+            snodo_envelopes::pki::Validity::default(),
+        )
+        .unwrap();
+    }
+    let mut j = journal(&[Op::Accept(0), Op::Deliver, Op::Checkpoint, Op::Accept(1)]);
+    j.hub = snodo_broker::journal::CheckpointSigner::load(&key, &f.pki.join("hub-b.crt")).unwrap();
+    j.checkpoints.clear();
+    let at = OffsetDateTime::now_utc() - time::Duration::seconds(10);
+    j.checkpoint(at);
+    j
+}
+
+#[test]
+fn a_bundle_of_several_nodes_verifies_node_by_node_and_names_the_part_at_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (typical(), journal_of_node_b());
+    let (bundle_a, bundle_b) = (a.bundle(Layout::Complete), b.bundle(Layout::Complete));
+    let both = dir.path().join("both.bundle");
+    std::fs::write(&both, [bundle_a.clone(), bundle_b.clone()].concat()).unwrap();
+    let reports = bundle::verify_file_nodes(&both, Some(&a.ca()), None).unwrap();
+    let hubs: Vec<_> = reports.iter().map(|r| r.hub.clone().unwrap()).collect();
+    assert_eq!(hubs, ["hub", "b"]);
+    assert_eq!(reports[1].entries.count, b.entries.len() as u64);
+    assert!(
+        reports[1].source.ends_with("(part 2)"),
+        "{}",
+        reports[1].source
+    );
+
+    // A byte flipped in the second node's part: that part is named.
+    let line = find_line(&bundle_b, "envelope", |_| true);
+    let flipped = flip_base64(&bundle_b, line, "/bytes", 40);
+    std::fs::write(&both, [bundle_a.clone(), flipped].concat()).unwrap();
+    let part_a_lines = bundle_a.iter().filter(|b| **b == b'\n').count() as u64;
+    match bundle::verify_file_nodes(&both, Some(&a.ca()), None) {
+        Err(AuditError::Failed(f)) => {
+            // The line named is the file's (from 1): inside the second part.
+            assert_eq!(f.line, Some(part_a_lines + line as u64 + 1), "{f}");
+            assert!(matches!(f.place, Place::Envelope(_)), "{f}");
+        }
+        other => panic!("not refused: {:?}", other.map(|r| r.len())),
+    }
+
+    // The same node twice is refused; so is anything after the last part that is not a part.
+    std::fs::write(&both, [bundle_a.clone(), bundle_a.clone()].concat()).unwrap();
+    let e = bundle::verify_file_nodes(&both, Some(&a.ca()), None).unwrap_err();
+    assert!(e.to_string().contains("second journal of hub `hub`"), "{e}");
+    std::fs::write(
+        &both,
+        [bundle_a, b"{\"type\":\"checkpoint\"}\n".to_vec()].concat(),
+    )
+    .unwrap();
+    assert!(bundle::verify_file_nodes(&both, Some(&a.ca()), None).is_err());
+}

@@ -87,11 +87,28 @@ impl Catalog {
         Catalog::default()
     }
 
-    /// The messages of the services this build implements. The services arrive with their
-    /// payload types (crate `snodo-schemas`) and register here; until then it is empty.
+    /// Every message of `snodo-schemas`' catalog, in both forms: a JSON body is checked
+    /// against the message's JSON Schema, an XML body against its service's XSD, and either
+    /// is then read into its Rust type — the same checks the hub makes.
     #[must_use]
     pub fn builtin() -> Self {
-        Catalog::new()
+        let mut c = Catalog::new();
+        for m in snodo_schemas::Catalog::global().messages() {
+            let (service, action) = (m.service(), m.action());
+            c = c.with(
+                service,
+                action,
+                Arc::new(move |body: &Body| {
+                    let schemas = snodo_schemas::Catalog::global();
+                    match body {
+                        Body::Json(v) => schemas.validate_json(service, action, v),
+                        Body::Xml(x) => schemas.validate_xml(service, action, x),
+                    }
+                    .map_err(|e| e.to_string())
+                }),
+            );
+        }
+        c
     }
 
     /// Registers `M` in its JSON form: a JSON body must deserialize as `M`; an XML body is

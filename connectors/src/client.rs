@@ -312,6 +312,12 @@ impl HubClient {
         &self.inner.entity
     }
 
+    /// The encoding of the envelopes this client signs.
+    #[must_use]
+    pub fn format(&self) -> Format {
+        self.inner.format
+    }
+
     /// The verifier incoming envelopes pass through.
     #[must_use]
     pub fn verifier(&self) -> &Verifier {

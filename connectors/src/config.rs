@@ -196,9 +196,10 @@ pub enum AdapterSection {
     Reference {
         /// Which one; see [`reference::AVAILABLE`].
         back_office: String,
-        /// Its own settings, as its documentation describes them.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        settings: Option<serde_json::Value>,
+        /// Its data (a comune's street register and residents…); a relative
+        /// `posta.directory` is relative to this file's directory.
+        #[serde(default)]
+        data: serde_json::Value,
     },
 }
 
@@ -336,8 +337,17 @@ impl Config {
             join(crl);
         }
         join(&mut self.state.dir);
-        if let AdapterSection::Dir { dir, .. } = &mut self.adapter {
-            join(dir);
+        match &mut self.adapter {
+            AdapterSection::Dir { dir, .. } => join(dir),
+            AdapterSection::Reference { data, .. } => {
+                if let Some(dir) = data.pointer_mut("/posta/directory")
+                    && let Some(text) = dir.as_str()
+                    && Path::new(text).is_relative()
+                {
+                    *dir = serde_json::Value::String(base.join(text).display().to_string());
+                }
+            }
+            AdapterSection::Http { .. } => {}
         }
     }
 
@@ -391,11 +401,14 @@ impl Config {
                     ));
                 }
             }
-            AdapterSection::Reference { back_office, .. } => {
-                if let Err(message) = reference::find(back_office) {
-                    return Some(("adapter.back_office", message));
+            AdapterSection::Reference { back_office, data } => match reference::find(back_office) {
+                Err(message) => return Some(("adapter.back_office", message)),
+                Ok(found) => {
+                    if let Err(message) = (found.check)(data) {
+                        return Some(("adapter.data", message));
+                    }
                 }
-            }
+            },
             AdapterSection::Dir { .. } => {}
         }
         None
@@ -461,7 +474,9 @@ dir = "scambio"
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"ftp\""), "adapter", "unknown variant `ftp`"),
             (format!("{GOOD}\n[receive]\nmode = \"push\"\n"), "receive.listen", "push needs an address"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"http\"\ndeliver_to = \"http://127.0.0.1:1/in\"\nlisten = \"0.0.0.0:9000\""), "adapter.listen", "not a loopback address"),
-            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"nessuno\""), "adapter.back_office", "`nessuno` is not a reference back office of this build"),
+            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"prefettura\""), "adapter.back_office", "not a reference back office of this build; available: comune, anpr"),
+            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"comune\""), "adapter.data", "missing field `stradario`"),
+            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"portale\"\ndata = { colour = 1 }"), "adapter.data", "unknown field `colour`"),
         ];
         for (text, field, message) in cases {
             match load(&text) {

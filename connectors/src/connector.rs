@@ -103,22 +103,19 @@ pub async fn run(
             tasks.push(task);
             (builder.fallback(adapter), None)
         }
-        AdapterSection::Reference {
-            back_office,
-            settings,
-        } => {
+        AdapterSection::Reference { back_office, data } => {
             let found = reference::find(back_office).map_err(anyhow::Error::msg)?;
             let context = reference::Context {
                 client: client.clone(),
                 store: store.clone(),
                 clock: Arc::new(SystemClock),
-                settings: settings.clone().unwrap_or_default(),
+                data: data.clone(),
                 shutdown: shutdown.clone(),
             };
-            (
-                (found.install)(&context, builder).map_err(anyhow::Error::msg)?,
-                None,
-            )
+            let (builder, started) =
+                (found.install)(&context, builder).map_err(anyhow::Error::msg)?;
+            tasks.extend(started);
+            (builder, None)
         }
     };
     let dispatcher = Arc::new(builder.build(client.clone(), store)?);

@@ -16,9 +16,14 @@
 //!   the portal's role), with [`typed`], what typed reference back offices share.
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
+//! - [`service`]: typed messages between back offices and envelopes; the services
+//!   [`residenza_cambio`] (change of residence) and [`anagrafe_variazioni`] (registry feed),
+//!   each a trait per role; [`back_office`]: the reference back offices of every role.
 
 pub mod adapter;
 pub mod agenda;
+pub mod anagrafe_variazioni;
+pub mod back_office;
 pub mod catalog;
 pub mod client;
 pub mod clock;
@@ -29,6 +34,8 @@ pub mod inbound;
 pub mod mail;
 pub mod pagamenti;
 pub mod push;
+pub mod residenza_cambio;
+pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod tributi;

@@ -105,6 +105,8 @@ pub fn istante(clock: &dyn Clock) -> Option<snodo_schemas::formats::Istante> {
 pub struct Route<B: Send + Sync + 'static> {
     back_office: Arc<B>,
     run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
+    /// Runs once the effects are durable (and on every redelivery): it must be idempotent.
+    committed: Option<fn(&B)>,
 }
 
 impl<B: Send + Sync + 'static> std::fmt::Debug for Route<B> {
@@ -122,6 +124,21 @@ impl<B: Send + Sync + 'static> Route<B> {
         Arc::new(Route {
             back_office: back_office.clone(),
             run,
+            committed: None,
+        })
+    }
+
+    /// As [`Route::handler`], and `committed` runs once the effects are durable (to wake a
+    /// task that waits for what the handler stored); it must be idempotent.
+    pub fn handler_then(
+        back_office: &Arc<B>,
+        run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
+        committed: fn(&B),
+    ) -> Arc<dyn Handler> {
+        Arc::new(Route {
+            back_office: back_office.clone(),
+            run,
+            committed: Some(committed),
         })
     }
 }
@@ -133,6 +150,13 @@ impl<B: Send + Sync + 'static> Handler for Route<B> {
         effects: &'a mut Effects,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move { (self.run)(&self.back_office, inbound, effects) })
+    }
+
+    fn committed<'a>(&'a self, _inbound: &'a Inbound) -> BoxFuture<'a, Result<(), HandlerError>> {
+        if let Some(f) = self.committed {
+            f(&self.back_office);
+        }
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -29,7 +29,7 @@ async fn submit_lease_ack_in_both_encodings_with_verified_receipts() {
         let portal = t.client(&hub, PORTAL, format);
         let turin = t.client(&hub, TURIN, Format::Json);
         let env = portal
-            .envelope(to(TURIN), "residenza.cambio", "notifica")
+            .envelope(to(TURIN), "prova.scambio", "notifica")
             .json(json!({"pratica": "P-1"}))
             .build()
             .unwrap();
@@ -75,7 +75,7 @@ async fn a_refusal_names_the_hub_code_and_is_not_retried() {
     let forged = snodo_envelopes::Envelope::builder(
         CUNEO.parse().unwrap(),
         to(ANPR),
-        "residenza.cambio",
+        "prova.scambio",
         "notifica",
     )
     .build()
@@ -119,7 +119,7 @@ async fn a_request_waits_for_its_verified_response_or_returns_the_receipt() {
         })
     };
     let request = portal
-        .envelope(to(TURIN), "residenza.cambio", "richiesta")
+        .envelope(to(TURIN), "prova.scambio", "richiesta")
         .profile(Profile::Request)
         .json(json!({"pratica": "P-2"}))
         .build()
@@ -140,7 +140,7 @@ async fn a_request_waits_for_its_verified_response_or_returns_the_receipt() {
 
     // Nobody answers Cuneo's requests: the receipt alone after the wait.
     let request = portal
-        .envelope(to(CUNEO), "residenza.cambio", "richiesta")
+        .envelope(to(CUNEO), "prova.scambio", "richiesta")
         .profile(Profile::Request)
         .build()
         .unwrap();
@@ -248,7 +248,7 @@ async fn a_lost_answer_is_retried_with_the_same_id_and_delivered_once() {
     let (front, seen) = lossy_front(&t, url(&hub), PORTAL, 2).await;
     let portal = HubClient::new(&t.client_config(&front, PORTAL, Format::Json)).unwrap();
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .json(json!({"pratica": "P-3"}))
         .build()
         .unwrap();
@@ -277,7 +277,7 @@ async fn an_unreachable_hub_is_retried_then_reported() {
     ))
     .unwrap();
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .build()
         .unwrap();
     let e = portal.submit(&env).await.unwrap_err();
@@ -347,7 +347,7 @@ async fn the_pull_loop_processes_once_answers_and_acks() {
     let (handler, seen) = recorder(&turin, &store);
     let dispatcher = Arc::new(
         Dispatcher::builder()
-            .route("residenza.cambio", "richiesta", handler)
+            .route("prova.scambio", "richiesta", handler)
             .build(turin.clone(), store.clone())
             .unwrap(),
     );
@@ -361,7 +361,7 @@ async fn the_pull_loop_processes_once_answers_and_acks() {
         stop_rx,
     ));
     let request = portal
-        .envelope(to(TURIN), "residenza.cambio", "richiesta")
+        .envelope(to(TURIN), "prova.scambio", "richiesta")
         .profile(Profile::Request)
         .build()
         .unwrap();
@@ -378,7 +378,7 @@ async fn the_pull_loop_processes_once_answers_and_acks() {
     );
     // An envelope with no route is rejected, recorded with its bytes, and acknowledged.
     let stray = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .build()
         .unwrap();
     portal.submit(&stray).await.unwrap();
@@ -391,7 +391,7 @@ async fn the_pull_loop_processes_once_answers_and_acks() {
         record
             .reason
             .unwrap()
-            .contains("no handler for residenza.cambio/notifica")
+            .contains("no handler for prova.scambio/notifica")
     );
     assert!(record.raw.is_some());
 
@@ -426,7 +426,7 @@ async fn a_redelivered_envelope_is_not_processed_twice() {
     let turin = t.client(&hub, TURIN, Format::Json);
     let dir = tempfile::tempdir().unwrap();
     let request = portal
-        .envelope(to(TURIN), "residenza.cambio", "richiesta")
+        .envelope(to(TURIN), "prova.scambio", "richiesta")
         .profile(Profile::Request)
         .build()
         .unwrap();
@@ -437,7 +437,7 @@ async fn a_redelivered_envelope_is_not_processed_twice() {
         let store = Store::open(dir.path()).unwrap();
         let (handler, seen) = recorder(&turin, &store);
         let d = Dispatcher::builder()
-            .route("residenza.cambio", "richiesta", handler)
+            .route("prova.scambio", "richiesta", handler)
             .build(turin.clone(), store)
             .unwrap();
         assert_eq!(
@@ -461,7 +461,7 @@ async fn a_redelivered_envelope_is_not_processed_twice() {
     .await;
     let (handler, seen2) = recorder(&turin, &store);
     let d = Dispatcher::builder()
-        .route("residenza.cambio", "richiesta", handler)
+        .route("prova.scambio", "richiesta", handler)
         .build(turin.clone(), store)
         .unwrap();
     assert_eq!(
@@ -482,7 +482,7 @@ async fn an_envelope_failing_verification_is_refused_and_returned_never_handed_o
     let hub = t.start().await;
     let portal = t.client(&hub, PORTAL, Format::Json);
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .build()
         .unwrap();
     portal.submit(&env).await.unwrap();
@@ -541,7 +541,7 @@ async fn pushes_are_verified_processed_once_and_only_the_hub_may_push() {
     .unwrap();
 
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .json(json!({"pratica": "P-9"}))
         .build()
         .unwrap();

@@ -195,7 +195,7 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
     let inbox = exchange.join("inbox");
     let portal = t.client(&hub, PORTAL, Format::Json);
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "richiesta")
+        .envelope(to(TURIN), "prova.scambio", "richiesta")
         .profile(Profile::Request)
         .json(json!({"pratica": "P-17", "indirizzo": "via Garibaldi 12"}))
         .build()
@@ -251,7 +251,7 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
     })
     .await;
     let names = files_in(&inbox);
-    let expected = format!("portale-comunefacile__residenza.cambio__richiesta__{id}.json");
+    let expected = format!("portale-comunefacile__prova.scambio__richiesta__{id}.json");
     assert_eq!(names, vec![expected.clone()]);
     assert_eq!(
         std::fs::read(inbox.join(&expected)).unwrap(),
@@ -260,22 +260,22 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
 
     // The outbox: an answer to the request joins its conversation and reaches the portal.
     let outbox = exchange.join("outbox");
-    let answer = format!("portale-comunefacile__residenza.cambio__esito__re-{id}__p-17.json");
+    let answer = format!("portale-comunefacile__prova.scambio__esito__re-{id}__p-17.json");
     std::fs::write(outbox.join(&answer), r#"{"esito": "registrata"}"#).unwrap();
     // A file that is not JSON, and one the hub refuses (an `esito` that answers nothing).
     std::fs::write(
-        outbox.join("anpr-ministero__residenza.cambio__notifica.json"),
+        outbox.join("anpr-ministero__prova.scambio__notifica.json"),
         "{\"pratica\": ",
     )
     .unwrap();
     std::fs::write(
-        outbox.join("comune-004078__residenza.cambio__esito.json"),
+        outbox.join("comune-004078__prova.scambio__esito.json"),
         "{}",
     )
     .unwrap();
     // An XML body, to ANPR, with a tag for the municipal system.
     std::fs::write(
-        outbox.join("anpr-ministero__residenza.cambio__notifica__p-17.xml"),
+        outbox.join("anpr-ministero__prova.scambio__notifica__p-17.xml"),
         "<avviso xmlns=\"urn:prova\"><pratica>P-17</pratica></avviso>",
     )
     .unwrap();
@@ -293,13 +293,12 @@ async fn the_dir_adapter_killed_in_every_window_loses_nothing_and_writes_nothing
             .any(|n| n.ends_with(&format!("__{answer}")))
     );
     assert!(sent_names.iter().any(|n| n.ends_with(".receipt.json")));
-    let reason = std::fs::read_to_string(
-        error.join("anpr-ministero__residenza.cambio__notifica.json.reason"),
-    )
-    .unwrap();
+    let reason =
+        std::fs::read_to_string(error.join("anpr-ministero__prova.scambio__notifica.json.reason"))
+            .unwrap();
     assert!(reason.contains("not well-formed JSON"), "{reason}");
     let reason =
-        std::fs::read_to_string(error.join("comune-004078__residenza.cambio__esito.json.reason"))
+        std::fs::read_to_string(error.join("comune-004078__prova.scambio__esito.json.reason"))
             .unwrap();
     assert!(reason.contains("the hub refused"), "{reason}");
     assert!(reason.contains("profile-not-allowed"), "{reason}");
@@ -349,7 +348,7 @@ async fn pushed_envelopes_reach_the_inbox_folder_once() {
     let mut ids = Vec::new();
     for n in 0..3 {
         let env = portal
-            .envelope(to(TURIN), "residenza.cambio", "notifica")
+            .envelope(to(TURIN), "prova.scambio", "notifica")
             .json(json!({"n": n}))
             .build()
             .unwrap();
@@ -418,7 +417,7 @@ async fn the_http_adapter_delivers_until_a_2xx_and_sends_with_idempotent_ids() {
     // Receiving: the first POST fails (500), the envelope comes back, the second is taken.
     let portal = t.client(&hub, PORTAL, Format::Xml);
     let env = portal
-        .envelope(to(TURIN), "residenza.cambio", "notifica")
+        .envelope(to(TURIN), "prova.scambio", "notifica")
         .xml("<avviso xmlns=\"urn:prova\"><pratica>P-5</pratica></avviso>")
         .build()
         .unwrap();
@@ -460,7 +459,7 @@ async fn the_http_adapter_delivers_until_a_2xx_and_sends_with_idempotent_ids() {
     let endpoint = format!("http://127.0.0.1:{port}/v1/messages");
     let id = uuid::Uuid::now_v7();
     let message = json!({
-        "recipient": PORTAL, "service": "residenza.cambio", "action": "esito",
+        "recipient": PORTAL, "service": "prova.scambio", "action": "esito",
         "body": {"esito": "registrata"}, "in_reply_to": env.header.id, "id": id,
     });
     let first: Value = local
@@ -486,7 +485,7 @@ async fn the_http_adapter_delivers_until_a_2xx_and_sends_with_idempotent_ids() {
     assert_eq!(resp.status().as_u16(), 409);
     let resp = local
         .post(&endpoint)
-        .json(&json!({"recipient": "nobody", "service": "residenza.cambio", "action": "esito", "body": {}}))
+        .json(&json!({"recipient": "nobody", "service": "prova.scambio", "action": "esito", "body": {}}))
         .send()
         .await
         .unwrap();
@@ -499,7 +498,9 @@ async fn the_http_adapter_delivers_until_a_2xx_and_sends_with_idempotent_ids() {
     // A message the hub refuses: its code comes back.
     let resp = local
         .post(&endpoint)
-        .json(&json!({"recipient": CUNEO, "service": "residenza.cambio", "action": "esito", "body": {}}))
+        .json(
+            &json!({"recipient": CUNEO, "service": "prova.scambio", "action": "esito", "body": {}}),
+        )
         .send()
         .await
         .unwrap();
@@ -529,8 +530,8 @@ fn a_bad_configuration_exits_naming_the_field() {
             "adapter: unknown field `unknown`",
         ),
         (
-            "[adapter]\nkind = \"reference\"\nback_office = \"nessuno\"\n",
-            "`nessuno` is not a reference back office of this build",
+            "[adapter]\nkind = \"reference\"\nback_office = \"comune\"\n",
+            "adapter.data: missing field `stradario`",
         ),
         (
             "[adapter]\nkind = \"http\"\ndeliver_to = \"ftp://x\"\nlisten = \"127.0.0.1:1\"\n",

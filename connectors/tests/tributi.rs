@@ -318,7 +318,7 @@ checkpoint_interval = "100ms"
                 nodo: NODO.parse().unwrap(),
                 portale: PORTAL.parse().unwrap(),
                 email_ufficio: "tributi@comune.torino.it".into(),
-                mail: MailConfig {
+                posta: MailConfig {
                     from: "Ufficio tributi <tributi@comune.torino.it>".into(),
                     smtp: None,
                     directory: Some(dir.path().join("mail")),

@@ -381,6 +381,8 @@ pub fn verify_file_nodes(
         })
         .transpose()?;
     let mut reports: Vec<Report> = Vec::new();
+    // Lines of the parts before this one: failures name lines of the file, not of the part.
+    let mut offset = 0;
     loop {
         let part = reports.len() + 1;
         let source = if part == 1 {
@@ -388,12 +390,28 @@ pub fn verify_file_nodes(
         } else {
             format!("bundle {} (part {part})", path.display())
         };
-        let report = verify_reader(
-            Section::new(&mut reader),
-            source,
-            pinned.clone(),
-            crl.as_ref(),
-        )?;
+        let mut section = Section::new(&mut reader);
+        let result = verify_reader(&mut section, source, pinned.clone(), crl.as_ref());
+        let lines = section.lines;
+        let report = result.map_err(|e| match e {
+            AuditError::Failed(mut f) if offset > 0 => {
+                f.line = f.line.map(|l| l + offset);
+                f.place = match f.place {
+                    Place::Line { line, after } => Place::Line {
+                        line: line + offset,
+                        after,
+                    },
+                    Place::Header => Place::Line {
+                        line: offset + 1,
+                        after: None,
+                    },
+                    other => other,
+                };
+                AuditError::Failed(f)
+            }
+            other => other,
+        })?;
+        offset += lines;
         if let Some(hub) = &report.hub
             && reports.iter().any(|r| r.hub.as_ref() == Some(hub))
         {
@@ -417,6 +435,8 @@ struct Section<'r, R> {
     line: Vec<u8>,
     pos: usize,
     done: bool,
+    /// Lines read so far.
+    lines: u64,
 }
 
 impl<'r, R: BufRead> Section<'r, R> {
@@ -426,6 +446,7 @@ impl<'r, R: BufRead> Section<'r, R> {
             line: Vec::new(),
             pos: 0,
             done: false,
+            lines: 0,
         }
     }
 }
@@ -448,6 +469,7 @@ impl<R: BufRead> BufRead for Section<'_, R> {
             // Longer lines are refused by the verifier; read a little more than it allows.
             let limit = u64::try_from(MAX_LINE).unwrap_or(u64::MAX) + 2;
             std::io::Read::take(&mut *self.inner, limit).read_until(b'\n', &mut self.line)?;
+            self.lines += u64::from(!self.line.is_empty());
             self.done = self.line.is_empty() || self.line.starts_with(br#"{"type":"end""#);
         }
         Ok(&self.line[self.pos..])

@@ -923,8 +923,11 @@ impl SyntheticJournal {
         let complete = matches!(layout, Layout::Complete);
         let mut header = BundleHeader::new(self.hub.hub(), complete, size, self.ca_pem());
         header.source = Some("synthetic".into());
-        header.hub_certificates =
-            vec![std::fs::read_to_string(self.pki.join(pki::HUB_CERT)).unwrap()];
+        let cert = match self.hub.hub() {
+            "hub" => pki::HUB_CERT.to_owned(),
+            name => format!("hub-{name}.crt"),
+        };
+        header.hub_certificates = vec![std::fs::read_to_string(self.pki.join(cert)).unwrap()];
         let mut w = BundleWriter::new(Vec::new(), &header).unwrap();
         match layout {
             Layout::Complete => {

@@ -2,13 +2,19 @@
 //! body (comune, ANPR, motor registry, payment provider, prefecture, portal) that apply
 //! `DOMAIN.md`'s rules so that a federation can run without real municipal systems.
 //!
-//! A service module adds its back office to [`AVAILABLE`]; `adapter.kind = "reference"` in
-//! the configuration names one by `back_office`. This build's services bring none yet, so the
-//! list is empty and the configuration refuses every name with a message saying so.
+//! Each back office of [`crate::back_office`] is listed in [`AVAILABLE`];
+//! `adapter.kind = "reference"` in the configuration names one by `back_office` and gives
+//! its data in `[adapter.data]` (a comune's street register, say).
 
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::back_office::{anpr, comune, data, motorizzazione, portale};
 use crate::client::HubClient;
 use crate::clock::SharedClock;
 use crate::dispatch::DispatcherBuilder;
+use crate::service::Committer;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// What a reference back office is given when it starts.
@@ -20,11 +26,20 @@ pub struct Context {
     pub store: Store,
     /// The clock its terms run on.
     pub clock: SharedClock,
-    /// Its own settings (`[adapter.settings]`), `null` when none are given.
-    pub settings: serde_json::Value,
-    /// The connector's shutdown signal, for the tasks it starts.
-    pub shutdown: crate::shutdown::Shutdown,
+    /// Its data, `[adapter.data]` of the configuration.
+    pub data: serde_json::Value,
+    /// Stops the tasks it starts (terms, mail).
+    pub shutdown: Shutdown,
 }
+
+impl Context {
+    fn committer(&self) -> Result<Committer, String> {
+        Committer::new(self.client.clone(), self.store.clone()).map_err(|e| e.to_string())
+    }
+}
+
+/// What a started back office gives the connector: its routes, and the tasks it runs.
+pub type Installed = (DispatcherBuilder, Vec<JoinHandle<()>>);
 
 /// A reference back office this build can run.
 #[derive(Debug)]
@@ -33,25 +48,90 @@ pub struct ReferenceBackOffice {
     pub name: &'static str,
     /// What it is, for `--help` and errors.
     pub description: &'static str,
-    /// Registers its handlers (one per service and action it takes) on the dispatcher.
-    pub install: fn(&Context, DispatcherBuilder) -> Result<DispatcherBuilder, String>,
+    /// Checks its data, naming the field at fault.
+    pub check: fn(&serde_json::Value) -> Result<(), String>,
+    /// Registers its handlers (one per service and action it takes) on the dispatcher and
+    /// starts its tasks.
+    pub install: fn(&Context, DispatcherBuilder) -> Result<Installed, String>,
 }
+
+fn check<T: DeserializeOwned>(value: &serde_json::Value) -> Result<(), String> {
+    data::<T>(value).map(|_| ())
+}
+
+fn install_comune(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> {
+    let bo = comune::Comune::new(c.committer()?, data(&c.data)?, c.clock.clone())?;
+    let tasks = bo.start(c.shutdown.clone());
+    Ok((bo.install(b), tasks))
+}
+
+fn install_anpr(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> {
+    let bo = anpr::Anpr::new(c.committer()?, data(&c.data)?, c.clock.clone())?;
+    Ok((bo.install(b), Vec::new()))
+}
+
+fn install_motorizzazione(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> {
+    data::<Nessuno>(&c.data)?;
+    let bo = motorizzazione::Motorizzazione::new(c.committer()?)?;
+    Ok((bo.install(b), Vec::new()))
+}
+
+fn install_portale(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> {
+    data::<Nessuno>(&c.data)?;
+    let bo = portale::Portale::new(c.committer()?, c.clock.clone())?;
+    Ok((bo.install(b), Vec::new()))
+}
+
+/// The data of a back office that takes none.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nessuno {}
 
 /// The reference back offices of this build.
 pub const AVAILABLE: &[ReferenceBackOffice] = &[
     ReferenceBackOffice {
+        name: "comune",
+        description: "a comune: change of residence (arrival and departure, TARI, police check, \
+                      the official's mail) and its registry feed",
+        check: check::<comune::DatiComune>,
+        install: install_comune,
+    },
+    ReferenceBackOffice {
+        name: "anpr",
+        description: "the population registry: registrations, annulments, the registry feed",
+        check: check::<anpr::DatiAnpr>,
+        install: install_anpr,
+    },
+    ReferenceBackOffice {
+        name: "motorizzazione",
+        description: "the motor registry: addresses of licences and vehicles",
+        check: check::<Nessuno>,
+        install: install_motorizzazione,
+    },
+    ReferenceBackOffice {
+        name: "portale",
+        description: "the citizens' portal: declarations, observations, states",
+        check: check::<Nessuno>,
+        install: install_portale,
+    },
+    ReferenceBackOffice {
         name: "pagopa",
-        description: "the payment provider (pagamenti): debt positions, notices, payments, receipts",
+        description: "the payment provider (pagamenti): debt positions, notice numbers, \
+                      verify, activate, outcome, receipts, settlement flows",
+        check: check::<crate::pagamenti::Impostazioni>,
         install: crate::pagamenti::install,
     },
     ReferenceBackOffice {
         name: "tributi",
-        description: "a comune's tax office (tributi.imu): calculation, tax position, variations, reports, notices",
+        description: "a comune's tax office (tributi.imu): calculation, tax position, \
+                      variations, discrepancy reports by mail, notices and assessments",
+        check: check::<crate::tributi::ufficio::Impostazioni>,
         install: crate::tributi::ufficio::install,
     },
     ReferenceBackOffice {
         name: "portale-tributi",
-        description: "the portal acting for citizens in tributi.imu and paying notices (pagamenti)",
+        description: "the portal acting for citizens in tributi.imu, paying notices (pagamenti)",
+        check: check::<crate::tributi::portale::Impostazioni>,
         install: crate::tributi::portale::install,
     },
 ];
@@ -63,12 +143,6 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
 pub fn find(name: &str) -> Result<&'static ReferenceBackOffice, String> {
     if let Some(found) = AVAILABLE.iter().find(|b| b.name == name) {
         return Ok(found);
-    }
-    if AVAILABLE.is_empty() {
-        return Err(format!(
-            "no reference back office is available in this build (asked for `{name}`): they \
-             arrive with the citizen services; use the `dir` or `http` adapter"
-        ));
     }
     let names: Vec<&str> = AVAILABLE.iter().map(|b| b.name).collect();
     Err(format!(

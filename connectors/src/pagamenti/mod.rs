@@ -61,7 +61,7 @@ pub struct Creditore {
     pub segregazione: u8,
 }
 
-/// The provider's settings (`[adapter.settings]` of `snodo-connector`).
+/// The provider's settings (`[adapter.data]` of `snodo-connector`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Impostazioni {
@@ -239,7 +239,11 @@ impl Nodo {
                 Route::handler(self, Nodo::annulla),
             )
             .route(SERVICE, "verifica", Route::handler(self, Nodo::verifica))
-            .route(SERVICE, "attiva", Route::handler(self, Nodo::attiva))
+            .route(
+                SERVICE,
+                "attiva",
+                Route::handler_then(self, Nodo::attiva, Nodo::sveglia),
+            )
             .route(
                 SERVICE,
                 "esito-pagamento",
@@ -568,8 +572,13 @@ impl Nodo {
             esito,
         };
         effects.send(typed::reply(self.sender.client(), inbound, &answer)?);
-        self.agenda.wake();
         Ok(())
+    }
+
+    /// Wakes the task that releases ended activations: a new token's end is in the agenda
+    /// (called once the activation is durable, not before, or the task would look too soon).
+    fn sveglia(&self) {
+        self.agenda.wake();
     }
 
     fn esito(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
@@ -830,22 +839,22 @@ pub fn istante_di(t: OffsetDateTime) -> Option<Istante> {
     Istante::from_datetime(time::PrimitiveDateTime::new(t.date(), t.time()))
 }
 
-/// `snodo-connector`'s entry: the provider with the `settings` of its configuration.
+/// `snodo-connector`'s entry: the provider with the data of its configuration
+/// (`[adapter.data]`: [`Impostazioni`]), and its task releasing ended activations.
 ///
 /// # Errors
-/// A message naming what is wrong with the settings or the store.
+/// A message naming what is wrong with the data or the store.
 pub fn install(
     ctx: &crate::adapter::reference::Context,
     builder: DispatcherBuilder,
-) -> Result<DispatcherBuilder, String> {
-    let impostazioni: Impostazioni = serde_json::from_value(ctx.settings.clone())
-        .map_err(|e| format!("adapter.settings of the payment provider: {e}"))?;
+) -> Result<crate::adapter::reference::Installed, String> {
+    let impostazioni: Impostazioni = crate::back_office::data(&ctx.data)?;
     let nodo = Nodo::open(
         ctx.client.clone(),
         ctx.store.clone(),
         ctx.clock.clone(),
         impostazioni,
     )?;
-    tokio::spawn(nodo.clone().run(ctx.shutdown.clone()));
-    Ok(nodo.install(builder))
+    let task = tokio::spawn(nodo.clone().run(ctx.shutdown.clone()));
+    Ok((nodo.install(builder), vec![task]))
 }

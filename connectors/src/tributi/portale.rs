@@ -270,24 +270,33 @@ impl Portale {
     }
 }
 
-/// `snodo-connector`'s entry: the portal's tax role; `settings` may name the provider
-/// (`{"nodo": "pagopa:nodo"}`, the default).
+/// The portal's settings in `[adapter.data]`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Impostazioni {
+    /// The payment provider (`pagopa:nodo` when absent).
+    #[serde(default = "default_nodo")]
+    pub nodo: String,
+}
+
+fn default_nodo() -> String {
+    "pagopa:nodo".into()
+}
+
+/// `snodo-connector`'s entry: the portal's tax role with the data of its configuration.
 ///
 /// # Errors
-/// A message naming what is wrong with the settings or the store.
+/// A message naming what is wrong with the data or the store.
 pub fn install(
     ctx: &crate::adapter::reference::Context,
     builder: DispatcherBuilder,
-) -> Result<DispatcherBuilder, String> {
-    let nodo = match ctx.settings.get("nodo").and_then(Value::as_str) {
-        Some(n) => n
-            .parse::<EntityId>()
-            .map_err(|e| format!("adapter.settings.nodo: {e}"))?,
-        None => "pagopa:nodo"
-            .parse::<EntityId>()
-            .map_err(|e| e.to_string())?,
-    };
+) -> Result<crate::adapter::reference::Installed, String> {
+    let i: Impostazioni = crate::back_office::data(&ctx.data)?;
+    let nodo = i
+        .nodo
+        .parse::<EntityId>()
+        .map_err(|e| format!("nodo: {e}"))?;
     let p =
         Portale::open(ctx.client.clone(), ctx.store.clone(), nodo).map_err(|e| e.to_string())?;
-    Ok(p.install(builder))
+    Ok((p.install(builder), Vec::new()))
 }

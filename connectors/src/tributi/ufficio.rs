@@ -43,7 +43,7 @@ pub struct AliquoteAnno {
     pub aliquote: Aliquote,
 }
 
-/// The tax office's settings (`[adapter.settings]` of `snodo-connector`).
+/// The tax office's settings (`[adapter.data]` of `snodo-connector`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Impostazioni {
@@ -61,8 +61,8 @@ pub struct Impostazioni {
     pub portale: EntityId,
     /// The tax office's address, where discrepancy reports go.
     pub email_ufficio: String,
-    /// How mail is sent.
-    pub mail: MailConfig,
+    /// How mail is sent (a relative `posta.directory` is relative to the configuration file).
+    pub posta: MailConfig,
     /// The rates deliberated, by year (a year without is on the ordinary defaults).
     #[serde(default)]
     pub aliquote: Vec<AliquoteAnno>,
@@ -166,7 +166,7 @@ impl Ufficio {
         clock: SharedClock,
         impostazioni: Impostazioni,
     ) -> Result<Arc<Self>, String> {
-        let mailer = Mailer::new(&impostazioni.mail).map_err(|e| e.to_string())?;
+        let mailer = Mailer::new(&impostazioni.posta).map_err(|e| e.to_string())?;
         let s = |e: StoreError| e.to_string();
         Ok(Arc::new(Ufficio {
             titolarita: store.tree("tributi.titolarita").map_err(s)?,
@@ -936,21 +936,21 @@ impl Handler for Segnalazioni {
     }
 }
 
-/// `snodo-connector`'s entry: the tax office with the `settings` of its configuration.
+/// `snodo-connector`'s entry: the tax office with the data of its configuration
+/// (`[adapter.data]`: [`Impostazioni`]).
 ///
 /// # Errors
-/// A message naming what is wrong with the settings, the mail or the store.
+/// A message naming what is wrong with the data, the mail or the store.
 pub fn install(
     ctx: &crate::adapter::reference::Context,
     builder: DispatcherBuilder,
-) -> Result<DispatcherBuilder, String> {
-    let impostazioni: Impostazioni = serde_json::from_value(ctx.settings.clone())
-        .map_err(|e| format!("adapter.settings of the tax office: {e}"))?;
+) -> Result<crate::adapter::reference::Installed, String> {
+    let impostazioni: Impostazioni = crate::back_office::data(&ctx.data)?;
     let u = Ufficio::open(
         ctx.client.clone(),
         ctx.store.clone(),
         ctx.clock.clone(),
         impostazioni,
     )?;
-    Ok(u.install(builder))
+    Ok((u.install(builder), Vec::new()))
 }

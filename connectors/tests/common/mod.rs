@@ -19,7 +19,7 @@ pub const PORTAL: &str = "portale:comunefacile";
 /// The registry of the test hub.
 const SERVICES: &str = r#"
 [[services]]
-name = "residenza.cambio"
+name = "prova.scambio"
 deadline = "{deadline}"
 [[services.actions]]
 name = "richiesta"

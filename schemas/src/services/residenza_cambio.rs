@@ -9,8 +9,9 @@
 //! TARI offices open a position at arrival ([`TariApertura`]) and close it at departure
 //! ([`TariChiusura`]). The police send the [`Accertamento`] within 45 days; a negative one gives
 //! a [`PreavvisoRigetto`], the citizen may answer with [`Osservazioni`] within 10 days, then the
-//! comune confirms or sends [`Annullamento`] to ANPR, which answers [`AnnullamentoEsito`]. Every
-//! change of state reaches the portal as [`Stato`].
+//! comune confirms or sends [`Annullamento`] to ANPR, which answers [`AnnullamentoEsito`] and
+//! tells the comune of departure that its people are back ([`Ripristino`]). Every change of
+//! state reaches the portal as [`Stato`].
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -396,6 +397,24 @@ pub struct AnnullamentoEsito {
     pub esito: EsitoAnpr,
 }
 
+/// `ripristino` (oneway, ANPR → comune of departure): a registration was annulled; these
+/// people are again residents of the comune of departure, at their previous position, as if
+/// they had never left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Ripristino {
+    /// The annulled practice of the comune of arrival.
+    pub pratica: String,
+    /// The comune of departure, where they are restored.
+    pub comune: CodiceIstat,
+    /// The comune whose registration was annulled.
+    pub comune_arrivo: CodiceIstat,
+    /// The day of the annulment.
+    pub data: Data,
+    /// Who is restored.
+    pub persone: Elenco<CodiceFiscalePersona, 1, 30>,
+}
+
 /// The states of a practice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -471,5 +490,6 @@ crate::catalog::messages! {
     "osservazioni" => Osservazioni,
     "annullamento" => Annullamento,
     "annullamento-esito" => AnnullamentoEsito,
+    "ripristino" => Ripristino,
     "stato" => Stato,
 }
