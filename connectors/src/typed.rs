@@ -1,7 +1,10 @@
-//! What the reference back offices share: message bodies read into and written from the
-//! schemas' types, handlers that are plain functions of a back office, requests that wait for
-//! their answer, and envelopes sent on a back office's own initiative through the durable
-//! outbox (atomically with its state changes, as the dispatcher does for handlers).
+//! What the tax and payment back offices add to [`crate::service`] (whose `read` and `retry`
+//! they use): handlers that are plain functions of a back office staging the dispatcher's
+//! [`Effects`] with envelopes, requests that wait for their answer (the comune asking the
+//! provider for a NAV, the portal asking for a calculation), and envelopes sent on a back
+//! office's own initiative through the durable outbox. [`Sender::commit`] is the envelope-level
+//! twin of [`crate::service::Committer::commit`], which takes typed `Invio`s; the two should
+//! become one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,32 +13,14 @@ use serde_json::Value;
 use snodo_envelopes::{Body, EntityId, Envelope, Profile, Recipient};
 use snodo_schemas::Payload;
 
+use crate::Handler;
 use crate::client::{Answer, HubClient};
 use crate::dispatch::{Effects, HandlerError, OUTBOX_TREE, Outgoing};
 use crate::inbound::{BoxFuture, Inbound};
 use crate::store::{Store, StoreError, Tree, Update};
-use crate::{Clock, Handler};
 
 /// How long a request waits for its answer at the hub.
 pub const WAIT: Duration = Duration::from_secs(10);
-
-/// Reads an incoming body as the message `T`, after its schema and rules.
-///
-/// # Errors
-/// [`HandlerError::Reject`] naming the fields at fault (the hub checked them already, so this
-/// is a body of another version, or of another action).
-pub fn read<T: Payload>(inbound: &Inbound) -> Result<T, HandlerError> {
-    let r = match &inbound.envelope.body {
-        Body::Json(v) => snodo_schemas::from_json::<T>(v),
-        Body::Xml(x) => snodo_schemas::from_xml::<T>(x),
-    };
-    r.map_err(|e| {
-        HandlerError::Reject(format!(
-            "{}/{}: {e}",
-            inbound.envelope.header.service, inbound.envelope.header.action
-        ))
-    })
-}
 
 /// An envelope from `client`'s entity to `to` carrying `value` as its JSON body.
 ///
@@ -83,22 +68,6 @@ pub fn reply<T: Payload>(
         value,
     )
     .map_err(HandlerError::Reject)
-}
-
-/// A store error as a handler error: try again later.
-#[must_use]
-pub fn retry(e: StoreError) -> HandlerError {
-    HandlerError::Retry(e.to_string())
-}
-
-/// The current instant of `clock` as the schemas' instant.
-#[must_use]
-pub fn istante(clock: &dyn Clock) -> Option<snodo_schemas::formats::Istante> {
-    let now = clock.now().to_offset(time::UtcOffset::UTC);
-    snodo_schemas::formats::Istante::from_datetime(time::PrimitiveDateTime::new(
-        now.date(),
-        now.time().replace_nanosecond(0).unwrap_or(now.time()),
-    ))
 }
 
 /// A handler that is a function of a back office: it reads the envelope and stages its effects.
@@ -248,7 +217,7 @@ impl Sender {
             .map_err(|e| e.to_string())?
         {
             Answer::Response { response, .. } => {
-                let r = read::<R>(&response).map_err(|e| e.to_string())?;
+                let r = crate::service::read::<R>(&response).map_err(|e| e.to_string())?;
                 Ok((r, *response))
             }
             Answer::Pending { .. } => {
@@ -311,7 +280,7 @@ impl Handler for Answers {
             effects
                 .update
                 .put(&self.tree, &to.to_string(), v)
-                .map_err(retry)?;
+                .map_err(crate::service::retry)?;
             Ok(())
         })
     }

@@ -33,13 +33,13 @@ use snodo_schemas::services::pagamenti::{
     PosizioneAggiorna, PosizioneAnnulla, PosizioneCrea, PosizioneCreata, PosizioneEsito,
     Rendicontazione, Ricevuta, Risultato, StatoPosizione, Verifica, VerificaEsito,
 };
-use time::OffsetDateTime;
 
 use crate::agenda::Agenda;
 use crate::client::HubClient;
 use crate::clock::SharedClock;
 use crate::dispatch::{DispatcherBuilder, Effects, HandlerError};
 use crate::inbound::Inbound;
+use crate::service;
 use crate::shutdown::Shutdown;
 use crate::store::{Store, StoreError, Tree};
 use crate::typed::{self, Route, Sender};
@@ -260,8 +260,7 @@ impl Nodo {
     }
 
     fn now(&self) -> Result<Istante, HandlerError> {
-        typed::istante(self.clock.as_ref())
-            .ok_or_else(|| HandlerError::Retry("the clock is outside the years 0–9999".into()))
+        crate::back_office::istante(self.clock.now())
     }
 
     fn creditore_di(&self, entity: &EntityId) -> Option<&Creditore> {
@@ -311,7 +310,7 @@ impl Nodo {
             effects
                 .update
                 .put(&self.posizioni, p.nav.as_str(), p)
-                .map_err(typed::retry)?;
+                .map_err(service::retry)?;
         }
         Ok(())
     }
@@ -335,7 +334,7 @@ impl Nodo {
     }
 
     fn crea(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: PosizioneCrea = typed::read(inbound)?;
+        let req: PosizioneCrea = service::read(inbound)?;
         let sender = inbound.sender();
         let creditore = self.creditore_di(sender).ok_or_else(|| {
             HandlerError::Reject(format!("{sender} is not a creditor body of this provider"))
@@ -348,8 +347,8 @@ impl Nodo {
         }
         let key = format!("{sender}/{}", req.iupd);
         // A position the creditor created before (a retry): the same answer again.
-        let existing = match self.iupd.get(&key).map_err(typed::retry)? {
-            Some(nav) => self.posizioni.get(&nav).map_err(typed::retry)?,
+        let existing = match self.iupd.get(&key).map_err(service::retry)? {
+            Some(nav) => self.posizioni.get(&nav).map_err(service::retry)?,
             None => None,
         };
         let p = match existing {
@@ -360,7 +359,7 @@ impl Nodo {
                 let base = self
                     .contatori
                     .get(&seg.to_string())
-                    .map_err(typed::retry)?
+                    .map_err(service::retry)?
                     .unwrap_or(1);
                 let nav = Nav::new(seg, base).ok_or_else(|| {
                     HandlerError::Reject(format!(
@@ -382,11 +381,11 @@ impl Nodo {
                 p.passa(StatoPosizione::Valida, &now);
                 let u = &mut effects.update;
                 u.put(&self.contatori, &seg.to_string(), &(base + 1))
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 u.put(&self.iupd, &key, &nav.as_str().to_owned())
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 u.put(&self.posizioni, nav.as_str(), &p)
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 tracing::info!(%nav, creditor = %sender, "Debt position created.");
                 p
             }
@@ -408,14 +407,14 @@ impl Nodo {
         iupd: &str,
     ) -> Result<Option<Posizione>, HandlerError> {
         let key = format!("{}/{iupd}", inbound.sender());
-        match self.iupd.get(&key).map_err(typed::retry)? {
-            Some(nav) => self.posizioni.get(&nav).map_err(typed::retry),
+        match self.iupd.get(&key).map_err(service::retry)? {
+            Some(nav) => self.posizioni.get(&nav).map_err(service::retry),
             None => Ok(None),
         }
     }
 
     fn aggiorna(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: PosizioneAggiorna = typed::read(inbound)?;
+        let req: PosizioneAggiorna = service::read(inbound)?;
         let now = self.now()?;
         let (stato, errore) = match self.della_richiesta(inbound, &req.iupd)? {
             None => (StatoPosizione::Invalida, Some(ErroreAvviso::Sconosciuto)),
@@ -436,7 +435,7 @@ impl Nodo {
                         effects
                             .update
                             .put(&self.posizioni, p.nav.as_str(), &p)
-                            .map_err(typed::retry)?;
+                            .map_err(service::retry)?;
                         (p.stato, None)
                     }
                 }
@@ -452,7 +451,7 @@ impl Nodo {
     }
 
     fn annulla(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: PosizioneAnnulla = typed::read(inbound)?;
+        let req: PosizioneAnnulla = service::read(inbound)?;
         let now = self.now()?;
         let (stato, errore) = match self.della_richiesta(inbound, &req.iupd)? {
             None => (StatoPosizione::Invalida, Some(ErroreAvviso::Sconosciuto)),
@@ -466,7 +465,7 @@ impl Nodo {
                     effects
                         .update
                         .put(&self.posizioni, p.nav.as_str(), &p)
-                        .map_err(typed::retry)?;
+                        .map_err(service::retry)?;
                     (p.stato, None)
                 }
             },
@@ -488,7 +487,7 @@ impl Nodo {
         effects: &mut Effects,
         now: &Istante,
     ) -> Result<Result<Posizione, ErroreAvviso>, HandlerError> {
-        let Some(mut p) = self.posizioni.get(nav.as_str()).map_err(typed::retry)? else {
+        let Some(mut p) = self.posizioni.get(nav.as_str()).map_err(service::retry)? else {
             return Ok(Err(ErroreAvviso::Sconosciuto));
         };
         if &p.dati.ente != ente {
@@ -502,7 +501,7 @@ impl Nodo {
     }
 
     fn verifica(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: Verifica = typed::read(inbound)?;
+        let req: Verifica = service::read(inbound)?;
         let now = self.now()?;
         let esito = match self.del_pagatore(&req.ente, &req.nav, effects, &now)? {
             Err(errore) => EsitoVerifica::Errore { errore },
@@ -525,7 +524,7 @@ impl Nodo {
     }
 
     fn attiva(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: Attiva = typed::read(inbound)?;
+        let req: Attiva = service::read(inbound)?;
         let now = self.now()?;
         let esito = match self.del_pagatore(&req.ente, &req.nav, effects, &now)? {
             Err(errore) => EsitoAttivazione::Errore { errore },
@@ -539,8 +538,7 @@ impl Nodo {
                     Canale::Carta | Canale::Addebito => self.impostazioni.token_secondi,
                 };
                 let fine = self.clock.now() + Duration::from_secs(secondi);
-                let fino = istante_di(fine)
-                    .ok_or_else(|| HandlerError::Reject("the token would end after 9999".into()))?;
+                let fino = crate::back_office::istante(fine)?;
                 p.attivo = Some(Attivo {
                     token: token.clone(),
                     canale_entity: inbound.sender().clone(),
@@ -550,12 +548,12 @@ impl Nodo {
                 });
                 let u = &mut effects.update;
                 u.put(&self.posizioni, p.nav.as_str(), &p)
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 u.put(&self.token, &token, &p.nav.as_str().to_owned())
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 self.agenda
                     .schedule(u, fine, &token, &p.nav.as_str().to_owned())
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
                 tracing::info!(nav = %p.nav, %token, "Notice activated.");
                 EsitoAttivazione::Attivato(Box::new(Attivazione {
                     token,
@@ -582,7 +580,7 @@ impl Nodo {
     }
 
     fn esito(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: EsitoPagamento = typed::read(inbound)?;
+        let req: EsitoPagamento = service::read(inbound)?;
         let now = self.now()?;
         let answer = |stato, ricevuta, errore| EsitoPagamentoEsito {
             token: req.token.clone(),
@@ -591,9 +589,9 @@ impl Nodo {
             ricevuta,
             errore,
         };
-        let p = match self.token.get(&req.token).map_err(typed::retry)? {
+        let p = match self.token.get(&req.token).map_err(service::retry)? {
             Some(nav) if nav == req.nav.as_str() => {
-                self.posizioni.get(&nav).map_err(typed::retry)?
+                self.posizioni.get(&nav).map_err(service::retry)?
             }
             _ => None,
         };
@@ -628,10 +626,10 @@ impl Nodo {
                         effects
                             .update
                             .put(&self.posizioni, p.nav.as_str(), &p)
-                            .map_err(typed::retry)?;
+                            .map_err(service::retry)?;
                         self.agenda
                             .cancel(&mut effects.update, &req.token)
-                            .map_err(typed::retry)?;
+                            .map_err(service::retry)?;
                     }
                     answer(EsitoRegistrato::Rilasciato, None, None)
                 }
@@ -685,10 +683,10 @@ impl Nodo {
                     effects
                         .update
                         .put(&self.posizioni, p.nav.as_str(), &p)
-                        .map_err(typed::retry)?;
+                        .map_err(service::retry)?;
                     self.agenda
                         .cancel(&mut effects.update, &req.token)
-                        .map_err(typed::retry)?;
+                        .map_err(service::retry)?;
                     tracing::info!(nav = %p.nav, receipt = %ricevuta_id, "Notice paid; receipt sent to the creditor.");
                     answer(EsitoRegistrato::Pagato, Some(ricevuta_id), None)
                 }
@@ -708,8 +706,7 @@ impl Nodo {
         let due = self.agenda.due(now).map_err(|e| e.to_string())?;
         let mut released = Vec::new();
         for d in due {
-            let il = typed::istante(self.clock.as_ref())
-                .ok_or_else(|| "the clock is outside the years 0–9999".to_owned())?;
+            let il = crate::back_office::istante(self.clock.now()).map_err(|e| e.to_string())?;
             // Compare-and-swap on the position: an outcome committed meanwhile wins.
             let mut did = false;
             self.posizioni
@@ -755,8 +752,7 @@ impl Nodo {
             .creditore_di(creditor)
             .ok_or_else(|| format!("{creditor} is not a creditor of this provider"))?
             .clone();
-        let now = typed::istante(self.clock.as_ref())
-            .ok_or_else(|| "the clock is outside the years 0–9999".to_owned())?;
+        let now = crate::back_office::istante(self.clock.now()).map_err(|e| e.to_string())?;
         let mut effects = Effects::default();
         let mut pagamenti = Vec::new();
         let mut totale = snodo_schemas::formats::Importo::ZERO;
@@ -830,13 +826,6 @@ impl Nodo {
             }
         }
     }
-}
-
-/// The moment `t` as the schemas' instant, cut to the second.
-#[must_use]
-pub fn istante_di(t: OffsetDateTime) -> Option<Istante> {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    Istante::from_datetime(time::PrimitiveDateTime::new(t.date(), t.time()))
 }
 
 /// `snodo-connector`'s entry: the provider with the data of its configuration

@@ -19,6 +19,7 @@ use snodo_schemas::services::tributi_imu::{Accertamento, AvvisoPagamento};
 use crate::HubClient;
 use crate::dispatch::{DispatcherBuilder, Effects, HandlerError};
 use crate::inbound::Inbound;
+use crate::service;
 use crate::store::{Store, StoreError, Tree};
 use crate::typed::{self, Answers, Route, Sender};
 
@@ -123,7 +124,7 @@ impl Portale {
     }
 
     fn on_avviso(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let a: AvvisoPagamento = typed::read(inbound)?;
+        let a: AvvisoPagamento = service::read(inbound)?;
         effects
             .update
             .put(
@@ -131,7 +132,7 @@ impl Portale {
                 a.nav.as_str(),
                 &Notifica::Avviso(a.clone()),
             )
-            .map_err(typed::retry)
+            .map_err(service::retry)
     }
 
     fn on_accertamento(
@@ -139,7 +140,7 @@ impl Portale {
         inbound: &Inbound,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let a: Accertamento = typed::read(inbound)?;
+        let a: Accertamento = service::read(inbound)?;
         effects
             .update
             .put(
@@ -147,7 +148,7 @@ impl Portale {
                 a.nav.as_str(),
                 &Notifica::Accertamento(a.clone()),
             )
-            .map_err(typed::retry)
+            .map_err(service::retry)
     }
 
     /// The notices held for `cf`.

@@ -26,6 +26,7 @@ use crate::clock::SharedClock;
 use crate::dispatch::{DispatcherBuilder, Effects, HandlerError};
 use crate::inbound::{BoxFuture, Inbound};
 use crate::mail::{Mail, MailConfig, Mailer};
+use crate::service;
 use crate::store::{Store, StoreError, Tree};
 use crate::typed::{self, Answers, Route, Sender};
 use crate::{Handler, HubClient};
@@ -253,7 +254,7 @@ impl Ufficio {
             .ok_or_else(|| HandlerError::Retry(format!("the clock says {oggi}, outside 0–9999")))?;
         let n = self
             .next(effects, &format!("protocollo/{}", oggi.year()))
-            .map_err(typed::retry)?;
+            .map_err(service::retry)?;
         Ok(Protocollo {
             numero: format!("IMU/{}/{n:06}", oggi.year()),
             data,
@@ -356,7 +357,7 @@ impl Ufficio {
     }
 
     fn on_calcolo(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: CalcoloRichiesta = typed::read(inbound)?;
+        let req: CalcoloRichiesta = service::read(inbound)?;
         let (calcolo, motivi) = if req.comune != self.impostazioni.comune {
             (None, vec![self.altro_comune(&req.comune)])
         } else {
@@ -449,7 +450,7 @@ impl Ufficio {
     }
 
     fn on_posizione(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: PosizioneRichiesta = typed::read(inbound)?;
+        let req: PosizioneRichiesta = service::read(inbound)?;
         if req.comune != self.impostazioni.comune {
             return Err(HandlerError::Reject(
                 self.altro_comune(&req.comune).descrizione,
@@ -457,16 +458,16 @@ impl Ufficio {
         }
         let p = self
             .posizione(&req.contribuente, req.anno)
-            .map_err(typed::retry)?;
+            .map_err(service::retry)?;
         effects.send(typed::reply(self.sender.client(), inbound, &p)?);
         Ok(())
     }
 
     fn on_variazione(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let v: Variazione = typed::read(inbound)?;
+        let v: Variazione = service::read(inbound)?;
         let key = format!("{}/{}", inbound.sender(), v.pratica);
         let mut motivi = Vec::new();
-        if let Some(p) = self.pratiche.get(&key).map_err(typed::retry)? {
+        if let Some(p) = self.pratiche.get(&key).map_err(service::retry)? {
             // Declared before: the same protocol again.
             let answer = VariazioneEsito {
                 pratica: v.pratica,
@@ -497,7 +498,7 @@ impl Ufficio {
         let stesso = |t: &Titolarita| t.immobile.catasto == v.immobile.catasto && t.al.is_none();
         let aperte: Vec<(String, Titolarita)> = self
             .titolarita(cf)
-            .map_err(typed::retry)?
+            .map_err(service::retry)?
             .into_iter()
             .filter(|(_, t)| stesso(t))
             .collect();
@@ -532,13 +533,13 @@ impl Ufficio {
                 effects
                     .update
                     .put(&self.titolarita, &k, &t)
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
             }
         }
         if v.tipo != TipoVariazione::Cessione {
             let n = self
                 .next(effects, &format!("titolarita/{}", cf.as_str()))
-                .map_err(typed::retry)?;
+                .map_err(service::retry)?;
             effects
                 .update
                 .put(
@@ -551,12 +552,12 @@ impl Ufficio {
                         protocollo: Some(protocollo.clone()),
                     },
                 )
-                .map_err(typed::retry)?;
+                .map_err(service::retry)?;
         }
         effects
             .update
             .put(&self.pratiche, &key, &protocollo)
-            .map_err(typed::retry)?;
+            .map_err(service::retry)?;
         tracing::info!(protocol = %protocollo.numero, taxpayer = %cf, kind = ?v.tipo, "Variation declared.");
         let answer = VariazioneEsito {
             pratica: v.pratica,
@@ -568,14 +569,14 @@ impl Ufficio {
     }
 
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let r: Ricevuta = typed::read(inbound)?;
+        let r: Ricevuta = service::read(inbound)?;
         if inbound.sender() != &self.impostazioni.nodo {
             return Err(HandlerError::Reject(format!(
                 "a receipt from {}, not from the payment provider",
                 inbound.sender()
             )));
         }
-        let Some(mut a) = self.avvisi.get(&r.iupd).map_err(typed::retry)? else {
+        let Some(mut a) = self.avvisi.get(&r.iupd).map_err(service::retry)? else {
             return Err(HandlerError::Reject(format!(
                 "a receipt for position {}, which this office never created",
                 r.iupd
@@ -594,7 +595,7 @@ impl Ufficio {
             effects
                 .update
                 .put(&self.avvisi, &r.iupd, &a)
-                .map_err(typed::retry)?;
+                .map_err(service::retry)?;
             tracing::info!(iupd = %r.iupd, nav = %r.nav, "Receipt taken; the notice is closed.");
         }
         Ok(())
@@ -605,8 +606,8 @@ impl Ufficio {
         inbound: &Inbound,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let flow: Rendicontazione = typed::read(inbound)?;
-        for (k, mut a) in self.avvisi.scan("").map_err(typed::retry)? {
+        let flow: Rendicontazione = service::read(inbound)?;
+        for (k, mut a) in self.avvisi.scan("").map_err(service::retry)? {
             if a.nav
                 .as_ref()
                 .is_some_and(|n| flow.pagamenti.iter().any(|p| p.iuv == n.iuv()))
@@ -615,7 +616,7 @@ impl Ufficio {
                 effects
                     .update
                     .put(&self.avvisi, &k, &a)
-                    .map_err(typed::retry)?;
+                    .map_err(service::retry)?;
             }
         }
         Ok(())
@@ -623,7 +624,7 @@ impl Ufficio {
 
     /// Takes the provider's `posizione-creata`: the notice gets its NAV and goes to the portal.
     fn creata(&self, c: &PosizioneCreata, effects: &mut Effects) -> Result<(), HandlerError> {
-        let Some(mut a) = self.avvisi.get(&c.iupd).map_err(typed::retry)? else {
+        let Some(mut a) = self.avvisi.get(&c.iupd).map_err(service::retry)? else {
             return Err(HandlerError::Reject(format!(
                 "position {} was never asked for",
                 c.iupd
@@ -636,7 +637,7 @@ impl Ufficio {
         effects
             .update
             .put(&self.avvisi, &c.iupd, &a)
-            .map_err(typed::retry)?;
+            .map_err(service::retry)?;
         let portale = &self.impostazioni.portale;
         let env = if let Some(mut acc) = a.accertamento.clone() {
             acc.nav = c.nav.clone();
@@ -672,7 +673,7 @@ impl Ufficio {
     }
 
     fn on_creata(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let c: PosizioneCreata = typed::read(inbound)?;
+        let c: PosizioneCreata = service::read(inbound)?;
         self.creata(&c, effects)
     }
 
@@ -875,9 +876,9 @@ impl Handler for Segnalazioni {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let u = &self.0;
-            let s: Segnalazione = typed::read(inbound)?;
+            let s: Segnalazione = service::read(inbound)?;
             let key = format!("{}/{}", inbound.sender(), s.pratica);
-            let protocollo = match u.pratiche.get(&key).map_err(typed::retry)? {
+            let protocollo = match u.pratiche.get(&key).map_err(service::retry)? {
                 Some(p) => p,
                 None => {
                     let protocollo = u.protocollo(effects)?;
@@ -922,7 +923,7 @@ impl Handler for Segnalazioni {
                     effects
                         .update
                         .put(&u.pratiche, &key, &protocollo)
-                        .map_err(typed::retry)?;
+                        .map_err(service::retry)?;
                     protocollo
                 }
             };
