@@ -25,6 +25,7 @@ use snodo_schemas::formats::{
 use snodo_schemas::services::dati::{Catasto, Motivo, RiferimentoCatastale};
 use snodo_schemas::services::pagamenti::{
     Canale, ErroreAvviso, EsitoAttivazione, EsitoRegistrato, EsitoVerifica, Risultato,
+    StatoPosizione,
 };
 use snodo_schemas::services::tributi_imu::{
     CalcoloEsito, CalcoloRichiesta, Categoria, Immobile, ImmobileCalcolo, Posizione,
@@ -40,135 +41,7 @@ const NODO: &str = "pagopa:nodo";
 const CF: &str = "RSSMRA85T10A562S";
 const TURIN_CF: &str = "00514490010";
 
-const REGISTRY: &str = r#"
-[[services]]
-name = "pagamenti"
-deadline = "1h"
-[[services.actions]]
-name = "posizione-crea"
-profile = "request"
-senders = ["comune:*"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "posizione-aggiorna"
-profile = "request"
-senders = ["comune:*"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "posizione-annulla"
-profile = "request"
-senders = ["comune:*"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "posizione-creata"
-profile = "response"
-senders = ["pagopa:nodo"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "posizione-esito"
-profile = "response"
-senders = ["pagopa:nodo"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "posizione-stato"
-profile = "oneway"
-senders = ["pagopa:nodo"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "ricevuta"
-profile = "oneway"
-senders = ["pagopa:nodo"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "rendicontazione"
-profile = "oneway"
-senders = ["pagopa:nodo"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "verifica"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "attiva"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "esito-pagamento"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["pagopa:nodo"]
-[[services.actions]]
-name = "verifica-esito"
-profile = "response"
-senders = ["pagopa:nodo"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "attiva-esito"
-profile = "response"
-senders = ["pagopa:nodo"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "esito-pagamento-esito"
-profile = "response"
-senders = ["pagopa:nodo"]
-recipients = ["portale:comunefacile"]
-
-[[services]]
-name = "tributi.imu"
-deadline = "1h"
-[[services.actions]]
-name = "calcolo"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "posizione"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "variazione"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "segnalazione"
-profile = "request"
-senders = ["portale:comunefacile"]
-recipients = ["comune:*"]
-[[services.actions]]
-name = "calcolo-esito"
-profile = "response"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "posizione-esito"
-profile = "response"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "variazione-esito"
-profile = "response"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "segnalazione-esito"
-profile = "response"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "avviso-pagamento"
-profile = "oneway"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-[[services.actions]]
-name = "accertamento"
-profile = "oneway"
-senders = ["comune:*"]
-recipients = ["portale:comunefacile"]
-"#;
+const REGISTRY: &str = include_str!("../examples/tributi/hub-services.toml");
 
 /// A federation of three: the hub, and the tax office, the provider and the portal running.
 struct Federation {
@@ -597,6 +470,12 @@ async fn calculate_notify_pay_by_card_receipt_and_the_position_closes() {
     assert_eq!(pos.versamenti[0].rata, Some(Rata::Acconto));
     assert_eq!(pos.versamenti[0].data.as_str(), "2026-06-01");
     assert!(pos.avvisi.iter().any(|a| a.nav == nav && a.pagato));
+    // A paid position cannot be cancelled.
+    let e = f.ufficio.annulla(&iupd, "emesso per errore").await.unwrap();
+    assert_eq!(
+        (e.stato, e.errore),
+        (StatoPosizione::Pagata, Some(ErroreAvviso::GiaPagato))
+    );
     assert_eq!(pos.saldo.in_centesimi(), 40_400);
     assert_eq!(
         pos.immobili[0].possesso.as_ref().unwrap().dal.as_str(),
@@ -728,9 +607,52 @@ async fn a_violation_is_assessed_and_paid_after_an_activation_that_timed_out() {
         Some(&acc.protocollo)
     );
     assert_eq!(pos.saldo.in_centesimi(), 0);
+    // An unpaid notice past its due date expires; the creditor can cancel it, and then it
+    // is refused as cancelled.
+    f.ufficio
+        .registra(
+            &cf(CF),
+            building("A/1", 1000, true, "345"),
+            data("2019-05-10"),
+        )
+        .await
+        .unwrap();
+    let june = f
+        .ufficio
+        .emetti_avviso(&cf(CF), 2026, Rata::Acconto)
+        .await
+        .unwrap();
+    let june_nav = june.nav.clone().unwrap();
+    f.notifica(&june_nav).await;
+    f.clock.set(datetime!(2026-06-17 08:00 UTC));
+    let v = f.portale.verifica(&cf(TURIN_CF), &june_nav).await.unwrap();
+    assert_eq!(
+        v.esito,
+        EsitoVerifica::Errore {
+            errore: ErroreAvviso::Scaduto
+        }
+    );
+    assert_eq!(
+        f.nodo.posizione(&june_nav).unwrap().unwrap().stato,
+        StatoPosizione::Scaduta
+    );
+    let e = f
+        .ufficio
+        .annulla(&iupd_of(&f.ufficio, &june_nav), "sostituito")
+        .await
+        .unwrap();
+    assert_eq!((e.stato, e.errore), (StatoPosizione::Invalida, None));
+    assert_eq!(
+        f.attiva(&june_nav, june.importo, Canale::Carta).await,
+        Err(ErroreAvviso::Annullato)
+    );
     // With no property on the roll, no instalment is due: refused, saying so.
-    let late = f.ufficio.emetti_avviso(&cf(CF), 2026, Rata::Acconto).await;
-    assert!(late.is_err(), "nothing is due without properties: {late:?}");
+    let e = f
+        .ufficio
+        .emetti_avviso(&cf("MRTMTT25D09F205Z"), 2026, Rata::Acconto)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("nothing is due"), "{e}");
     f.stop().await;
 }
 
@@ -940,4 +862,68 @@ async fn invalid_inputs_are_refused_clearly() {
     assert_eq!(err.code(), Some("body-schema-invalid"), "{err}");
     assert!(err.to_string().contains("nav"), "{err}");
     f.stop().await;
+}
+
+#[test]
+fn snodo_connector_runs_the_tax_back_offices_from_their_configurations() {
+    use snodo_connectors::config::{AdapterSection, Config as ConnectorConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tributi");
+    for (file, name) in [
+        ("pagopa.toml", "pagopa"),
+        ("tributi-001272.toml", "tributi"),
+        ("portale.toml", "portale-tributi"),
+    ] {
+        let config = ConnectorConfig::load(&dir.join(file)).unwrap();
+        let AdapterSection::Reference { back_office, .. } = &config.adapter else {
+            panic!("{file}: {:?}", config.adapter)
+        };
+        assert_eq!(back_office, name);
+    }
+    // Bad data is refused naming the field.
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, from, to, says) in [
+        (
+            "pagopa.toml",
+            "segregazione = 2",
+            "segregazione = 1",
+            "share segregation code 01",
+        ),
+        (
+            "pagopa.toml",
+            "codice_fiscale = \"00480530047\"",
+            "codice_fiscale = \"00480530048\"",
+            "creditori[1].codice_fiscale",
+        ),
+        (
+            "tributi-001272.toml",
+            "iban = \"IT60X0542811101000000123456\"\n",
+            "",
+            "missing field `iban`",
+        ),
+        (
+            "tributi-001272.toml",
+            "ordinaria = 106",
+            "ordinaria = 10001",
+            "aliquote[0].aliquote.ordinaria",
+        ),
+        ("portale.toml", "nodo = ", "nodi = ", "unknown field `nodi`"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{file}: {from}");
+        let path = tmp.path().join(file);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        match ConnectorConfig::load(&path) {
+            // Two creditors sharing a segregation code pass the shape and are refused when
+            // the provider starts.
+            Ok(_) if says.is_empty() => {}
+            Ok(_) => panic!("{file}: {to} accepted"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains("adapter.data") && e.contains(says),
+                    "{file}: {e}"
+                );
+            }
+        }
+    }
 }

@@ -118,7 +118,7 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
         name: "pagopa",
         description: "the payment provider (pagamenti): debt positions, notice numbers, \
                       verify, activate, outcome, receipts, settlement flows",
-        check: check::<crate::pagamenti::Impostazioni>,
+        check: crate::pagamenti::controlla,
         install: crate::pagamenti::install,
     },
     ReferenceBackOffice {

@@ -76,6 +76,40 @@ pub struct Impostazioni {
     pub token_sportello_secondi: u64,
 }
 
+impl Impostazioni {
+    /// Checks what the shape cannot: segregation codes 0 to 99, one per creditor.
+    ///
+    /// # Errors
+    /// A message naming the creditors at fault.
+    pub fn valida(&self) -> Result<(), String> {
+        let impostazioni = self;
+        let mut seen = BTreeMap::new();
+        for c in &impostazioni.creditori {
+            if c.segregazione > 99 {
+                return Err(format!(
+                    "creditor {}: segregation code {} is above 99",
+                    c.entity, c.segregazione
+                ));
+            }
+            if let Some(other) = seen.insert(c.segregazione, c.entity.clone()) {
+                return Err(format!(
+                    "creditors {other} and {} share segregation code {:02}",
+                    c.entity, c.segregazione
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks the provider's `[adapter.data]` when the configuration is loaded.
+///
+/// # Errors
+/// A message naming the field or the creditors at fault.
+pub fn controlla(data: &serde_json::Value) -> Result<(), String> {
+    crate::back_office::data::<Impostazioni>(data)?.valida()
+}
+
 fn default_token_secondi() -> u64 {
     30 * 60
 }
@@ -195,21 +229,7 @@ impl Nodo {
         clock: SharedClock,
         impostazioni: Impostazioni,
     ) -> Result<Arc<Self>, String> {
-        let mut seen = BTreeMap::new();
-        for c in &impostazioni.creditori {
-            if c.segregazione > 99 {
-                return Err(format!(
-                    "creditor {}: segregation code {} is above 99",
-                    c.entity, c.segregazione
-                ));
-            }
-            if let Some(other) = seen.insert(c.segregazione, c.entity.clone()) {
-                return Err(format!(
-                    "creditors {other} and {} share segregation code {:02}",
-                    c.entity, c.segregazione
-                ));
-            }
-        }
+        impostazioni.valida()?;
         let s = |e: StoreError| e.to_string();
         Ok(Arc::new(Nodo {
             posizioni: store.tree("pagamenti.posizioni").map_err(s)?,

@@ -12,7 +12,8 @@ use snodo_envelopes::{EntityId, Profile};
 use snodo_schemas::formats::{CodiceFiscale, CodiceIstat, Data, Elenco, Importo, ImportoRelativo};
 use snodo_schemas::services::dati::{Motivo, Periodo, Protocollo, Soggetto};
 use snodo_schemas::services::pagamenti::{
-    Iban, PosizioneCrea, PosizioneCreata, Rendicontazione, Ricevuta, Trasferimento,
+    Iban, PosizioneAnnulla, PosizioneCrea, PosizioneCreata, PosizioneEsito, Rendicontazione,
+    Ricevuta, Trasferimento,
 };
 use snodo_schemas::services::tributi_imu::{
     Accertamento, AvvisoEmesso, AvvisoPagamento, Calcolo, CalcoloEsito, CalcoloRichiesta, Immobile,
@@ -846,6 +847,36 @@ impl Ufficio {
             rendicontato: false,
         };
         self.pubblica(iupd, a).await
+    }
+
+    /// Cancels notice `iupd` at the provider (an instalment issued in error, a violation
+    /// annulled): the provider's answer, which refuses a paid position (`gia_pagato`) or one
+    /// being paid (`pagamento_in_corso`).
+    ///
+    /// # Errors
+    /// [`ErroreUfficio::Sistema`] when the provider cannot be reached or does not answer.
+    pub async fn annulla(&self, iupd: &str, motivo: &str) -> Result<PosizioneEsito, ErroreUfficio> {
+        let sys = |e: String| ErroreUfficio::Sistema(e);
+        let req = PosizioneAnnulla {
+            iupd: iupd.to_owned(),
+            ente: self.impostazioni.codice_fiscale.clone(),
+            motivo: motivo.to_owned(),
+        };
+        let env = typed::message(
+            self.sender.client(),
+            &self.impostazioni.nodo,
+            Profile::Request,
+            Some(iupd),
+            None,
+            &req,
+        )
+        .map_err(sys)?;
+        let (esito, _) = self
+            .sender
+            .ask::<PosizioneEsito>(&env, &self.risposte, Duration::from_secs(10))
+            .await
+            .map_err(sys)?;
+        Ok(esito)
     }
 
     /// The notice `iupd`.
