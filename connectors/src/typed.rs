@@ -208,7 +208,7 @@ impl Sender {
         envelope: &Envelope,
         answers: &Tree<Value>,
         patience: Duration,
-    ) -> Result<(R, Inbound), String> {
+    ) -> Result<R, String> {
         let id = envelope.header.id;
         match self
             .client
@@ -217,20 +217,13 @@ impl Sender {
             .map_err(|e| e.to_string())?
         {
             Answer::Response { response, .. } => {
-                let r = crate::service::read::<R>(&response).map_err(|e| e.to_string())?;
-                Ok((r, *response))
+                crate::service::read::<R>(&response).map_err(|e| e.to_string())
             }
             Answer::Pending { .. } => {
                 let until = tokio::time::Instant::now() + patience;
                 loop {
                     if let Some(v) = answers.get(&id.to_string()).map_err(|e| e.to_string())? {
-                        let r: R = snodo_schemas::from_json(&v).map_err(|e| e.to_string())?;
-                        let inbound = Inbound {
-                            envelope: envelope.clone(),
-                            raw: bytes::Bytes::new(),
-                            format: snodo_envelopes::Format::Json,
-                        };
-                        return Ok((r, inbound));
+                        return snodo_schemas::from_json(&v).map_err(|e| e.to_string());
                     }
                     if tokio::time::Instant::now() >= until {
                         return Err(format!(

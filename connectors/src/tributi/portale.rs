@@ -182,7 +182,7 @@ impl Portale {
             None,
             request,
         )?;
-        let (r, _) = self
+        let r = self
             .sender
             .ask::<R>(&env, &self.risposte, Duration::from_secs(10))
             .await?;

@@ -728,7 +728,7 @@ impl Ufficio {
             &req,
         )
         .map_err(sys)?;
-        let (creata, _) = self
+        let creata = self
             .sender
             .ask::<PosizioneCreata>(&env, &self.risposte, Duration::from_secs(10))
             .await
@@ -871,7 +871,7 @@ impl Ufficio {
             &req,
         )
         .map_err(sys)?;
-        let (esito, _) = self
+        let esito = self
             .sender
             .ask::<PosizioneEsito>(&env, &self.risposte, Duration::from_secs(10))
             .await
