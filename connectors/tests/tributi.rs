@@ -410,7 +410,32 @@ async fn calculate_notify_pay_by_card_receipt_and_the_position_closes() {
         .unwrap();
     assert_eq!(ko.stato, EsitoRegistrato::Rilasciato);
     assert_eq!(f.ufficio.avviso(&iupd).unwrap().unwrap().versamento, None);
-    let token = f.attiva(&nav, p.importo, Canale::Carta).await.unwrap();
+    // Four activations at once: one holds the notice, three are refused (in progress).
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let portale = f.portale.clone();
+            let nav = nav.clone();
+            let importo = p.importo;
+            tokio::spawn(async move {
+                portale
+                    .attiva(&cf(TURIN_CF), &nav, importo, Canale::Carta)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let (mut tokens, mut busy) = (Vec::new(), 0);
+    for a in attempts {
+        match a.await.unwrap().esito {
+            EsitoAttivazione::Attivato(x) => tokens.push(x.token),
+            EsitoAttivazione::Errore { errore } => {
+                assert_eq!(errore, ErroreAvviso::PagamentoInCorso);
+                busy += 1;
+            }
+        }
+    }
+    assert_eq!((tokens.len(), busy), (1, 3));
+    let token = tokens.pop().unwrap();
     let ok = f
         .portale
         .esito(

@@ -155,6 +155,21 @@ pub struct Pagamento {
     pub il: Istante,
     /// The channel.
     pub canale: Canale,
+    /// The receipt sent to the creditor, to send again exactly.
+    #[serde(default)]
+    pub documento: Option<Ricevuta>,
+}
+
+/// What an outcome does.
+enum Decisione {
+    /// Nothing changes; this is the answer.
+    Risposta(EsitoPagamentoEsito),
+    /// The position is now this; the answer; the receipt to send, if any.
+    Cambiata {
+        posizione: Box<Posizione>,
+        risposta: EsitoPagamentoEsito,
+        ricevuta: Option<Box<Ricevuta>>,
+    },
 }
 
 /// A debt position as the provider keeps it (key: its NAV).
@@ -366,26 +381,36 @@ impl Nodo {
             )));
         }
         let key = format!("{sender}/{}", req.iupd);
-        // A position the creditor created before (a retry): the same answer again.
-        let existing = match self.iupd.get(&key).map_err(service::retry)? {
-            Some(nav) => self.posizioni.get(&nav).map_err(service::retry)?,
-            None => None,
-        };
-        let p = match existing {
-            Some(p) => p,
+        // The IUPD's NAV: one taken before (a retry), or a new number. Numbers and the IUPD's
+        // claim are taken at once in the store (compare-and-swap), not staged, so that two
+        // creations handled at the same time (push delivery is concurrent) never share a NAV
+        // nor give one IUPD two; a crash before the commit leaves a gap in the numbers, or a
+        // claimed NAV that the creditor's retry then gets its position under.
+        let nav = match self.iupd.get(&key).map_err(service::retry)? {
+            Some(nav) => nav,
             None => {
-                let now = self.now()?;
                 let seg = creditore.segregazione;
-                let base = self
+                let next = self
                     .contatori
-                    .get(&seg.to_string())
+                    .update(&seg.to_string(), |n| Some(n.unwrap_or(1) + 1))
                     .map_err(service::retry)?
-                    .unwrap_or(1);
-                let nav = Nav::new(seg, base).ok_or_else(|| {
+                    .unwrap_or(2);
+                let nav = Nav::new(seg, next - 1).ok_or_else(|| {
                     HandlerError::Reject(format!(
                         "segregation code {seg:02} has used all its notice numbers"
                     ))
                 })?;
+                self.iupd
+                    .update(&key, |old| old.or_else(|| Some(nav.as_str().to_owned())))
+                    .map_err(service::retry)?
+                    .unwrap_or_else(|| nav.as_str().to_owned())
+            }
+        };
+        let p = match self.posizioni.get(&nav).map_err(service::retry)? {
+            Some(p) => p,
+            None => {
+                let now = self.now()?;
+                let nav = Nav::parse(&nav).map_err(|e| HandlerError::Reject(e.to_string()))?;
                 let mut p = Posizione {
                     creditore: sender.clone(),
                     dati: req,
@@ -399,12 +424,9 @@ impl Nodo {
                 p.passa(StatoPosizione::Bozza, &now);
                 p.passa(StatoPosizione::Pubblicata, &now);
                 p.passa(StatoPosizione::Valida, &now);
-                let u = &mut effects.update;
-                u.put(&self.contatori, &seg.to_string(), &(base + 1))
-                    .map_err(service::retry)?;
-                u.put(&self.iupd, &key, &nav.as_str().to_owned())
-                    .map_err(service::retry)?;
-                u.put(&self.posizioni, nav.as_str(), &p)
+                effects
+                    .update
+                    .put(&self.posizioni, nav.as_str(), &p)
                     .map_err(service::retry)?;
                 tracing::info!(%nav, creditor = %sender, "Debt position created.");
                 p
@@ -551,7 +573,7 @@ impl Nodo {
             Ok(p) if p.dati.importo != req.importo => EsitoAttivazione::Errore {
                 errore: ErroreAvviso::ImportoDiverso,
             },
-            Ok(mut p) => {
+            Ok(p) => {
                 let token = uuid::Uuid::now_v7().to_string();
                 let secondi = match req.canale {
                     Canale::Sportello => self.impostazioni.token_sportello_secondi,
@@ -559,29 +581,54 @@ impl Nodo {
                 };
                 let fine = self.clock.now() + Duration::from_secs(secondi);
                 let fino = crate::back_office::istante(fine)?;
-                p.attivo = Some(Attivo {
+                let attivo = Attivo {
                     token: token.clone(),
                     canale_entity: inbound.sender().clone(),
                     canale: req.canale,
                     id_tentativo: req.id_tentativo.clone(),
                     fino: fino.clone(),
-                });
-                let u = &mut effects.update;
-                u.put(&self.posizioni, p.nav.as_str(), &p)
+                };
+                // The notice is claimed in the store at once (compare-and-swap), so that of
+                // two activations handled at the same time only one holds it. A crash before
+                // the commit leaves a claim that lapses with its token.
+                let mut claimed: Result<Posizione, ErroreAvviso> = Err(ErroreAvviso::Sconosciuto);
+                self.posizioni
+                    .update(p.nav.as_str(), |cur| {
+                        let mut cur = cur?;
+                        claimed = match Nodo::impedimento(&cur, &now) {
+                            Some(e) => Err(e),
+                            None if cur.dati.importo != req.importo => {
+                                Err(ErroreAvviso::ImportoDiverso)
+                            }
+                            None => {
+                                cur.attivo = Some(attivo.clone());
+                                Ok(cur.clone())
+                            }
+                        };
+                        Some(cur)
+                    })
                     .map_err(service::retry)?;
-                u.put(&self.token, &token, &p.nav.as_str().to_owned())
-                    .map_err(service::retry)?;
-                self.agenda
-                    .schedule(u, fine, &token, &p.nav.as_str().to_owned())
-                    .map_err(service::retry)?;
-                tracing::info!(nav = %p.nav, %token, "Notice activated.");
-                EsitoAttivazione::Attivato(Box::new(Attivazione {
-                    token,
-                    importo: p.dati.importo,
-                    debitore: p.dati.debitore.clone(),
-                    trasferimenti: p.dati.trasferimenti.clone(),
-                    valido_fino: fino,
-                }))
+                match claimed {
+                    Err(errore) => EsitoAttivazione::Errore { errore },
+                    Ok(p) => {
+                        let u = &mut effects.update;
+                        u.put(&self.posizioni, p.nav.as_str(), &p)
+                            .map_err(service::retry)?;
+                        u.put(&self.token, &token, &p.nav.as_str().to_owned())
+                            .map_err(service::retry)?;
+                        self.agenda
+                            .schedule(u, fine, &token, &p.nav.as_str().to_owned())
+                            .map_err(service::retry)?;
+                        tracing::info!(nav = %p.nav, %token, "Notice activated.");
+                        EsitoAttivazione::Attivato(Box::new(Attivazione {
+                            token,
+                            importo: p.dati.importo,
+                            debitore: p.dati.debitore.clone(),
+                            trasferimenti: p.dati.trasferimenti.clone(),
+                            valido_fino: fino,
+                        }))
+                    }
+                }
             }
         };
         let answer = AttivaEsito {
@@ -599,9 +646,14 @@ impl Nodo {
         self.agenda.wake();
     }
 
-    fn esito(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
-        let req: EsitoPagamento = service::read(inbound)?;
-        let now = self.now()?;
+    /// What an outcome does to position `p` (a pure function: it runs inside the store's
+    /// compare-and-swap, perhaps more than once).
+    fn decidi(
+        mut p: Posizione,
+        req: &EsitoPagamento,
+        now: &Istante,
+        ricevuta_id: &str,
+    ) -> (Posizione, Decisione) {
         let answer = |stato, ricevuta, errore| EsitoPagamentoEsito {
             token: req.token.clone(),
             nav: req.nav.clone(),
@@ -609,108 +661,155 @@ impl Nodo {
             ricevuta,
             errore,
         };
-        let p = match self.token.get(&req.token).map_err(service::retry)? {
-            Some(nav) if nav == req.nav.as_str() => {
-                self.posizioni.get(&nav).map_err(service::retry)?
+        let rifiuto = |e| Decisione::Risposta(answer(EsitoRegistrato::Rifiutato, None, Some(e)));
+        if let Some(pagato) = &p.pagamento {
+            if pagato.token != req.token {
+                return (p, rifiuto(ErroreAvviso::GiaPagato));
             }
-            _ => None,
-        };
-        let out = match p {
-            None => answer(
-                EsitoRegistrato::Rifiutato,
-                None,
-                Some(ErroreAvviso::TokenSconosciuto),
-            ),
-            Some(p) if p.pagamento.as_ref().is_some_and(|x| x.token == req.token) => {
-                // The same outcome again: the same answer.
-                answer(
-                    EsitoRegistrato::Pagato,
-                    p.pagamento.as_ref().map(|x| x.ricevuta.clone()),
-                    None,
+            // The same outcome again (or again after a crash): the same answer, and the same
+            // receipt sent again, which the creditor takes once.
+            let risposta = answer(EsitoRegistrato::Pagato, Some(pagato.ricevuta.clone()), None);
+            let ricevuta = pagato.documento.clone();
+            return (
+                p.clone(),
+                Decisione::Cambiata {
+                    posizione: Box::new(p),
+                    risposta,
+                    ricevuta: ricevuta.map(Box::new),
+                },
+            );
+        }
+        match req.risultato {
+            Risultato::Ko => {
+                if p.attivo.as_ref().is_none_or(|a| a.token != req.token) {
+                    return (
+                        p,
+                        Decisione::Risposta(answer(EsitoRegistrato::Rilasciato, None, None)),
+                    );
+                }
+                p.attivo = None;
+                p.tentativi.push(Tentativo {
+                    token: req.token.clone(),
+                    esito: "ko".into(),
+                    il: now.clone(),
+                });
+                (
+                    p.clone(),
+                    Decisione::Cambiata {
+                        posizione: Box::new(p),
+                        risposta: answer(EsitoRegistrato::Rilasciato, None, None),
+                        ricevuta: None,
+                    },
                 )
             }
-            Some(p) if p.pagamento.is_some() => answer(
-                EsitoRegistrato::Rifiutato,
-                None,
-                Some(ErroreAvviso::GiaPagato),
-            ),
-            Some(mut p) => match req.risultato {
-                Risultato::Ko => {
-                    if p.attivo.as_ref().is_some_and(|a| a.token == req.token) {
-                        p.attivo = None;
-                        p.tentativi.push(Tentativo {
-                            token: req.token.clone(),
-                            esito: "ko".into(),
-                            il: now.clone(),
-                        });
-                        effects
-                            .update
-                            .put(&self.posizioni, p.nav.as_str(), &p)
-                            .map_err(service::retry)?;
-                        self.agenda
-                            .cancel(&mut effects.update, &req.token)
-                            .map_err(service::retry)?;
-                    }
-                    answer(EsitoRegistrato::Rilasciato, None, None)
+            Risultato::Ok if p.stato == StatoPosizione::Invalida => {
+                (p, rifiuto(ErroreAvviso::Annullato))
+            }
+            Risultato::Ok if req.importo.is_some_and(|i| i != p.dati.importo) => {
+                (p, rifiuto(ErroreAvviso::ImportoDiverso))
+            }
+            Risultato::Ok => {
+                let ricevuta = Ricevuta {
+                    id: ricevuta_id.to_owned(),
+                    iupd: p.dati.iupd.clone(),
+                    ente: p.dati.ente.clone(),
+                    nav: p.nav.clone(),
+                    iuv: p.nav.iuv(),
+                    importo: p.dati.importo,
+                    debitore: p.dati.debitore.clone(),
+                    pagatore: None,
+                    canale: req.canale,
+                    psp: req.psp.clone(),
+                    pagato_il: req.il.clone(),
+                    trasferimenti: p.dati.trasferimenti.clone(),
+                };
+                if p.attivo.as_ref().is_some_and(|a| a.token == req.token) {
+                    p.attivo = None;
                 }
-                Risultato::Ok if p.stato == StatoPosizione::Invalida => answer(
-                    EsitoRegistrato::Rifiutato,
-                    None,
-                    Some(ErroreAvviso::Annullato),
-                ),
-                Risultato::Ok if req.importo.is_some_and(|i| i != p.dati.importo) => answer(
-                    EsitoRegistrato::Rifiutato,
-                    None,
-                    Some(ErroreAvviso::ImportoDiverso),
-                ),
-                Risultato::Ok => {
-                    let ricevuta_id = uuid::Uuid::now_v7().to_string();
-                    if p.attivo.as_ref().is_some_and(|a| a.token == req.token) {
-                        p.attivo = None;
-                    }
-                    p.pagamento = Some(Pagamento {
-                        token: req.token.clone(),
-                        ricevuta: ricevuta_id.clone(),
-                        il: req.il.clone(),
-                        canale: req.canale,
-                    });
-                    p.passa(StatoPosizione::Pagata, &now);
-                    let ricevuta = Ricevuta {
-                        id: ricevuta_id.clone(),
-                        iupd: p.dati.iupd.clone(),
-                        ente: p.dati.ente.clone(),
-                        nav: p.nav.clone(),
-                        iuv: p.nav.iuv(),
-                        importo: p.dati.importo,
-                        debitore: p.dati.debitore.clone(),
-                        pagatore: None,
-                        canale: req.canale,
-                        psp: req.psp.clone(),
-                        pagato_il: req.il.clone(),
-                        trasferimenti: p.dati.trasferimenti.clone(),
-                    };
+                p.pagamento = Some(Pagamento {
+                    token: req.token.clone(),
+                    ricevuta: ricevuta_id.to_owned(),
+                    il: req.il.clone(),
+                    canale: req.canale,
+                    documento: Some(ricevuta.clone()),
+                });
+                p.passa(StatoPosizione::Pagata, now);
+                (
+                    p.clone(),
+                    Decisione::Cambiata {
+                        posizione: Box::new(p),
+                        risposta: answer(
+                            EsitoRegistrato::Pagato,
+                            Some(ricevuta_id.to_owned()),
+                            None,
+                        ),
+                        ricevuta: Some(Box::new(ricevuta)),
+                    },
+                )
+            }
+        }
+    }
+
+    fn esito(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
+        let req: EsitoPagamento = service::read(inbound)?;
+        let now = self.now()?;
+        let known = self
+            .token
+            .get(&req.token)
+            .map_err(service::retry)?
+            .is_some_and(|nav| nav == req.nav.as_str());
+        let ricevuta_id = uuid::Uuid::now_v7().to_string();
+        let mut decisione = None;
+        if known {
+            // Decided and written at once (compare-and-swap): of two outcomes handled at the
+            // same time, one pays and the other finds the notice paid. A crash before the
+            // commit leaves the payment recorded; the channel's retry of the outcome sends
+            // the receipt then.
+            self.posizioni
+                .update(req.nav.as_str(), |cur| {
+                    let (next, d) = Nodo::decidi(cur?, &req, &now, &ricevuta_id);
+                    decisione = Some(d);
+                    Some(next)
+                })
+                .map_err(service::retry)?;
+        }
+        let out = match decisione {
+            None => EsitoPagamentoEsito {
+                token: req.token.clone(),
+                nav: req.nav.clone(),
+                stato: EsitoRegistrato::Rifiutato,
+                ricevuta: None,
+                errore: Some(ErroreAvviso::TokenSconosciuto),
+            },
+            Some(Decisione::Risposta(r)) => r,
+            Some(Decisione::Cambiata {
+                posizione,
+                risposta,
+                ricevuta,
+            }) => {
+                effects
+                    .update
+                    .put(&self.posizioni, posizione.nav.as_str(), &posizione)
+                    .map_err(service::retry)?;
+                self.agenda
+                    .cancel(&mut effects.update, &req.token)
+                    .map_err(service::retry)?;
+                if let Some(r) = ricevuta {
                     effects.send(
                         typed::message(
                             self.sender.client(),
-                            &p.creditore,
+                            &posizione.creditore,
                             Profile::Oneway,
-                            Some(&p.dati.iupd),
+                            Some(&posizione.dati.iupd),
                             None,
-                            &ricevuta,
+                            r.as_ref(),
                         )
                         .map_err(HandlerError::Reject)?,
                     );
-                    effects
-                        .update
-                        .put(&self.posizioni, p.nav.as_str(), &p)
-                        .map_err(service::retry)?;
-                    self.agenda
-                        .cancel(&mut effects.update, &req.token)
-                        .map_err(service::retry)?;
-                    tracing::info!(nav = %p.nav, receipt = %ricevuta_id, "Notice paid; receipt sent to the creditor.");
-                    answer(EsitoRegistrato::Pagato, Some(ricevuta_id), None)
+                    tracing::info!(nav = %posizione.nav, receipt = %r.id, "Notice paid; receipt sent to the creditor.");
                 }
-            },
+                risposta
+            }
         };
         effects.send(typed::reply(self.sender.client(), inbound, &out)?);
         Ok(())

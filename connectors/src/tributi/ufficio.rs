@@ -241,20 +241,22 @@ impl Ufficio {
         self.clock.today()
     }
 
-    fn next(&self, effects: &mut Effects, key: &str) -> Result<u64, StoreError> {
-        // Counters are read and staged by one handler at a time (the dispatcher is serial);
-        // an API call staging one meanwhile would take the next number anyway.
-        let n = self.contatori.get(key)?.unwrap_or(0) + 1;
-        effects.update.put(&self.contatori, key, &n)?;
-        Ok(n)
+    /// The next number of counter `key`, taken at once in the store (compare-and-swap), so
+    /// that handlers and calls running together never share one; a crash before the caller's
+    /// commit leaves a gap, never a duplicate.
+    fn next(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .contatori
+            .update(key, |n| Some(n.unwrap_or(0) + 1))?
+            .unwrap_or(1))
     }
 
-    fn protocollo(&self, effects: &mut Effects) -> Result<Protocollo, HandlerError> {
+    fn protocollo(&self) -> Result<Protocollo, HandlerError> {
         let oggi = self.oggi();
         let data = Data::from_date(oggi)
             .ok_or_else(|| HandlerError::Retry(format!("the clock says {oggi}, outside 0–9999")))?;
         let n = self
-            .next(effects, &format!("protocollo/{}", oggi.year()))
+            .next(&format!("protocollo/{}", oggi.year()))
             .map_err(service::retry)?;
         Ok(Protocollo {
             numero: format!("IMU/{}/{n:06}", oggi.year()),
@@ -282,7 +284,7 @@ impl Ufficio {
     ) -> Result<(), String> {
         let mut effects = Effects::default();
         let n = self
-            .next(&mut effects, &format!("titolarita/{}", cf.as_str()))
+            .next(&format!("titolarita/{}", cf.as_str()))
             .map_err(|e| e.to_string())?;
         effects
             .update
@@ -524,7 +526,7 @@ impl Ufficio {
             effects.send(typed::reply(self.sender.client(), inbound, &answer)?);
             return Ok(());
         }
-        let protocollo = self.protocollo(effects)?;
+        let protocollo = self.protocollo()?;
         // Close the holdings the variation ends (the day before: the transfer day is the buyer's).
         for (k, mut t) in aperte {
             if t.dal.date() >= v.data.date() {
@@ -539,7 +541,7 @@ impl Ufficio {
         }
         if v.tipo != TipoVariazione::Cessione {
             let n = self
-                .next(effects, &format!("titolarita/{}", cf.as_str()))
+                .next(&format!("titolarita/{}", cf.as_str()))
                 .map_err(service::retry)?;
             effects
                 .update
@@ -810,11 +812,7 @@ impl Ufficio {
             .ok_or_else(|| sys("the assessment's total overflows".into()))?;
         let motivi =
             Elenco::new(motivi).ok_or_else(|| sys("an assessment gives 1 to 20 reasons".into()))?;
-        let mut effects = Effects::default();
-        let protocollo = self
-            .protocollo(&mut effects)
-            .map_err(|e| sys(e.to_string()))?;
-        self.sender.commit(effects).await.map_err(sys)?;
+        let protocollo = self.protocollo().map_err(|e| sys(e.to_string()))?;
         let acc = Accertamento {
             contribuente: cf.clone(),
             comune: self.impostazioni.comune.clone(),
@@ -912,7 +910,7 @@ impl Handler for Segnalazioni {
             let protocollo = match u.pratiche.get(&key).map_err(service::retry)? {
                 Some(p) => p,
                 None => {
-                    let protocollo = u.protocollo(effects)?;
+                    let protocollo = u.protocollo()?;
                     let immobile = s.immobile.as_ref().map_or_else(String::new, |r| {
                         format!(
                             "Immobile: {} foglio {} particella {}{}\n",
