@@ -12,6 +12,8 @@
 //!   durable deadlines that fire on a clock.
 //! - [`catalog`]: the message types a connector checks before sending.
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
+//! - [`pagamenti`] and [`tributi`]: the payment provider and property tax (tax office and
+//!   the portal's role), with [`typed`], what typed reference back offices share.
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 //! - [`service`]: typed messages between back offices and envelopes; the services
@@ -30,11 +32,14 @@ pub mod connector;
 pub mod dispatch;
 pub mod inbound;
 pub mod mail;
+pub mod pagamenti;
 pub mod push;
 pub mod residenza_cambio;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod tributi;
+pub mod typed;
 pub mod working_days;
 
 pub use client::{

@@ -114,6 +114,26 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
         check: check::<Nessuno>,
         install: install_portale,
     },
+    ReferenceBackOffice {
+        name: "pagopa",
+        description: "the payment provider (pagamenti): debt positions, notice numbers, \
+                      verify, activate, outcome, receipts, settlement flows",
+        check: crate::pagamenti::controlla,
+        install: crate::pagamenti::install,
+    },
+    ReferenceBackOffice {
+        name: "tributi",
+        description: "a comune's tax office (tributi.imu): calculation, tax position, \
+                      variations, discrepancy reports by mail, notices and assessments",
+        check: check::<crate::tributi::ufficio::Impostazioni>,
+        install: crate::tributi::ufficio::install,
+    },
+    ReferenceBackOffice {
+        name: "portale-tributi",
+        description: "the portal acting for citizens in tributi.imu, paying notices (pagamenti)",
+        check: check::<crate::tributi::portale::Impostazioni>,
+        install: crate::tributi::portale::install,
+    },
 ];
 
 /// The reference back office called `name`.

@@ -6,7 +6,8 @@
 //! [`PosizioneEsito`]) and hears of each change of state ([`PosizioneStato`]). A payer's channel
 //! verifies the notice ([`Verifica`] → [`VerificaEsito`]: the current amount), activates it
 //! ([`Attiva`] → [`AttivaEsito`]: amount and transfers; parallel payments of one notice are
-//! blocked) and reports the outcome ([`EsitoPagamento`]); on success the creditor receives the
+//! blocked) and reports the outcome ([`EsitoPagamento`] → [`EsitoPagamentoEsito`]: taken or
+//! refused); on success the creditor receives the
 //! [`Ricevuta`], and only the receipt closes the position. Settlements are reported in
 //! [`Rendicontazione`] flows.
 
@@ -171,6 +172,10 @@ pub enum ErroreAvviso {
     GiaPagato,
     /// A payment of it is in progress.
     PagamentoInCorso,
+    /// The amount to pay is not the notice's current amount (verify it again).
+    ImportoDiverso,
+    /// No activation has this token (or it belongs to another notice).
+    TokenSconosciuto,
 }
 
 /// `posizione-esito` (response, payment provider → creditor): the change or cancellation is
@@ -336,7 +341,7 @@ pub enum Risultato {
     Ko,
 }
 
-/// `esito-pagamento` (oneway, payer's channel → payment provider): the outcome of an activated
+/// `esito-pagamento` (request, payer's channel → payment provider): the outcome of an activated
 /// payment.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -356,6 +361,37 @@ pub struct EsitoPagamento {
     /// The amount paid (OK only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub importo: Option<Importo>,
+}
+
+/// What the provider made of an outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EsitoRegistrato {
+    /// Paid: the receipt went to the creditor.
+    Pagato,
+    /// Not paid: the notice is payable again.
+    Rilasciato,
+    /// Refused: see the error (money taken must go back to the payer).
+    Rifiutato,
+}
+
+/// `esito-pagamento-esito` (response, payment provider → payer's channel): the outcome was
+/// taken, or refused and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EsitoPagamentoEsito {
+    /// The activation's token.
+    pub token: String,
+    /// The notice.
+    pub nav: Nav,
+    /// What became of the payment.
+    pub stato: EsitoRegistrato,
+    /// The receipt's identifier, when paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ricevuta: Option<String>,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errore: Option<ErroreAvviso>,
 }
 
 /// `ricevuta` (oneway, payment provider → creditor): a notice was paid; the creditor closes the
@@ -507,6 +543,7 @@ crate::catalog::messages! {
     "attiva" => Attiva,
     "attiva-esito" => AttivaEsito with AttivaEsito::regole,
     "esito-pagamento" => EsitoPagamento,
+    "esito-pagamento-esito" => EsitoPagamentoEsito,
     "ricevuta" => Ricevuta with Ricevuta::regole,
     "rendicontazione" => Rendicontazione,
 }

@@ -5,12 +5,14 @@
 //! declares a variation ([`Variazione`] → [`VariazioneEsito`]) or reports a discrepancy, which
 //! reaches the tax office by e-mail ([`Segnalazione`] → [`SegnalazioneEsito`]). The comune sends
 //! the instalment notices ([`AvvisoPagamento`], paid through `pagamenti`) and the assessments of
-//! violations ([`Accertamento`]).
+//! violations ([`Accertamento`]). The portal asks the comune to calculate the tax of a year
+//! ([`CalcoloRichiesta`] → [`CalcoloEsito`]) on properties it lists, or on the citizen's tax
+//! position when it lists none.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::dati::{Motivo, Protocollo, RiferimentoCatastale};
+use super::dati::{Motivo, Periodo, Protocollo, RiferimentoCatastale};
 use crate::formats::{
     CodiceFiscale, CodiceIstat, Data, Elenco, Importo, ImportoRelativo, Nav, PuntiBase,
 };
@@ -75,6 +77,9 @@ pub struct ImmobileAnno {
     pub aliquota: PuntiBase,
     /// The tax due for the year, after deductions, rounded to the euro.
     pub imposta: Importo,
+    /// The days the property was held in the year, when the tax office knows them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possesso: Option<Periodo>,
 }
 
 /// The instalments of a tax year.
@@ -97,11 +102,31 @@ pub struct Versamento {
     pub data: Data,
     /// How much.
     pub importo: Importo,
-    /// For which instalment.
-    pub rata: Rata,
+    /// For which instalment; none for the payment of an assessment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rata: Option<Rata>,
+    /// The assessment paid, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accertamento: Option<Protocollo>,
     /// The notice paid, when paid through the payment provider.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nav: Option<Nav>,
+}
+
+/// A notice the comune issued: an instalment or an assessment, paid or still due.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AvvisoEmesso {
+    /// What it asks for (`IMU 2026 acconto`).
+    pub causale: String,
+    /// The notice number.
+    pub nav: Nav,
+    /// How much.
+    pub importo: Importo,
+    /// The last day to pay.
+    pub scadenza: Data,
+    /// True once the payment provider's receipt came.
+    pub pagato: bool,
 }
 
 /// `posizione` (request, portal → comune): a citizen's tax position for a year.
@@ -137,8 +162,111 @@ pub struct Posizione {
     /// Payments made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versamenti: Vec<Versamento>,
+    /// The notices issued for the year, paid or due.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub avvisi: Vec<AvvisoEmesso>,
     /// Due minus paid: negative for a credit.
     pub saldo: ImportoRelativo,
+}
+
+/// A property to calculate: the property, and how long it was held in the year — as a number
+/// of months, or as the days held (the more-than-half-month rule then counts the months), or
+/// the whole year when neither is given.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImmobileCalcolo {
+    /// The property and the taxpayer's share.
+    pub immobile: Immobile,
+    /// Months held (more than half their days); not with `possesso`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 12))]
+    pub mesi: Option<u8>,
+    /// The days held; not with `mesi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub possesso: Option<Periodo>,
+    /// For a main residence: how many co-owners live there, the taxpayer included, who share
+    /// the deduction (1 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    pub residenti: Option<u8>,
+}
+
+/// `calcolo` (request, portal → comune): calculate a taxpayer's tax for a year, on the
+/// properties listed, or on the tax position the comune holds when none are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalcoloRichiesta {
+    /// The portal's identifier of the calculation.
+    pub pratica: String,
+    /// The taxpayer.
+    pub contribuente: CodiceFiscale,
+    /// The comune.
+    pub comune: CodiceIstat,
+    /// The tax year.
+    #[schemars(range(min = 2012, max = 2100))]
+    pub anno: u16,
+    /// The properties; none: those of the tax position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immobili: Vec<ImmobileCalcolo>,
+}
+
+/// The tax of one property in one year, step by step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImmobileCalcolato {
+    /// The property and the share.
+    pub immobile: Immobile,
+    /// Months that count.
+    #[schemars(range(min = 0, max = 12))]
+    pub mesi: u8,
+    /// The multiplier of its category (135 for land, whose income is raised by 25%).
+    pub moltiplicatore: u16,
+    /// The taxable base of the whole property for a whole year (halved where a reduction
+    /// applies), in cents.
+    pub base: Importo,
+    /// The rate of the year.
+    pub aliquota: PuntiBase,
+    /// The main-residence deduction granted to this taxpayer.
+    pub detrazione: Importo,
+    /// The tax of the year, to the cent, after the deduction.
+    pub imposta: Importo,
+    /// The first instalment's part, to the cent, on the previous year's rates.
+    pub acconto: Importo,
+}
+
+/// A calculation: per property, per instalment, rounded to the euro.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calcolo {
+    /// Each property.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immobili: Vec<ImmobileCalcolato>,
+    /// The tax of the year, rounded to the euro; zero below the minimum.
+    pub imposta: Importo,
+    /// Due by 16 June, rounded to the euro.
+    pub acconto: Importo,
+    /// Due by 16 December: the tax of the year minus the first instalment.
+    pub saldo: Importo,
+    /// The first instalment's last day.
+    pub scadenza_acconto: Data,
+    /// The balance's last day.
+    pub scadenza_saldo: Data,
+    /// True when the tax, below the minimum, is not due.
+    pub sotto_minimo: bool,
+}
+
+/// `calcolo-esito` (response, comune → portal): the calculation, or why it cannot be made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CalcoloEsito {
+    /// The calculation asked for.
+    pub pratica: String,
+    /// The calculation; none when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calcolo: Option<Calcolo>,
+    /// Why it was refused; none when calculated.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub motivi: Vec<Motivo>,
 }
 
 /// Kinds of variation of a property.
@@ -277,6 +405,8 @@ pub struct Accertamento {
 }
 
 crate::catalog::messages! {
+    "calcolo" => CalcoloRichiesta,
+    "calcolo-esito" => CalcoloEsito,
     "posizione" => PosizioneRichiesta,
     "posizione-esito" => Posizione,
     "variazione" => Variazione,

@@ -1,0 +1,280 @@
+//! What the tax and payment back offices add to [`crate::service`] (whose `read` and `retry`
+//! they use): handlers that are plain functions of a back office staging the dispatcher's
+//! [`Effects`] with envelopes, requests that wait for their answer (the comune asking the
+//! provider for a NAV, the portal asking for a calculation), and envelopes sent on a back
+//! office's own initiative through the durable outbox. [`Sender::commit`] is the envelope-level
+//! twin of [`crate::service::Committer::commit`], which takes typed `Invio`s; the two should
+//! become one.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use snodo_envelopes::{Body, EntityId, Envelope, Profile, Recipient};
+use snodo_schemas::Payload;
+
+use crate::Handler;
+use crate::client::{Answer, HubClient};
+use crate::dispatch::{Effects, HandlerError, OUTBOX_TREE, Outgoing};
+use crate::inbound::{BoxFuture, Inbound};
+use crate::store::{Store, StoreError, Tree, Update};
+
+/// How long a request waits for its answer at the hub.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// An envelope from `client`'s entity to `to` carrying `value` as its JSON body.
+///
+/// # Errors
+/// A message when the value breaks its schema or the header its rules.
+pub fn message<T: Payload>(
+    client: &HubClient,
+    to: &EntityId,
+    profile: Profile,
+    conversation: Option<&str>,
+    in_reply_to: Option<uuid::Uuid>,
+    value: &T,
+) -> Result<Envelope, String> {
+    let body: Value = snodo_schemas::to_json(value).map_err(|e| e.to_string())?;
+    let mut b = client
+        .envelope(Recipient::Entity(to.clone()), T::SERVICE, T::ACTION)
+        .profile(profile)
+        .json(body);
+    if let Some(c) = conversation {
+        b = b.conversation(c.to_owned());
+    }
+    if let Some(id) = in_reply_to {
+        b = b.in_reply_to(id);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+/// The response to `inbound` carrying `value`, in its conversation.
+///
+/// # Errors
+/// [`HandlerError::Reject`] when the answer cannot be built (a defect: the value breaks its
+/// schema).
+pub fn reply<T: Payload>(
+    client: &HubClient,
+    inbound: &Inbound,
+    value: &T,
+) -> Result<Envelope, HandlerError> {
+    let h = &inbound.envelope.header;
+    message(
+        client,
+        &h.sender,
+        Profile::Response,
+        Some(&h.conversation),
+        Some(h.id),
+        value,
+    )
+    .map_err(HandlerError::Reject)
+}
+
+/// A handler that is a function of a back office: it reads the envelope and stages its effects.
+pub struct Route<B: Send + Sync + 'static> {
+    back_office: Arc<B>,
+    run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
+    /// Runs once the effects are durable (and on every redelivery): it must be idempotent.
+    committed: Option<fn(&B)>,
+}
+
+impl<B: Send + Sync + 'static> std::fmt::Debug for Route<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route").finish_non_exhaustive()
+    }
+}
+
+impl<B: Send + Sync + 'static> Route<B> {
+    /// The handler that runs `run` on `back_office`.
+    pub fn handler(
+        back_office: &Arc<B>,
+        run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
+    ) -> Arc<dyn Handler> {
+        Arc::new(Route {
+            back_office: back_office.clone(),
+            run,
+            committed: None,
+        })
+    }
+
+    /// As [`Route::handler`], and `committed` runs once the effects are durable (to wake a
+    /// task that waits for what the handler stored); it must be idempotent.
+    pub fn handler_then(
+        back_office: &Arc<B>,
+        run: fn(&B, &Inbound, &mut Effects) -> Result<(), HandlerError>,
+        committed: fn(&B),
+    ) -> Arc<dyn Handler> {
+        Arc::new(Route {
+            back_office: back_office.clone(),
+            run,
+            committed: Some(committed),
+        })
+    }
+}
+
+impl<B: Send + Sync + 'static> Handler for Route<B> {
+    fn handle<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        effects: &'a mut Effects,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move { (self.run)(&self.back_office, inbound, effects) })
+    }
+
+    fn committed<'a>(&'a self, _inbound: &'a Inbound) -> BoxFuture<'a, Result<(), HandlerError>> {
+        if let Some(f) = self.committed {
+            f(&self.back_office);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Sends envelopes on a back office's own initiative: signed, put in the connector's outbox
+/// atomically with the back office's state changes, then submitted (the dispatcher's outbox
+/// pass resubmits whatever the hub did not receipt: a duplicate it recognises).
+#[derive(Clone, Debug)]
+pub struct Sender {
+    client: HubClient,
+    store: Store,
+    outbox: Tree<Outgoing>,
+}
+
+impl Sender {
+    /// A sender for `client`'s entity, keeping its outbox in `store`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the outbox cannot be opened.
+    pub fn new(client: HubClient, store: Store) -> Result<Self, StoreError> {
+        Ok(Sender {
+            outbox: store.tree(OUTBOX_TREE)?,
+            client,
+            store,
+        })
+    }
+
+    /// The hub client.
+    #[must_use]
+    pub fn client(&self) -> &HubClient {
+        &self.client
+    }
+
+    /// Applies `effects` (state changes and envelopes to send) atomically, flushed, then
+    /// submits the envelopes.
+    ///
+    /// # Errors
+    /// A message when an envelope cannot be signed or the store fails; nothing was applied.
+    /// A hub that does not receipt is not an error: the envelope stays in the outbox.
+    pub async fn commit(&self, effects: Effects) -> Result<(), String> {
+        let mut update = Update::new();
+        let mut signed = Vec::new();
+        for e in &effects.outgoing {
+            let s = self.client.sign(e).map_err(|e| e.to_string())?;
+            update
+                .put(&self.outbox, &s.id.to_string(), &Outgoing::of(&s)?)
+                .map_err(|e| e.to_string())?;
+            signed.push(s);
+        }
+        update.extend(effects.update);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.apply(update))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        for s in signed {
+            match self.client.submit_signed(&s).await {
+                Ok(_) => {
+                    let _ = self.outbox.remove(&s.id.to_string());
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(envelope_id = %s.id, error = %e, "Envelope refused by the hub; removed from the outbox.");
+                    let _ = self.outbox.remove(&s.id.to_string());
+                }
+                Err(e) => {
+                    tracing::warn!(envelope_id = %s.id, error = %e, "Envelope not yet receipted; kept in the outbox.");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the request `envelope` and waits for its answer, read as `R`: from the hub
+    /// directly when it comes within [`WAIT`], else from `answers` (where the back office's
+    /// handler keeps answers that reached the inbox) for up to `patience`.
+    ///
+    /// # Errors
+    /// A message when the hub refuses the request, the answer is not an `R`, or none came.
+    pub async fn ask<R: Payload>(
+        &self,
+        envelope: &Envelope,
+        answers: &Tree<Value>,
+        patience: Duration,
+    ) -> Result<R, String> {
+        let id = envelope.header.id;
+        match self
+            .client
+            .request(envelope, WAIT)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Answer::Response { response, .. } => {
+                crate::service::read::<R>(&response).map_err(|e| e.to_string())
+            }
+            Answer::Pending { .. } => {
+                let until = tokio::time::Instant::now() + patience;
+                loop {
+                    if let Some(v) = answers.get(&id.to_string()).map_err(|e| e.to_string())? {
+                        return snodo_schemas::from_json(&v).map_err(|e| e.to_string());
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        return Err(format!(
+                            "no answer to request {id} yet; it will be taken when it comes"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A handler that keeps every answer that reaches the inbox under the id of the request it
+/// answers, for [`Sender::ask`] to find.
+#[derive(Debug)]
+pub struct Answers {
+    tree: Tree<Value>,
+}
+
+impl Answers {
+    /// The handler keeping answers in `tree`.
+    pub fn handler(tree: Tree<Value>) -> Arc<dyn Handler> {
+        Arc::new(Answers { tree })
+    }
+}
+
+impl Handler for Answers {
+    fn handle<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        effects: &'a mut Effects,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            let h = &inbound.envelope.header;
+            let Some(to) = h.in_reply_to else {
+                return Err(HandlerError::Reject(format!(
+                    "{}/{} is not an answer",
+                    h.service, h.action
+                )));
+            };
+            let Body::Json(v) = &inbound.envelope.body else {
+                return Err(HandlerError::Reject(
+                    "answers are kept in their JSON form; an XML body came".into(),
+                ));
+            };
+            effects
+                .update
+                .put(&self.tree, &to.to_string(), v)
+                .map_err(crate::service::retry)?;
+            Ok(())
+        })
+    }
+}
