@@ -68,7 +68,10 @@ fn queries(c: &mut Criterion) {
         built.elapsed().as_secs_f64(),
         std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM")).map(str::to_owned))
+            .and_then(|s| s
+                .lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .map(str::to_owned))
             .unwrap_or_default()
     );
     let mut g = c.benchmark_group(format!("query at {n} entries"));
