@@ -337,10 +337,19 @@ impl Amqp {
     /// recognized.
     pub async fn sync_markers(&self) {
         for _ in 0..100 {
+            // On a channel of its own: a failed passive declaration closes its channel, and
+            // the inbox channel holds the pull leases.
             let queued = match self.link() {
-                Some(link) => topology::ready_count(&link.inbox, &self.names.delivered_queue)
-                    .await
-                    .unwrap_or(0),
+                Some(link) => match link.connection.create_channel().await {
+                    Ok(ch) => {
+                        let n = topology::ready_count(&ch, &self.names.delivered_queue)
+                            .await
+                            .unwrap_or(0);
+                        let _ = ch.close(200, "done".into()).await;
+                        n
+                    }
+                    Err(_) => 0,
+                },
                 None => 0,
             };
             if queued == 0 && self.markers_pending.load(Ordering::Acquire) == 0 {
