@@ -20,6 +20,9 @@ use crate::hub::Hub;
 use crate::journal::entry::EventKind;
 use crate::server::Shutdown;
 
+/// How long an acknowledgement waits for RabbitMQ to take its delivered marker.
+const ACK_PATIENCE: Duration = Duration::from_secs(15);
+
 /// One pull lease: an unacknowledged delivery on this node's inbox channel.
 #[derive(Debug)]
 struct PullLease {
@@ -27,7 +30,6 @@ struct PullLease {
     acker: Acker,
     taken: Taken,
     expires: Instant,
-    generation: u64,
 }
 
 /// The pull leases this node holds.
@@ -35,10 +37,12 @@ struct PullLease {
 pub struct Leases(Mutex<HashMap<String, PullLease>>);
 
 impl Leases {
-    /// Forgets the leases of a lost connection: RabbitMQ has put their messages back.
-    pub(super) fn drop_generation(&self, generation: u64) {
+    /// Puts back a lease whose acknowledgement could not be recorded yet. Leases outlive a lost
+    /// connection (RabbitMQ has put their messages back): their acknowledgement can still be
+    /// recorded, and the delivered marker then drops the copy that comes back.
+    fn keep(&self, token: &str, lease: PullLease) {
         if let Ok(mut m) = self.0.lock() {
-            m.retain(|_, l| l.generation != generation);
+            m.insert(token.to_owned(), lease);
         }
     }
 
@@ -207,7 +211,6 @@ pub async fn lease(
                         acker: d.acker,
                         taken,
                         expires: Instant::now() + lease_for,
-                        generation: link.generation,
                     },
                 ));
             }
@@ -255,15 +258,25 @@ pub async fn settle(
             .await;
         return Ok(());
     }
-    if let Err(e) = delivered(hub, amqp, &lease.taken, entity.as_str(), None).await {
-        // Keep the lease, so that the entity can acknowledge again.
-        if let Ok(mut m) = amqp.leases.0.lock() {
-            m.insert(token.to_owned(), lease);
+    // A marker whose confirm was lost with the connection may have been stored all the same,
+    // and then the envelope is never handed out again: so the acknowledgement is not answered
+    // with a failure while RabbitMQ may come back soon — publish the marker again (it is
+    // idempotent) once it is.
+    let started = Instant::now();
+    loop {
+        match delivered(hub, amqp, &lease.taken, entity.as_str(), None).await {
+            Ok(()) => break,
+            Err(AmqpError::Engine(e)) => {
+                amqp.leases.keep(token, lease);
+                return Err(e.into());
+            }
+            Err(e) if started.elapsed() >= ACK_PATIENCE => {
+                // The lease stays, so that the entity can acknowledge again.
+                amqp.leases.keep(token, lease);
+                return Err(unavailable_because(&e));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
-        return Err(match e {
-            AmqpError::Engine(e) => e.into(),
-            other => unavailable_because(&other),
-        });
     }
     // If this fails the message comes back, and the marker drops it.
     let _ = lease.acker.ack(BasicAckOptions::default()).await;

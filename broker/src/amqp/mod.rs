@@ -500,7 +500,6 @@ async fn supervise(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
                     if !link.alive() {
                         tracing::warn!("Lost the connection to RabbitMQ; reconnecting.");
                         amqp.set_down("the connection to RabbitMQ was lost; reconnecting".into());
-                        amqp.leases.drop_generation(link.generation);
                         break;
                     }
                     if amqp.redeclare.swap(false, Ordering::Relaxed)
