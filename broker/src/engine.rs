@@ -275,6 +275,18 @@ pub struct EnvelopeRecord {
     pub accepted_index: u64,
 }
 
+impl EnvelopeRecord {
+    /// The media type of its encoding: `application/xml` or `application/jose+json`.
+    #[must_use]
+    pub fn media_type(&self) -> &'static str {
+        if self.format == "xml" {
+            Format::Xml.media_type()
+        } else {
+            Format::Json.media_type()
+        }
+    }
+}
+
 /// An envelope's record and its exact bytes (`None` once pruned).
 pub type RawEnvelope = (EnvelopeRecord, Option<Vec<u8>>);
 
@@ -1359,7 +1371,7 @@ impl Writer {
                 lease_expires_at: format_time(expires),
                 envelope_id: rec.id,
                 sender: rec.sender.clone(),
-                media_type: media_type(&rec),
+                media_type: rec.media_type(),
                 envelope: String::from_utf8_lossy(&raw).into_owned(),
             });
         }
@@ -1380,7 +1392,7 @@ impl Writer {
             .map(|(token, rec, raw, attempts)| Pushed {
                 lease: token,
                 envelope_id: rec.id,
-                media_type: media_type(&rec),
+                media_type: rec.media_type(),
                 accepted_ms: snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
                     .map(unix_ms)
                     .unwrap_or_default(),
@@ -1992,14 +2004,6 @@ fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
         at: format_time(now),
     })
     .unwrap_or_default()
-}
-
-fn media_type(rec: &EnvelopeRecord) -> &'static str {
-    if rec.format == "xml" {
-        Format::Xml.media_type()
-    } else {
-        Format::Json.media_type()
-    }
 }
 
 fn unix_ms(t: OffsetDateTime) -> i64 {

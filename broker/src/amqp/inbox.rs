@@ -201,7 +201,7 @@ pub async fn lease(
                     lease_expires_at: format_time(expires_at),
                     envelope_id: rec.id,
                     sender: rec.sender.clone(),
-                    media_type: media_type(&rec.format),
+                    media_type: rec.media_type(),
                     envelope: String::from_utf8_lossy(&d.data).into_owned(),
                 });
                 held.push((
@@ -340,14 +340,6 @@ pub(super) async fn expire_leases(amqp: std::sync::Arc<Amqp>, mut shutdown: Shut
         for l in amqp.leases.expired(Instant::now()) {
             let _ = l.acker.reject(BasicRejectOptions { requeue: true }).await;
         }
-    }
-}
-
-fn media_type(format: &str) -> &'static str {
-    if format == "xml" {
-        snodo_envelopes::Format::Xml.media_type()
-    } else {
-        snodo_envelopes::Format::Json.media_type()
     }
 }
 

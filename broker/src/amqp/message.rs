@@ -33,7 +33,7 @@ pub(super) fn properties(out: &Outbound, node: &str) -> BasicProperties {
     headers.insert(ORIGIN.into(), AMQPValue::LongString(node.into()));
     let mut props = BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
-        .with_content_type(ShortString::from(media_type(rec)))
+        .with_content_type(ShortString::from(rec.media_type()))
         .with_message_id(ShortString::from(rec.id.to_string()))
         .with_headers(headers);
     if let Some(ms) = rec
@@ -72,7 +72,7 @@ pub(super) fn retry_properties(taken: &Taken, attempts: u32, delay_ms: u64) -> B
     );
     BasicProperties::default()
         .with_delivery_mode(PERSISTENT)
-        .with_content_type(ShortString::from(media_type(&taken.record)))
+        .with_content_type(ShortString::from(taken.record.media_type()))
         .with_message_id(ShortString::from(taken.record.id.to_string()))
         .with_headers(headers)
 }
@@ -147,12 +147,4 @@ pub(super) struct Marker {
     pub sender: String,
     pub id: Uuid,
     pub digest: String,
-}
-
-fn media_type(rec: &EnvelopeRecord) -> &'static str {
-    if rec.format == "xml" {
-        snodo_envelopes::Format::Xml.media_type()
-    } else {
-        snodo_envelopes::Format::Json.media_type()
-    }
 }

@@ -184,12 +184,7 @@ async fn attempt(
 ) -> Result<(), AmqpError> {
     let rec = &taken.record;
     let attempts = taken.attempts + 1;
-    let media_type = if rec.format == "xml" {
-        snodo_envelopes::Format::Xml.media_type()
-    } else {
-        snodo_envelopes::Format::Json.media_type()
-    };
-    let result = crate::delivery::post(client, url, media_type, rec.id, d.data.clone()).await;
+    let result = crate::delivery::post(client, url, rec.media_type(), rec.id, d.data.clone()).await;
     if let Err(reason) = &result {
         tracing::info!(%entity, envelope_id = %rec.id, attempt = attempts, %reason, "Push failed.");
     }
