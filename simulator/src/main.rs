@@ -1,0 +1,58 @@
+//! The `snodo-sim` command: `bench` (pure load) over the simulated Piedmont federation.
+
+use clap::{Parser, Subcommand};
+use snodo_simulator::bench::{self, BenchArgs};
+
+/// The Piedmont federation in motion.
+#[derive(Debug, Parser)]
+#[command(name = "snodo-sim", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pure load: pre-signed envelopes at the highest rate the hub sustains, then the
+    /// invariants (every receipted envelope delivered once, the journal verified).
+    Bench(BenchArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SNODO_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (summary, json) = match cli.command {
+        Command::Bench(args) => (bench::run(&args).await, args.common.json),
+    };
+    match summary {
+        Ok(s) => {
+            if json {
+                match serde_json::to_string_pretty(&s) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => {
+                        eprintln!("snodo-sim: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", s.table());
+            }
+            if s.ok() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("snodo-sim: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

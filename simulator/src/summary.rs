@@ -1,0 +1,129 @@
+//! The figures and verdicts of a run, printed as a table or as one JSON object.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+/// One service's figures.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ServiceFigures {
+    /// Conversations started.
+    pub conversations_started: u64,
+    /// Conversations that reached a final state.
+    pub conversations_finished: u64,
+    /// Envelopes sent for this service.
+    pub envelopes: u64,
+    /// Latency percentiles of its exchanges, milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// A run's summary; the fields a reader's scripts rely on are at the top level.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// `run` or `bench`.
+    pub mode: String,
+    /// Envelopes the hub receipted.
+    pub accepted: u64,
+    /// Envelopes the recipients received (counting repeats).
+    pub delivered: u64,
+    /// Receipted envelopes never delivered.
+    pub lost: u64,
+    /// Envelopes delivered more than once.
+    pub duplicates: u64,
+    /// Bad inputs refused with the expected code.
+    pub refused_expected: u64,
+    /// Requests refused that should have been accepted, or refused with another code.
+    pub refused_unexpected: u64,
+    /// Conversations started, over every service.
+    pub conversations_started: u64,
+    /// Conversations that reached a final state.
+    pub conversations_finished: u64,
+    /// Whether every node's journal was exported and verified offline.
+    pub journal_verified: bool,
+    /// Accepted envelopes per second of the run.
+    pub envelopes_per_sec: f64,
+    /// Acceptance latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Per service.
+    pub services: BTreeMap<String, ServiceFigures>,
+    /// Anything else measured (memory, CPU, sizes), by name.
+    pub details: BTreeMap<String, serde_json::Value>,
+    /// Every violated invariant, naming the envelope or conversation.
+    pub violations: Vec<String>,
+}
+
+impl Summary {
+    /// Whether every invariant held.
+    #[must_use]
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// The summary as a table for a terminal.
+    #[must_use]
+    pub fn table(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:<28} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
+            "service", "started", "finished", "envelopes", "p50 ms", "p95 ms", "p99 ms"
+        );
+        for (name, f) in &self.services {
+            let _ = writeln!(
+                s,
+                "{name:<28} {:>10} {:>10} {:>10} {:>9.2} {:>9.2} {:>9.2}",
+                f.conversations_started,
+                f.conversations_finished,
+                f.envelopes,
+                f.p50_ms,
+                f.p95_ms,
+                f.p99_ms
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "accepted {}  delivered {}  lost {}  duplicates {}  refused as expected {}  refused unexpectedly {}",
+            self.accepted,
+            self.delivered,
+            self.lost,
+            self.duplicates,
+            self.refused_expected,
+            self.refused_unexpected
+        );
+        let _ = writeln!(
+            s,
+            "{:.0} envelopes/s  acceptance p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
+            self.envelopes_per_sec, self.p50_ms, self.p95_ms, self.p99_ms
+        );
+        for (k, v) in &self.details {
+            let _ = writeln!(s, "{k}: {v}");
+        }
+        let _ = writeln!(
+            s,
+            "journal verified: {}",
+            if self.journal_verified { "yes" } else { "NO" }
+        );
+        if self.violations.is_empty() {
+            let _ = writeln!(s, "invariants: all hold");
+        } else {
+            let _ = writeln!(s, "invariants VIOLATED ({}):", self.violations.len());
+            for v in self.violations.iter().take(50) {
+                let _ = writeln!(s, "  {v}");
+            }
+            if self.violations.len() > 50 {
+                let _ = writeln!(s, "  … and {} more", self.violations.len() - 50);
+            }
+        }
+        s
+    }
+}
