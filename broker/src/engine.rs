@@ -26,6 +26,9 @@ pub const NOTICE_SERVICE: &str = "snodo.consegna";
 /// See [`NOTICE_SERVICE`].
 pub const NOTICE_ACTION: &str = "mancata";
 
+/// The `detail` of the `delivered` entry of a response handed to the request waiting for
+/// it (`?wait=`): delivered for good in the answer, never leased nor acknowledged.
+pub const DELIVERED_TO_WAITER: &str = "in the answer to the waiting request";
 /// How many requests one group commit takes at most.
 const MAX_GROUP: usize = 1024;
 /// How often the engine sweeps expired leases and envelopes.
@@ -1209,7 +1212,7 @@ impl Writer {
                     };
                     let mut e =
                         entry_for(EventKind::Delivered, h, &sub.digest, now, Some(r.as_str()));
-                    e.detail = Some("in the answer to the waiting request".into());
+                    e.detail = Some(DELIVERED_TO_WAITER.into());
                     self.journal(g, e, Some(seq))?;
                     g.put(
                         keys::delivery(r.as_str(), seq),

@@ -51,6 +51,9 @@ pub enum StoreError {
 pub struct Store {
     /// The database; every tree of an [`Update`] must come from it.
     db: sled::Db,
+    /// Prefixed to every tree's name: several bodies can share one database, each in its
+    /// own namespace ([`Store::namespace`]).
+    prefix: String,
 }
 
 impl fmt::Debug for Store {
@@ -74,7 +77,21 @@ impl Store {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            prefix: String::new(),
+        })
+    }
+
+    /// The same database seen through namespace `name`: its trees are apart from those of
+    /// every other namespace (a simulation keeps many bodies in one database this way).
+    /// Namespaces nest; updates may span trees of several namespaces of one database.
+    #[must_use]
+    pub fn namespace(&self, name: &str) -> Store {
+        Store {
+            db: self.db.clone(),
+            prefix: format!("{}{name}/", self.prefix),
+        }
     }
 
     /// A store in a temporary directory, deleted when the last clone is dropped.
@@ -84,6 +101,7 @@ impl Store {
     pub fn temporary() -> Result<Self, StoreError> {
         Ok(Store {
             db: sled::Config::new().temporary(true).open()?,
+            prefix: String::new(),
         })
     }
 
@@ -92,9 +110,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] when sled cannot open it.
     pub fn tree<V>(&self, name: &str) -> Result<Tree<V>, StoreError> {
+        let name = format!("{}{name}", self.prefix);
         Ok(Tree {
-            name: name.to_owned(),
-            tree: self.db.open_tree(name)?,
+            tree: self.db.open_tree(&name)?,
+            name,
             _values: PhantomData,
         })
     }
@@ -407,6 +426,32 @@ mod tests {
         let t = store.tree::<Practice>("practices").unwrap();
         assert_eq!(t.get("p-1").unwrap().unwrap().state, "received");
         assert!(t.get("p-2").unwrap().is_none());
+    }
+
+    #[test]
+    fn namespaces_keep_bodies_apart_in_one_database() {
+        let store = Store::temporary().unwrap();
+        let (a, b) = (
+            store.namespace("comune:001272"),
+            store.namespace("comune:004078"),
+        );
+        let ta = a.tree::<u32>("counters").unwrap();
+        let tb = b.tree::<u32>("counters").unwrap();
+        ta.put("n", &1).unwrap();
+        assert_eq!(tb.get("n").unwrap(), None);
+        let mut u = Update::new();
+        u.put(&tb, "n", &2).unwrap();
+        u.put(&ta, "n", &3).unwrap();
+        store.apply(u).unwrap();
+        assert_eq!(
+            (ta.get("n").unwrap(), tb.get("n").unwrap()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(ta.name(), "comune:001272/counters");
+        assert_eq!(
+            a.namespace("x").tree::<u32>("t").unwrap().name(),
+            "comune:001272/x/t"
+        );
     }
 
     #[test]

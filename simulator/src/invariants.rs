@@ -206,3 +206,81 @@ mod tests {
         }
     }
 }
+
+/// What the journal says of delivery: every accepted envelope to one recipient must be
+/// acknowledged by it exactly once, or handed once to the request waiting for it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JournalDeliveries {
+    /// Envelopes accepted.
+    pub accepted: u64,
+    /// Acknowledgements, and responses handed to a waiting request.
+    pub acknowledged: u64,
+    /// Refusals.
+    pub refused: u64,
+    /// Accepted, never acknowledged.
+    pub unacknowledged: Vec<Uuid>,
+    /// Acknowledged more than once.
+    pub repeated: Vec<Uuid>,
+    /// Refusals by code.
+    pub refusals: std::collections::BTreeMap<String, u64>,
+}
+
+/// Reads every entry of each node's journal through the auditor API of the hub at `url`
+/// and counts acceptances and acknowledgements per envelope.
+///
+/// # Errors
+/// When the journal cannot be read.
+pub async fn journal_deliveries(
+    fed: &Federation,
+    url: &str,
+    nodes: &[String],
+) -> anyhow::Result<JournalDeliveries> {
+    use snodo_broker::journal::entry::EventKind;
+    let (cert, key) = fed.auditor();
+    let client = JournalClient::new(url, &fed.pki().join("ca.crt"), &cert, &key)?;
+    let mut accepted: HashMap<Uuid, bool> = HashMap::new();
+    let mut acks: HashMap<Uuid, u64> = HashMap::new();
+    let mut out = JournalDeliveries::default();
+    for node in nodes {
+        let c = if nodes.len() > 1 {
+            client.for_node(node)
+        } else {
+            client.clone()
+        };
+        let mut entries = c.entries(&Filters::default()).await?;
+        while let Some(item) = entries.next().await? {
+            let e = item.entry;
+            match (e.kind, e.envelope_id) {
+                (EventKind::Accepted, Some(id)) => {
+                    out.accepted += 1;
+                    accepted.insert(id, e.recipient.as_deref() != Some("*"));
+                }
+                (EventKind::Delivered, Some(id))
+                    if e.detail.as_deref() == Some(snodo_broker::engine::DELIVERED_TO_WAITER) =>
+                {
+                    out.acknowledged += 1;
+                    *acks.entry(id).or_default() += 1;
+                }
+                (EventKind::Acknowledged, Some(id)) => {
+                    out.acknowledged += 1;
+                    *acks.entry(id).or_default() += 1;
+                }
+                (EventKind::Refused, _) => {
+                    out.refused += 1;
+                    *out.refusals.entry(e.code.unwrap_or_default()).or_default() += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    for (id, single) in &accepted {
+        match acks.get(id).copied().unwrap_or(0) {
+            0 => out.unacknowledged.push(*id),
+            n if n > 1 && *single => out.repeated.push(*id),
+            _ => {}
+        }
+    }
+    out.unacknowledged.sort_unstable();
+    out.repeated.sort_unstable();
+    Ok(out)
+}

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use snodo_simulator::bench::{self, BenchArgs};
+use snodo_simulator::run::{self, RunArgs};
 
 /// The Piedmont federation in motion.
 #[derive(Debug, Parser)]
@@ -13,6 +14,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The simulation: every body at work, citizens' conversations through every service,
+    /// simulated time running fast, and the invariants checked at the end.
+    Run(RunArgs),
     /// Pure load: pre-signed envelopes at the highest rate the hub sustains, then the
     /// invariants (every receipted envelope delivered once, the journal verified).
     Bench(BenchArgs),
@@ -29,6 +33,7 @@ async fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let (summary, json) = match cli.command {
+        Command::Run(args) => (run::run(&args).await, args.common.json),
         Command::Bench(args) => (bench::run(&args).await, args.common.json),
     };
     match summary {

@@ -47,7 +47,8 @@ pub struct Summary {
     pub journal_verified: bool,
     /// Accepted envelopes per second of the run.
     pub envelopes_per_sec: f64,
-    /// Acceptance latency percentiles, milliseconds.
+    /// Latency percentiles, milliseconds: of acceptance for `bench`, of whole conversations
+    /// (the slowest service's) for `run`.
     pub p50_ms: f64,
     /// 95th percentile.
     pub p95_ms: f64,
@@ -100,9 +101,14 @@ impl Summary {
             self.refused_expected,
             self.refused_unexpected
         );
+        let latency = if self.mode == "run" {
+            "conversations (the slowest service's)"
+        } else {
+            "acceptance"
+        };
         let _ = writeln!(
             s,
-            "{:.0} envelopes/s  acceptance p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
+            "{:.0} envelopes/s  {latency} p50 {:.2} ms  p95 {:.2} ms  p99 {:.2} ms",
             self.envelopes_per_sec, self.p50_ms, self.p95_ms, self.p99_ms
         );
         for (k, v) in &self.details {

@@ -1,0 +1,330 @@
+//! `snodo-sim run`: the simulation. The federation's bodies at work, citizens' conversations
+//! through every service at a steady rate while simulated time runs fast, then time runs on
+//! until every conversation is final, and the invariants are checked: every conversation
+//! final, every body consistent with its counterparts, every accepted envelope acknowledged
+//! once by its recipient, the journal verified offline.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng as _};
+use serde_json::json;
+use snodo_connectors::{Clock as _, Store};
+use time::macros::datetime;
+
+use crate::federation::Federation;
+use crate::hub::Hubs;
+use crate::invariants;
+use crate::options::{self, Common};
+use crate::population;
+use crate::scenario::{Context, Log, residenza, tributi};
+use crate::summary::Summary;
+use crate::world::World;
+
+/// `snodo-sim run` options.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How long citizens start new conversations (then time runs on until all are final).
+    #[arg(long, default_value = "30s", value_parser = options::duration)]
+    pub duration: Duration,
+    /// Conversations started per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Real time per simulated day while citizens are active (terms of 45 and 90 days then
+    /// complete within a run).
+    #[arg(long, default_value = "1s", value_parser = options::duration)]
+    pub day: Duration,
+    /// One simulated citizen per this many inhabitants (at least two per comune).
+    #[arg(long, default_value_t = 5_000)]
+    pub inhabitants_per_citizen: u64,
+    /// Seed of every random choice (default: from the time).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// Advances `world`'s clock by one simulated day per `day` of real time (per `fast` once
+/// that is set), until `stop`.
+fn drive_clock(
+    world_clock: Arc<snodo_connectors::ManualClock>,
+    day: Duration,
+    fast: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let tick = Duration::from_millis(50);
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(tick).await;
+            let per_day = if fast.load(Ordering::Relaxed) {
+                Duration::from_millis(250)
+            } else {
+                day
+            };
+            let step = 86_400.0 * tick.as_secs_f64() / per_day.as_secs_f64().max(1e-3);
+            world_clock.advance(time::Duration::seconds_f64(step));
+        }
+    })
+}
+
+/// Runs the simulation and returns its summary.
+///
+/// # Errors
+/// When the federation, the hub or the bodies cannot be set up; violated invariants are in
+/// the summary.
+pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
+    let c = &args.common;
+    std::fs::create_dir_all(&c.data_dir)?;
+    let fed = Federation::ensure(&c.data_dir, &c.csv, c.comuni, c.key_type)?;
+    let run_dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(&c.data_dir)?;
+    let hubs = Hubs::start(
+        &fed,
+        &c.hub,
+        c.transport.as_deref(),
+        c.nodes,
+        run_dir.path(),
+        c.snodo.as_deref(),
+    )
+    .await?;
+    let url = hubs.nodes[0].url.clone();
+    let seed = args.seed.unwrap_or_else(|| rand::rng().random());
+    let mut rng = StdRng::seed_from_u64(seed);
+    let citizens = population::generate(&fed.comuni, args.inhabitants_per_citizen, 2, &mut rng);
+    let mut heads = HashSet::new();
+    let second_homes: HashSet<String> = citizens
+        .iter()
+        .filter(|x| heads.insert((x.comune.clone(), x.famiglia.clone())))
+        .filter(|_| rng.random_bool(0.4))
+        .map(|x| x.cf.clone())
+        .collect();
+    let say = |s: String| {
+        if !c.json {
+            eprintln!("snodo-sim: {s}");
+        }
+    };
+    say(format!(
+        "{} comuni, {} citizens ({} with a second home), seed {seed}; starting every body",
+        fed.comuni.len(),
+        citizens.len(),
+        second_homes.len()
+    ));
+    let store = Store::open(&run_dir.path().join("bodies")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let homes: Vec<String> = second_homes.iter().cloned().collect();
+    let world = World::start(
+        &fed,
+        &url,
+        &citizens,
+        &homes,
+        &store,
+        &run_dir.path().join("mail"),
+        datetime!(2027-01-11 09:00 UTC),
+    )
+    .await?;
+    let day_secs = args.day.as_secs_f64().max(0.001);
+    let ctx = Arc::new(Context {
+        world,
+        citizens,
+        second_homes,
+        busy: Default::default(),
+        log: Log::default(),
+        step_timeout: Duration::from_secs_f64((60.0 * day_secs).max(60.0)),
+    });
+    let started = Instant::now();
+
+    // The registry feed: each comune's initial load to ANPR, before anyone moves.
+    let mut loads = tokio::task::JoinSet::new();
+    for istat in ctx.world.comuni.keys() {
+        let (ctx, istat) = (ctx.clone(), istat.clone());
+        loads.spawn(async move {
+            let id = format!("caricamento:{istat}");
+            let t = Instant::now();
+            ctx.log.start("anagrafe.variazioni", &id);
+            let Some(m) = ctx.world.comuni.get(&istat) else {
+                return;
+            };
+            match m.anagrafe.caricamento_iniziale(50).await {
+                Ok(parts) => {
+                    let done = ctx
+                        .until(|| {
+                            m.anagrafe
+                                .esito_caricamento(parts)
+                                .ok()
+                                .flatten()
+                                .filter(|e| e.completato)
+                        })
+                        .await;
+                    match done {
+                        Some(_) => ctx.log.finish("anagrafe.variazioni", &id, t),
+                        None => ctx
+                            .log
+                            .violation(format!("{id}: ANPR never completed the initial load")),
+                    }
+                }
+                Err(e) => ctx.log.violation(format!("{id}: {e}")),
+            }
+        });
+    }
+    while loads.join_next().await.is_some() {}
+    say(format!(
+        "registry loaded into ANPR in {:.1} s; citizens at work for {:?}",
+        started.elapsed().as_secs_f64(),
+        args.duration
+    ));
+
+    let fast = Arc::new(AtomicBool::new(false));
+    let stop_clock = Arc::new(AtomicBool::new(false));
+    let clock = drive_clock(
+        ctx.world.clock.clone(),
+        args.day,
+        fast.clone(),
+        stop_clock.clone(),
+    );
+    let traffic_started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(0.01));
+    let mut next = Instant::now();
+    let mut last_report = Instant::now();
+    while traffic_started.elapsed() < args.duration {
+        let seed: u64 = rng.random();
+        let ctx2 = ctx.clone();
+        match rng.random_range(0..8) {
+            0..=2 => {
+                tasks.spawn(async move { residenza::trasloco(ctx2, seed).await });
+            }
+            3..=5 => {
+                tasks.spawn(async move {
+                    tributi::calcolo(ctx2, seed).await;
+                    None
+                });
+            }
+            _ => {
+                tasks.spawn(async move {
+                    tributi::pagamento(ctx2, seed).await;
+                    None
+                });
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            last_report = Instant::now();
+            let open = ctx.log.open().len();
+            say(format!(
+                "t={:.0} s, simulated {}, {open} conversations open",
+                traffic_started.elapsed().as_secs_f64(),
+                ctx.world.clock.now().date()
+            ));
+        }
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    say(format!(
+        "citizens stop; time runs on until every conversation is final ({} open)",
+        ctx.log.open().len()
+    ));
+    fast.store(true, Ordering::Relaxed);
+    let mut moves = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(mv)) = r {
+            moves.push(mv);
+        }
+    }
+    stop_clock.store(true, Ordering::Relaxed);
+    let _ = clock.await;
+    let run_secs = traffic_started.elapsed().as_secs_f64();
+    for mv in &moves {
+        residenza::consistent(&ctx, mv).await;
+    }
+    for (id, service) in ctx.log.open() {
+        ctx.log
+            .violation(format!("{service} {id}: never reached a final state"));
+    }
+
+    // Delivery, by the journal: wait until every accepted envelope is acknowledged.
+    let nodes: Vec<String> = hubs.nodes.iter().map(|n| n.name.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deliveries = loop {
+        let d = invariants::journal_deliveries(&fed, &url, &nodes).await?;
+        if (d.unacknowledged.is_empty() && d.repeated.is_empty()) || Instant::now() > deadline {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let journal =
+        invariants::verify_journal(&fed, &url, &nodes, &run_dir.path().join("journal.bundle"))
+            .await;
+    let world = Arc::into_inner(ctx).context("a conversation still holds the world")?;
+    let figures = world.log.figures();
+    let mut s = Summary {
+        mode: "run".into(),
+        accepted: deliveries.accepted,
+        delivered: deliveries.acknowledged,
+        lost: deliveries.unacknowledged.len() as u64,
+        duplicates: deliveries.repeated.len() as u64,
+        refused_unexpected: deliveries.refused,
+        conversations_started: figures.values().map(|f| f.conversations_started).sum(),
+        conversations_finished: figures.values().map(|f| f.conversations_finished).sum(),
+        envelopes_per_sec: deliveries.accepted as f64 / run_secs.max(1e-9),
+        ..Summary::default()
+    };
+    s.p50_ms = scenario_percentile(&figures, |f| f.p50_ms);
+    s.p95_ms = scenario_percentile(&figures, |f| f.p95_ms);
+    s.p99_ms = scenario_percentile(&figures, |f| f.p99_ms);
+    s.services = figures;
+    s.violations = world.log.violations();
+    for id in &deliveries.unacknowledged {
+        s.violations.push(format!(
+            "envelope {id}: accepted, never acknowledged by its recipient"
+        ));
+    }
+    for id in &deliveries.repeated {
+        s.violations
+            .push(format!("envelope {id}: acknowledged more than once"));
+    }
+    for (code, n) in &deliveries.refusals {
+        s.violations.push(format!(
+            "{n} envelopes refused by the hub ({code}), none expected"
+        ));
+    }
+    match journal {
+        Ok(j) => {
+            s.journal_verified = true;
+            s.details.insert("journal_entries".into(), json!(j.entries));
+            s.details
+                .insert("journal_envelopes".into(), json!(j.envelopes));
+        }
+        Err(e) => s.violations.push(format!("journal: {e:#}")),
+    }
+    s.details.insert("seed".into(), json!(seed));
+    s.details.insert("comuni".into(), json!(fed.comuni.len()));
+    s.details
+        .insert("citizens".into(), json!(world.citizens.len()));
+    s.details.insert(
+        "simulated_until".into(),
+        json!(world.world.clock.now().date().to_string()),
+    );
+    s.details
+        .insert("seconds".into(), json!(format!("{run_secs:.1}")));
+    world.world.stop().await;
+    let mut entities: Vec<String> = fed.members.iter().map(ToString::to_string).collect();
+    entities.sort_unstable();
+    hubs.stop(&entities).await?;
+    if c.keep {
+        s.details
+            .insert("kept".into(), json!(run_dir.keep().display().to_string()));
+    }
+    Ok(s)
+}
+
+/// The largest of a figure over the services: the run's worst.
+fn scenario_percentile(
+    figures: &std::collections::BTreeMap<String, crate::summary::ServiceFigures>,
+    f: impl Fn(&crate::summary::ServiceFigures) -> f64,
+) -> f64 {
+    figures.values().map(f).fold(0.0, f64::max)
+}

@@ -1,0 +1,178 @@
+//! The citizens' conversations a simulation drives, one module per service, and what they
+//! record: conversations started and finished, latencies, and every inconsistency found.
+
+pub mod residenza;
+pub mod tributi;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::load::percentile_ms;
+use crate::population::Citizen;
+use crate::summary::ServiceFigures;
+use crate::world::World;
+
+/// What the conversations of one service recorded.
+#[derive(Debug, Default)]
+struct ServiceLog {
+    started: u64,
+    finished: u64,
+    latencies_us: Vec<u32>,
+}
+
+/// What every conversation records, shared by their tasks.
+#[derive(Debug, Default)]
+pub struct Log {
+    services: Mutex<BTreeMap<String, ServiceLog>>,
+    violations: Mutex<Vec<String>>,
+    open: Mutex<BTreeMap<String, String>>,
+}
+
+impl Log {
+    /// A conversation `id` of `service` starts.
+    pub fn start(&self, service: &str, id: &str) {
+        if let Ok(mut s) = self.services.lock() {
+            s.entry(service.to_owned()).or_default().started += 1;
+        }
+        if let Ok(mut o) = self.open.lock() {
+            o.insert(id.to_owned(), service.to_owned());
+        }
+    }
+
+    /// Conversation `id` of `service`, started at `since`, reached a final state.
+    pub fn finish(&self, service: &str, id: &str, since: Instant) {
+        if let Ok(mut s) = self.services.lock() {
+            let l = s.entry(service.to_owned()).or_default();
+            l.finished += 1;
+            l.latencies_us
+                .push(u32::try_from(since.elapsed().as_micros()).unwrap_or(u32::MAX));
+        }
+        if let Ok(mut o) = self.open.lock() {
+            o.remove(id);
+        }
+    }
+
+    /// An invariant does not hold.
+    pub fn violation(&self, what: String) {
+        tracing::error!(%what, "Invariant violated.");
+        if let Ok(mut v) = self.violations.lock() {
+            v.push(what);
+        }
+    }
+
+    /// The conversations not finished, `(id, service)`.
+    #[must_use]
+    pub fn open(&self) -> Vec<(String, String)> {
+        self.open
+            .lock()
+            .map(|o| o.iter().map(|(a, b)| (a.clone(), b.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// The violations so far.
+    #[must_use]
+    pub fn violations(&self) -> Vec<String> {
+        self.violations
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Figures per service.
+    #[must_use]
+    pub fn figures(&self) -> BTreeMap<String, ServiceFigures> {
+        let Ok(mut s) = self.services.lock() else {
+            return BTreeMap::new();
+        };
+        s.iter_mut()
+            .map(|(name, l)| {
+                l.latencies_us.sort_unstable();
+                (
+                    name.clone(),
+                    ServiceFigures {
+                        conversations_started: l.started,
+                        conversations_finished: l.finished,
+                        envelopes: 0,
+                        p50_ms: percentile_ms(&l.latencies_us, 50.0),
+                        p95_ms: percentile_ms(&l.latencies_us, 95.0),
+                        p99_ms: percentile_ms(&l.latencies_us, 99.0),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// What the conversations share: the bodies, the population and who is busy.
+#[derive(Debug)]
+pub struct Context {
+    /// The bodies.
+    pub world: World,
+    /// The citizens, as at the start.
+    pub citizens: Vec<Citizen>,
+    /// Citizens with a second home (property tax is due on it).
+    pub second_homes: HashSet<String>,
+    /// Citizens in a conversation that changes them (a move, a payment): one at a time.
+    pub busy: Mutex<HashSet<String>>,
+    /// The record.
+    pub log: Log,
+    /// How long a conversation may wait for one step, in real time.
+    pub step_timeout: Duration,
+}
+
+impl Context {
+    /// A comune's ISTAT code, weighted by population, among `among` (all when empty).
+    pub fn weighted_comune(&self, rng: &mut impl Rng, except: Option<&str>) -> Option<String> {
+        let candidates: Vec<(&String, u64)> = self
+            .world
+            .comuni
+            .iter()
+            .filter(|(k, _)| Some(k.as_str()) != except)
+            .map(|(k, m)| (k, m.info.population.max(1)))
+            .collect();
+        let total: u64 = candidates.iter().map(|(_, p)| p).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut x = rng.random_range(0..total);
+        for (k, p) in candidates {
+            if x < p {
+                return Some(k.clone());
+            }
+            x -= p;
+        }
+        None
+    }
+
+    /// Marks `cfs` busy, or returns false when one of them already is.
+    pub fn claim(&self, cfs: &[String]) -> bool {
+        let Ok(mut b) = self.busy.lock() else {
+            return false;
+        };
+        if cfs.iter().any(|c| b.contains(c)) {
+            return false;
+        }
+        b.extend(cfs.iter().cloned());
+        true
+    }
+
+    /// Polls `check` every 50 ms until it gives a value, for at most the step timeout.
+    pub async fn until<T>(&self, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + self.step_timeout;
+        loop {
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The context, shared by the conversations' tasks.
+pub type Shared = Arc<Context>;

@@ -1,0 +1,370 @@
+//! The bodies of a simulation at work: every member's reference back offices (the connectors
+//! crate's, unchanged) with their durable state in one store, each entity's inbox pulled by
+//! its dispatcher, and every term on one simulated clock.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::Rng;
+use snodo_connectors::back_office::anpr::Anpr;
+use snodo_connectors::back_office::comune::{Comune as Anagrafe, DatiComune, Via};
+use snodo_connectors::back_office::motorizzazione::Motorizzazione;
+use snodo_connectors::back_office::portale::Portale as PortaleResidenza;
+use snodo_connectors::clock::SharedClock;
+use snodo_connectors::dispatch::{DispatcherBuilder, PullConfig};
+use snodo_connectors::mail::MailConfig;
+use snodo_connectors::pagamenti::{Creditore, Impostazioni as NodoImpostazioni, Nodo};
+use snodo_connectors::service::Committer;
+use snodo_connectors::tributi::calcolo::Aliquote;
+use snodo_connectors::tributi::portale::Portale as PortaleTributi;
+use snodo_connectors::tributi::ufficio::{AliquoteAnno, Impostazioni, Ufficio};
+use snodo_connectors::{Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store};
+use snodo_envelopes::{EntityId, Format};
+use snodo_schemas::formats::{
+    CodiceBelfiore, CodiceFiscale, CodiceIstat, Data, Importo, PuntiBase,
+};
+use snodo_schemas::services::dati::{Catasto, RiferimentoCatastale};
+use snodo_schemas::services::tributi_imu::{Categoria, Immobile};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+use crate::comuni::Comune;
+use crate::federation::{ANPR, Federation, MOTOR_REGISTRY, PAYMENTS, PORTAL};
+use crate::population::{Citizen, HOUSE_NUMBERS, STREETS};
+
+/// The most comuni that are creditors at the payment provider: a NAV's segregation code has
+/// two digits, and the provider keeps positions by NAV.
+pub const MAX_CREDITORS: usize = 100;
+
+/// A comune's offices.
+#[derive(Debug)]
+pub struct Municipio {
+    /// Its line of the list.
+    pub info: Comune,
+    /// `comune:<istat>`.
+    pub entity: EntityId,
+    /// Its own codice fiscale (11 digits).
+    pub codice_fiscale: CodiceFiscale,
+    /// The registry office (residence, registry feed, TARI).
+    pub anagrafe: Arc<Anagrafe>,
+    /// The tax office (property tax).
+    pub tributi: Arc<Ufficio>,
+    /// Whether it is a creditor at the payment provider.
+    pub creditore: bool,
+}
+
+/// Every body of the federation, running.
+#[derive(Debug)]
+pub struct World {
+    /// The simulated time of every back office.
+    pub clock: Arc<ManualClock>,
+    /// The comuni, by ISTAT code.
+    pub comuni: BTreeMap<String, Municipio>,
+    /// The population registry.
+    pub anpr: Arc<Anpr>,
+    /// The motor registry.
+    pub mctc: Arc<Motorizzazione>,
+    /// The payment provider.
+    pub nodo: Arc<Nodo>,
+    /// The portal, for residence.
+    pub portale: Arc<PortaleResidenza>,
+    /// The portal, for taxes and payments.
+    pub portale_tributi: Arc<PortaleTributi>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A comune's codice fiscale: 11 digits from its ISTAT code, with a valid check digit.
+#[must_use]
+pub fn codice_fiscale_comune(istat: &str) -> Option<CodiceFiscale> {
+    let first10 = format!("80{istat}00");
+    let check = CodiceFiscale::check_digit(&first10)?;
+    CodiceFiscale::parse(&format!("{first10}{check}")).ok()
+}
+
+fn client(
+    fed: &Federation,
+    entity: &EntityId,
+    url: &str,
+    format: Format,
+) -> anyhow::Result<HubClient> {
+    let (cert, key) = fed.cert_and_key(entity);
+    let mut c = HubClientConfig::new(url.to_owned(), fed.pki().join("ca.crt"), cert, key);
+    c.format = format;
+    c.retry = RetryPolicy {
+        attempts: 12,
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(3),
+    };
+    Ok(HubClient::new(&c)?)
+}
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// A property of `citizen` in its comune: the main home, or a second one.
+#[must_use]
+pub fn immobile(
+    citizen: &Citizen,
+    belfiore: &str,
+    principale: bool,
+    rendita_euro: u64,
+) -> Option<Immobile> {
+    Some(Immobile {
+        catasto: RiferimentoCatastale {
+            comune: CodiceBelfiore::parse(belfiore).ok()?,
+            catasto: Catasto::Fabbricati,
+            sezione: None,
+            foglio: "1".into(),
+            particella: citizen.cf[..6].to_owned(),
+            subalterno: Some(if principale { "1" } else { "2" }.into()),
+        },
+        categoria: Some(Categoria(if principale { "A/2" } else { "A/3" }.into())),
+        rendita: Importo::euro(rendita_euro)?,
+        quota: PuntiBase::TUTTO,
+        abitazione_principale: principale,
+        riduzione: None,
+    })
+}
+
+impl World {
+    /// Starts every body for `citizens` against the hub at `url`, in `store`, writing the
+    /// officials' mail as `.eml` files under `mail`, on a clock set to `start`. Comuni with an odd ISTAT code sign XML, the others JSON.
+    ///
+    /// # Errors
+    /// When a back office cannot be set up.
+    pub async fn start(
+        fed: &Federation,
+        url: &str,
+        citizens: &[Citizen],
+        second_homes: &[String],
+        store: &Store,
+        mail: &std::path::Path,
+        start: OffsetDateTime,
+    ) -> anyhow::Result<World> {
+        let clock = Arc::new(ManualClock::new(start));
+        let shared: SharedClock = clock.clone();
+        let (stop, shutdown) = watch::channel(false);
+        let mut tasks = Vec::new();
+        // Idle pulls of every inbox cost the hub: the more entities, the slower each polls.
+        let idle = Duration::from_millis((fed.comuni.len() as u64 * 2).clamp(50, 2000));
+        let pull = PullConfig {
+            batch: 32,
+            lease: Duration::from_secs(60),
+            idle,
+        };
+        let run = |entity: &EntityId,
+                   builder: DispatcherBuilder,
+                   c: HubClient,
+                   s: Store|
+         -> anyhow::Result<tokio::task::JoinHandle<()>> {
+            let d = Arc::new(
+                builder
+                    .build(c, s)
+                    .map_err(err)
+                    .with_context(|| format!("{entity}'s dispatcher"))?,
+            );
+            Ok(tokio::spawn(Dispatcher::run_pull(
+                d,
+                pull,
+                shutdown.clone(),
+            )))
+        };
+        let entity = |s: &str| s.parse::<EntityId>();
+
+        let mut creditori = Vec::new();
+        for (i, c) in fed.comuni.iter().take(MAX_CREDITORS).enumerate() {
+            creditori.push(Creditore {
+                entity: entity(&c.entity())?,
+                codice_fiscale: codice_fiscale_comune(&c.istat)
+                    .context("a comune's codice fiscale")?,
+                denominazione: format!("Comune di {}", c.name),
+                segregazione: u8::try_from(i % 100)?,
+            });
+        }
+        let nodo_id = entity(PAYMENTS)?;
+        let ns = store.namespace(PAYMENTS);
+        let c = client(fed, &nodo_id, url, Format::Json)?;
+        let nodo = Nodo::open(
+            c.clone(),
+            ns.clone(),
+            shared.clone(),
+            NodoImpostazioni {
+                creditori,
+                token_secondi: 30 * 60,
+                token_sportello_secondi: 3 * 24 * 3600,
+            },
+        )
+        .map_err(err)?;
+        tasks.push(run(&nodo_id, nodo.install(Dispatcher::builder()), c, ns)?);
+        tasks.push(tokio::spawn(nodo.clone().run(shutdown.clone())));
+
+        let anpr_id = entity(ANPR)?;
+        let ns = store.namespace(ANPR);
+        let c = client(fed, &anpr_id, url, Format::Json)?;
+        let anpr = Anpr::new(
+            Committer::new(c.clone(), ns.clone())?,
+            Default::default(),
+            shared.clone(),
+        )
+        .map_err(err)?;
+        tasks.push(run(&anpr_id, anpr.install(Dispatcher::builder()), c, ns)?);
+
+        let mctc_id = entity(MOTOR_REGISTRY)?;
+        let ns = store.namespace(MOTOR_REGISTRY);
+        let c = client(fed, &mctc_id, url, Format::Json)?;
+        let mctc = Motorizzazione::new(Committer::new(c.clone(), ns.clone())?).map_err(err)?;
+        tasks.push(run(&mctc_id, mctc.install(Dispatcher::builder()), c, ns)?);
+
+        let portal_id = entity(PORTAL)?;
+        let ns = store.namespace(PORTAL);
+        let c = client(fed, &portal_id, url, Format::Json)?;
+        let portale = PortaleResidenza::new(Committer::new(c.clone(), ns.clone())?, shared.clone())
+            .map_err(err)?;
+        let portale_tributi = PortaleTributi::open(c.clone(), ns.clone(), nodo_id.clone())?;
+        tasks.push(run(
+            &portal_id,
+            portale_tributi.install(portale.install(Dispatcher::builder())),
+            c,
+            ns,
+        )?);
+
+        let istat_all: Vec<CodiceIstat> = fed
+            .comuni
+            .iter()
+            .filter_map(|c| CodiceIstat::parse(&c.istat).ok())
+            .collect();
+        let mut comuni = BTreeMap::new();
+        for (i, info) in fed.comuni.iter().enumerate() {
+            let id = entity(&info.entity())?;
+            let ns = store.namespace(id.as_str());
+            let odd = info
+                .istat
+                .bytes()
+                .last()
+                .is_some_and(|b| (b - b'0') % 2 == 1);
+            let c = client(fed, &id, url, if odd { Format::Xml } else { Format::Json })?;
+            let residenti = citizens
+                .iter()
+                .filter(|x| x.comune == info.istat)
+                .map(|x| serde_json::from_value(x.posizione()))
+                .collect::<Result<Vec<_>, _>>()
+                .context("a simulated resident")?;
+            let anagrafe = Anagrafe::new(
+                Committer::new(c.clone(), ns.clone())?,
+                DatiComune {
+                    stradario: STREETS
+                        .iter()
+                        .map(|s| Via {
+                            nome: (*s).to_owned(),
+                            civici: Some(u32::from(HOUSE_NUMBERS)),
+                        })
+                        .collect(),
+                    comuni: istat_all.clone(),
+                    ufficiale: None,
+                    posta: None,
+                    residenti,
+                    anpr: ANPR.into(),
+                },
+                shared.clone(),
+            )
+            .map_err(err)
+            .with_context(|| format!("{id}'s registry office"))?;
+            tasks.extend(anagrafe.start(shutdown.clone()));
+            let cf = codice_fiscale_comune(&info.istat).context("a comune's codice fiscale")?;
+            let rate = |o| Aliquote {
+                ordinaria: PuntiBase::new(o).unwrap_or(PuntiBase::TUTTO),
+                abitazione_principale: PuntiBase::new(60).unwrap_or(PuntiBase::TUTTO),
+                terreni: PuntiBase::new(76).unwrap_or(PuntiBase::TUTTO),
+                detrazione: Importo::centesimi(20_000),
+            };
+            let ordinaria = 86 + u16::try_from(i % 21).unwrap_or(0);
+            let tributi = Ufficio::open(
+                c.clone(),
+                ns.clone(),
+                shared.clone(),
+                Impostazioni {
+                    comune: CodiceIstat::parse(&info.istat).map_err(err)?,
+                    denominazione: format!("Comune di {}", info.name),
+                    codice_fiscale: cf.clone(),
+                    iban: "IT60X0542811101000000123456".into(),
+                    nodo: nodo_id.clone(),
+                    portale: portal_id.clone(),
+                    email_ufficio: format!("tributi@comune{}.example.it", info.istat),
+                    posta: MailConfig {
+                        from: format!("tributi@comune{}.example.it", info.istat),
+                        smtp: None,
+                        directory: Some(mail.join(&info.istat)),
+                    },
+                    aliquote: [2026u16, 2027, 2028]
+                        .into_iter()
+                        .map(|anno| AliquoteAnno {
+                            anno,
+                            aliquote: rate(ordinaria),
+                        })
+                        .collect(),
+                },
+            )
+            .map_err(err)
+            .with_context(|| format!("{id}'s tax office"))?;
+            let dal = Data::parse("2015-01-01").map_err(err)?;
+            for x in citizens.iter().filter(|x| x.comune == info.istat) {
+                let cfx = CodiceFiscale::parse(&x.cf).map_err(err)?;
+                if tributi.titolarita(&cfx)?.is_empty() {
+                    if let Some(home) = immobile(x, &info.belfiore, true, 500) {
+                        tributi.registra(&cfx, home, dal).await.map_err(err)?;
+                    }
+                    if second_homes.contains(&x.cf)
+                        && let Some(second) = immobile(
+                            x,
+                            &info.belfiore,
+                            false,
+                            400 + rand::rng().random_range(0..600),
+                        )
+                    {
+                        tributi.registra(&cfx, second, dal).await.map_err(err)?;
+                    }
+                }
+            }
+            tasks.push(run(
+                &id,
+                tributi.install(anagrafe.install(Dispatcher::builder())),
+                c,
+                ns,
+            )?);
+            comuni.insert(
+                info.istat.clone(),
+                Municipio {
+                    info: info.clone(),
+                    entity: id,
+                    codice_fiscale: cf,
+                    anagrafe,
+                    tributi,
+                    creditore: i < MAX_CREDITORS,
+                },
+            );
+        }
+        Ok(World {
+            clock,
+            comuni,
+            anpr,
+            mctc,
+            nodo,
+            portale,
+            portale_tributi,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops every dispatcher and task and waits for them.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
