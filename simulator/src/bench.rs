@@ -54,10 +54,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
     let run_dir = tempfile::Builder::new()
         .prefix("bench-")
         .tempdir_in(&c.data_dir)?;
+    let (amqp, rabbit) = crate::run::transport(c, run_dir.path()).await?;
     let hubs = Hubs::start(
         &fed,
         &c.hub,
-        c.transport.as_deref(),
+        amqp.as_deref(),
         c.nodes,
         run_dir.path(),
         c.snodo.as_deref(),
@@ -229,6 +230,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
     let mut entities: Vec<String> = fed.members.iter().map(ToString::to_string).collect();
     entities.sort_unstable();
     hubs.stop(&entities).await?;
+    drop(rabbit);
     if c.keep {
         let kept = run_dir.keep();
         s.details

@@ -4,6 +4,7 @@
 //! every run ends with ([`invariants`]), reported as a table or JSON ([`summary`]).
 
 pub mod bench;
+pub mod chaos;
 pub mod comuni;
 pub mod federation;
 pub mod hub;
@@ -12,6 +13,7 @@ pub mod load;
 pub mod options;
 pub mod population;
 pub mod process;
+pub mod rabbit;
 pub mod run;
 pub mod scenario;
 pub mod summary;

@@ -27,7 +27,8 @@ pub struct Common {
     /// a hub serving this federation.
     #[arg(long, default_value = "embedded")]
     pub hub: Placement,
-    /// Queue through RabbitMQ at this URL (`amqp://…`) instead of the hub's store.
+    /// Queue through RabbitMQ at this URL (`amqp://…`) instead of the hub's store;
+    /// `private` starts a RabbitMQ node of the run's own (which `amqp-restart` may restart).
     #[arg(long)]
     pub transport: Option<String>,
     /// Hub nodes sharing RabbitMQ (needs --transport).

@@ -17,11 +17,13 @@ use serde_json::json;
 use snodo_connectors::{Clock as _, Store};
 use time::macros::datetime;
 
+use crate::chaos::{self, Fault};
 use crate::federation::Federation;
-use crate::hub::Hubs;
+use crate::hub::{Hubs, Placement};
 use crate::invariants;
 use crate::options::{self, Common};
 use crate::population;
+use crate::rabbit::PrivateRabbit;
 use crate::scenario::{Context, Log, residenza, tributi};
 use crate::summary::Summary;
 use crate::world::World;
@@ -47,6 +49,11 @@ pub struct RunArgs {
     /// Seed of every random choice (default: from the time).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Faults to inject while citizens are active, comma-separated: kill-hub (needs --hub
+    /// spawn), partner-outage, amqp-restart (needs --transport private), slow-partner,
+    /// bad-input.
+    #[arg(long, value_delimiter = ',')]
+    pub chaos: Vec<Fault>,
 }
 
 /// Advances `world`'s clock by one simulated day per `day` of real time (per `fast` once
@@ -72,6 +79,27 @@ fn drive_clock(
     })
 }
 
+/// The RabbitMQ URL of `--transport`: as given, or that of a node the simulation starts in
+/// `dir` for `private` (returned too, for the `amqp-restart` fault).
+///
+/// # Errors
+/// When the private node cannot start.
+pub async fn transport(
+    c: &Common,
+    dir: &std::path::Path,
+) -> anyhow::Result<(
+    Option<String>,
+    Option<Arc<tokio::sync::Mutex<PrivateRabbit>>>,
+)> {
+    match c.transport.as_deref() {
+        Some("private") => {
+            let r = PrivateRabbit::start_in(&dir.join("rabbitmq")).await?;
+            Ok((Some(r.url()), Some(Arc::new(tokio::sync::Mutex::new(r)))))
+        }
+        other => Ok((other.map(str::to_owned), None)),
+    }
+}
+
 /// Runs the simulation and returns its summary.
 ///
 /// # Errors
@@ -84,16 +112,20 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let run_dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(&c.data_dir)?;
+    let (amqp, rabbit) = transport(c, run_dir.path()).await?;
+    chaos::check(&args.chaos, c.hub == Placement::Spawn, rabbit.is_some())?;
     let hubs = Hubs::start(
         &fed,
         &c.hub,
-        c.transport.as_deref(),
+        amqp.as_deref(),
         c.nodes,
         run_dir.path(),
         c.snodo.as_deref(),
     )
     .await?;
     let url = hubs.nodes[0].url.clone();
+    let nodes: Vec<String> = hubs.nodes.iter().map(|n| n.name.clone()).collect();
+    let hubs = Arc::new(tokio::sync::Mutex::new(hubs));
     let seed = args.seed.unwrap_or_else(|| rand::rng().random());
     let mut rng = StdRng::seed_from_u64(seed);
     let citizens = population::generate(&fed.comuni, args.inhabitants_per_citizen, 2, &mut rng);
@@ -117,16 +149,18 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     ));
     let store = Store::open(&run_dir.path().join("bodies")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let homes: Vec<String> = second_homes.iter().cloned().collect();
-    let world = World::start(
-        &fed,
-        &url,
-        &citizens,
-        &homes,
-        &store,
-        &run_dir.path().join("mail"),
-        datetime!(2027-01-11 09:00 UTC),
-    )
-    .await?;
+    let world = Arc::new(
+        World::start(
+            &fed,
+            &url,
+            &citizens,
+            &homes,
+            &store,
+            &run_dir.path().join("mail"),
+            datetime!(2027-01-11 09:00 UTC),
+        )
+        .await?,
+    );
     let day_secs = args.day.as_secs_f64().max(0.001);
     let ctx = Arc::new(Context {
         world,
@@ -186,6 +220,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         fast.clone(),
         stop_clock.clone(),
     );
+    let faults = chaos::Running::start(
+        &args.chaos,
+        &chaos::Targets {
+            fed: fed.clone(),
+            url: url.clone(),
+            hubs: hubs.clone(),
+            world: ctx.world.clone(),
+            rabbit: rabbit.clone(),
+        },
+    );
     let traffic_started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(0.01));
@@ -223,6 +267,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         next += interval;
         tokio::time::sleep_until(next.into()).await;
     }
+    let report = faults.finish().await;
     say(format!(
         "citizens stop; time runs on until every conversation is final ({} open)",
         ctx.log.open().len()
@@ -246,7 +291,6 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     }
 
     // Delivery, by the journal: wait until every accepted envelope is acknowledged.
-    let nodes: Vec<String> = hubs.nodes.iter().map(|n| n.name.clone()).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     let deliveries = loop {
         let d = invariants::journal_deliveries(&fed, &url, &nodes).await?;
@@ -258,15 +302,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let journal =
         invariants::verify_journal(&fed, &url, &nodes, &run_dir.path().join("journal.bundle"))
             .await;
-    let world = Arc::into_inner(ctx).context("a conversation still holds the world")?;
-    let figures = world.log.figures();
+    let ctx = Arc::into_inner(ctx).context("a conversation still holds the world")?;
+    let figures = ctx.log.figures();
     let mut s = Summary {
         mode: "run".into(),
         accepted: deliveries.accepted,
         delivered: deliveries.acknowledged,
         lost: deliveries.unacknowledged.len() as u64,
         duplicates: deliveries.repeated.len() as u64,
-        refused_unexpected: deliveries.refused,
+        refused_expected: report.bad.expected.values().sum(),
+        refused_unexpected: report.bad.unexpected.len() as u64,
         conversations_started: figures.values().map(|f| f.conversations_started).sum(),
         conversations_finished: figures.values().map(|f| f.conversations_finished).sum(),
         envelopes_per_sec: deliveries.accepted as f64 / run_secs.max(1e-9),
@@ -276,7 +321,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     s.p95_ms = scenario_percentile(&figures, |f| f.p95_ms);
     s.p99_ms = scenario_percentile(&figures, |f| f.p99_ms);
     s.services = figures;
-    s.violations = world.log.violations();
+    s.violations = ctx.log.violations();
+    s.violations.extend(report.bad.unexpected.iter().cloned());
+    s.violations
+        .extend(report.errors.iter().map(|e| format!("fault: {e}")));
     for id in &deliveries.unacknowledged {
         s.violations.push(format!(
             "envelope {id}: accepted, never acknowledged by its recipient"
@@ -286,10 +334,20 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         s.violations
             .push(format!("envelope {id}: acknowledged more than once"));
     }
+    // Every refusal in the journal must be one the rogue member was meant to get.
     for (code, n) in &deliveries.refusals {
-        s.violations.push(format!(
-            "{n} envelopes refused by the hub ({code}), none expected"
-        ));
+        let meant = report.bad.expected.get(code).copied().unwrap_or(0);
+        if *n > meant {
+            s.refused_unexpected += n - meant;
+            s.violations.push(format!(
+                "{} envelopes refused by the hub ({code}) beyond the {meant} bad inputs meant to be",
+                n - meant
+            ));
+        }
+    }
+    for (fault, n) in &report.struck {
+        s.details
+            .insert(format!("chaos_{}", fault.replace('-', "_")), json!(n));
     }
     match journal {
         Ok(j) => {
@@ -303,17 +361,22 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     s.details.insert("seed".into(), json!(seed));
     s.details.insert("comuni".into(), json!(fed.comuni.len()));
     s.details
-        .insert("citizens".into(), json!(world.citizens.len()));
+        .insert("citizens".into(), json!(ctx.citizens.len()));
     s.details.insert(
         "simulated_until".into(),
-        json!(world.world.clock.now().date().to_string()),
+        json!(ctx.world.clock.now().date().to_string()),
     );
     s.details
         .insert("seconds".into(), json!(format!("{run_secs:.1}")));
-    world.world.stop().await;
+    let world = Arc::into_inner(ctx.world).context("a fault still holds the world")?;
+    world.stop().await;
     let mut entities: Vec<String> = fed.members.iter().map(ToString::to_string).collect();
     entities.sort_unstable();
+    let hubs = Arc::into_inner(hubs)
+        .context("a fault still holds the hubs")?
+        .into_inner();
     hubs.stop(&entities).await?;
+    drop(rabbit);
     if c.keep {
         s.details
             .insert("kept".into(), json!(run_dir.keep().display().to_string()));

@@ -74,6 +74,16 @@ pub struct World {
     pub portale_tributi: Arc<PortaleTributi>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    loops: tokio::sync::Mutex<BTreeMap<String, Loop>>,
+    pull: PullConfig,
+}
+
+/// One entity's pull loop, which a fault can stop and start again.
+#[derive(Debug)]
+struct Loop {
+    dispatcher: Arc<Dispatcher>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A comune's codice fiscale: 11 digits from its ISTAT code, with a valid check digit.
@@ -156,22 +166,29 @@ impl World {
             lease: Duration::from_secs(60),
             idle,
         };
-        let run = |entity: &EntityId,
-                   builder: DispatcherBuilder,
-                   c: HubClient,
-                   s: Store|
-         -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let mut loops = BTreeMap::new();
+        let mut run = |entity: &EntityId,
+                       builder: DispatcherBuilder,
+                       c: HubClient,
+                       s: Store|
+         -> anyhow::Result<()> {
             let d = Arc::new(
                 builder
                     .build(c, s)
                     .map_err(err)
                     .with_context(|| format!("{entity}'s dispatcher"))?,
             );
-            Ok(tokio::spawn(Dispatcher::run_pull(
-                d,
-                pull,
-                shutdown.clone(),
-            )))
+            let (stop, rx) = watch::channel(false);
+            let task = tokio::spawn(Dispatcher::run_pull(d.clone(), pull, rx));
+            loops.insert(
+                entity.to_string(),
+                Loop {
+                    dispatcher: d,
+                    stop,
+                    task: Some(task),
+                },
+            );
+            Ok(())
         };
         let entity = |s: &str| s.parse::<EntityId>();
 
@@ -199,7 +216,7 @@ impl World {
             },
         )
         .map_err(err)?;
-        tasks.push(run(&nodo_id, nodo.install(Dispatcher::builder()), c, ns)?);
+        run(&nodo_id, nodo.install(Dispatcher::builder()), c, ns)?;
         tasks.push(tokio::spawn(nodo.clone().run(shutdown.clone())));
 
         let anpr_id = entity(ANPR)?;
@@ -211,13 +228,13 @@ impl World {
             shared.clone(),
         )
         .map_err(err)?;
-        tasks.push(run(&anpr_id, anpr.install(Dispatcher::builder()), c, ns)?);
+        run(&anpr_id, anpr.install(Dispatcher::builder()), c, ns)?;
 
         let mctc_id = entity(MOTOR_REGISTRY)?;
         let ns = store.namespace(MOTOR_REGISTRY);
         let c = client(fed, &mctc_id, url, Format::Json)?;
         let mctc = Motorizzazione::new(Committer::new(c.clone(), ns.clone())?).map_err(err)?;
-        tasks.push(run(&mctc_id, mctc.install(Dispatcher::builder()), c, ns)?);
+        run(&mctc_id, mctc.install(Dispatcher::builder()), c, ns)?;
 
         let portal_id = entity(PORTAL)?;
         let ns = store.namespace(PORTAL);
@@ -225,12 +242,12 @@ impl World {
         let portale = PortaleResidenza::new(Committer::new(c.clone(), ns.clone())?, shared.clone())
             .map_err(err)?;
         let portale_tributi = PortaleTributi::open(c.clone(), ns.clone(), nodo_id.clone())?;
-        tasks.push(run(
+        run(
             &portal_id,
             portale_tributi.install(portale.install(Dispatcher::builder())),
             c,
             ns,
-        )?);
+        )?;
 
         let istat_all: Vec<CodiceIstat> = fed
             .comuni
@@ -329,12 +346,12 @@ impl World {
                     }
                 }
             }
-            tasks.push(run(
+            run(
                 &id,
                 tributi.install(anagrafe.install(Dispatcher::builder())),
                 c,
                 ns,
-            )?);
+            )?;
             comuni.insert(
                 info.istat.clone(),
                 Municipio {
@@ -357,12 +374,57 @@ impl World {
             portale_tributi,
             stop,
             tasks,
+            loops: tokio::sync::Mutex::new(loops),
+            pull,
         })
+    }
+
+    /// The entities whose inboxes are pulled.
+    pub async fn entities(&self) -> Vec<String> {
+        self.loops.lock().await.keys().cloned().collect()
+    }
+
+    /// Stops pulling `entity`'s inbox (its systems are down); what arrives waits at the hub.
+    pub async fn pause(&self, entity: &str) {
+        let task = {
+            let mut loops = self.loops.lock().await;
+            let Some(l) = loops.get_mut(entity) else {
+                return;
+            };
+            let _ = l.stop.send(true);
+            l.task.take()
+        };
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+
+    /// Pulls `entity`'s inbox again.
+    pub async fn resume(&self, entity: &str) {
+        let mut loops = self.loops.lock().await;
+        let Some(l) = loops.get_mut(entity) else {
+            return;
+        };
+        if l.task.is_none() {
+            let (stop, rx) = watch::channel(false);
+            l.stop = stop;
+            l.task = Some(tokio::spawn(Dispatcher::run_pull(
+                l.dispatcher.clone(),
+                self.pull,
+                rx,
+            )));
+        }
     }
 
     /// Stops every dispatcher and task and waits for them.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
+        for (_, mut l) in self.loops.into_inner() {
+            let _ = l.stop.send(true);
+            if let Some(t) = l.task.take() {
+                let _ = t.await;
+            }
+        }
         for t in self.tasks {
             let _ = t.await;
         }

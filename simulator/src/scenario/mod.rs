@@ -110,7 +110,7 @@ impl Log {
 #[derive(Debug)]
 pub struct Context {
     /// The bodies.
-    pub world: World,
+    pub world: Arc<World>,
     /// The citizens, as at the start.
     pub citizens: Vec<Citizen>,
     /// Citizens with a second home (property tax is due on it).

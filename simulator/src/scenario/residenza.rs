@@ -116,20 +116,22 @@ pub async fn trasloco(ctx: Shared, seed: u64) -> Option<Move> {
         let ctx = ctx.clone();
         async move { ctx.until(|| stato(&ctx).filter(|s| want.contains(s))).await }
     };
-    let Some(first) = reached(&[StatoPratica::Ricevuta, StatoPratica::Rifiutata]).await else {
-        log.violation(format!("practice {pratica}: never received nor refused"));
-        return Some(mv);
-    };
     if incompleta {
-        if first == StatoPratica::Rifiutata {
-            log.finish(SERVICE, &pratica, started);
-        } else {
-            log.violation(format!("practice {pratica}: incomplete, yet {first:?}"));
+        // Received, then refused with its reasons.
+        match reached(&[StatoPratica::Rifiutata]).await {
+            Some(_) => log.finish(SERVICE, &pratica, started),
+            None => log.violation(format!(
+                "practice {pratica}: incomplete, yet not refused (at {:?})",
+                stato(&ctx)
+            )),
         }
         return Some(mv);
     }
-    if first != StatoPratica::Ricevuta {
-        log.violation(format!("practice {pratica}: complete, yet {first:?}"));
+    if reached(&[StatoPratica::Ricevuta]).await.is_none() {
+        log.violation(format!(
+            "practice {pratica}: complete, yet not received (at {:?})",
+            stato(&ctx)
+        ));
         return Some(mv);
     }
     let comune = &ctx.world.comuni.get(&a)?.anagrafe;
