@@ -259,7 +259,12 @@ fn mercato() -> Bozza {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn news_reach_three_subscribers_and_one_that_was_down_catches_up_in_order() {
     let mut f = Federation::start().await;
-    for n in [&mut f.turin, &mut f.collegno, &mut f.portal, &mut f.province] {
+    for n in [
+        &mut f.turin,
+        &mut f.collegno,
+        &mut f.portal,
+        &mut f.province,
+    ] {
         n.up();
     }
     // The first event reaches all three subscribers (not Turin itself, which published it).
@@ -279,7 +284,11 @@ async fn news_reach_three_subscribers_and_one_that_was_down_catches_up_in_order(
     // published and withdrawn, and the first one is revised again.
     f.province.down().await;
     f.clock.advance(time::Duration::hours(1));
-    let e2 = f.ufficio.aggiorna(&id, lavori(Gravita::Alta)).await.unwrap();
+    let e2 = f
+        .ufficio
+        .aggiorna(&id, lavori(Gravita::Alta))
+        .await
+        .unwrap();
     assert_eq!(e2.versione, 2);
     let m = f.ufficio.pubblica(mercato()).await.unwrap();
     f.portal.shows("the portal", &[(&id, 2), (&m.id, 1)]).await;
@@ -357,11 +366,18 @@ async fn news_reach_three_subscribers_and_one_that_was_down_catches_up_in_order(
         ..Filtro::default()
     };
     let b = &f.collegno.abbonato;
-    assert_eq!(b.attivi(&in_area(Area::Provincia("001".into()))).unwrap().len(), 1);
-    assert!(
-        b.attivi(&in_area(Area::Comune(CodiceIstat::parse("001090").unwrap())))
+    assert_eq!(
+        b.attivi(&in_area(Area::Provincia("001".into())))
             .unwrap()
-            .is_empty()
+            .len(),
+        1
+    );
+    assert!(
+        b.attivi(&in_area(Area::Comune(
+            CodiceIstat::parse("001090").unwrap()
+        )))
+        .unwrap()
+        .is_empty()
     );
     assert_eq!(
         b.attivi(&Filtro::in_corso(istante("2026-03-25T12:00:00Z")))
@@ -390,8 +406,14 @@ async fn revisions_delivered_backwards_a_stale_one_and_a_repeat_leave_the_latest
     // Collegno is down while three revisions are published.
     let e = f.ufficio.pubblica(lavori(Gravita::Bassa)).await.unwrap();
     let id = e.id.clone();
-    f.ufficio.aggiorna(&id, lavori(Gravita::Media)).await.unwrap();
-    f.ufficio.aggiorna(&id, lavori(Gravita::Alta)).await.unwrap();
+    f.ufficio
+        .aggiorna(&id, lavori(Gravita::Media))
+        .await
+        .unwrap();
+    f.ufficio
+        .aggiorna(&id, lavori(Gravita::Alta))
+        .await
+        .unwrap();
     f.portal.shows("the portal", &[(&id, 3)]).await;
 
     // When it is back, its inbox is taken in the worst order: newest first.
@@ -567,4 +589,199 @@ async fn the_hub_refuses_news_from_an_entity_not_entitled_and_news_that_break_th
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(f.portal.board().is_empty());
     f.stop().await;
+}
+
+/// Runs `config` as `snodo-connector` does, until the returned sender says stop.
+async fn connector(config: &std::path::Path) -> (watch::Sender<bool>, JoinHandle<()>) {
+    let config = snodo_connectors::config::Config::load(config).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let (started, up) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        snodo_connectors::connector::run(config, shutdown, Some(started))
+            .await
+            .unwrap();
+    });
+    up.await.unwrap();
+    (stop, task)
+}
+
+/// Writes the example `file`, pointed at `hub`, into `dir` as `name`.
+fn example(
+    dir: &std::path::Path,
+    hub: &Running,
+    file: &str,
+    edit: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/viabilita");
+    let mut text = std::fs::read_to_string(examples.join(file))
+        .unwrap()
+        .replace(
+            "https://localhost:8443",
+            &format!("https://127.0.0.1:{}", hub.addr.port()),
+        );
+    for (from, to) in edit {
+        assert!(text.contains(from), "{file}: {from}");
+        text = text.replace(from, to);
+    }
+    let path = dir.join(file);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snodo_connector_runs_the_office_and_the_board_from_their_configurations() {
+    let f = Federation::start().await;
+    let dir = f.dir.path().to_owned();
+    let portal = example(&dir, &f.hub, "portale.toml", &[]);
+    // The portal's store is the connector's: the federation's own portal node is not used.
+    let (portal_stop, portal_task) = connector(&portal).await;
+    let office = example(&dir, &f.hub, "viabilita-001272.toml", &[]);
+    let (stop, task) = connector(&office).await;
+    // The office publishes its one open event (the other is declared withdrawn before it was
+    // ever published: nothing is sent for it); the portal's board shows it.
+    let read_portal_board = || {
+        let store = Store::open(&dir.join("state-portale-viabilita")).unwrap();
+        let board = Abbonato::open(&store)
+            .unwrap()
+            .attivi(&Filtro::tutti())
+            .unwrap();
+        board
+            .into_iter()
+            .map(|v| (v.evento.titolo, v.evento.versione))
+            .collect::<Vec<_>>()
+    };
+    let mut portal_up = Some((portal_stop, portal_task));
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // A sled store is held by one process: the board is read with the connector stopped.
+        if let Some((s, t)) = portal_up.take() {
+            let _ = s.send(true);
+            t.await.unwrap();
+        }
+        seen = read_portal_board();
+        if !seen.is_empty() {
+            break;
+        }
+        portal_up = Some(connector(&portal).await);
+    }
+    assert_eq!(
+        seen,
+        [(
+            "Rifacimento del manto stradale in corso Francia".to_owned(),
+            1
+        )]
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+
+    // Started again unchanged, it publishes nothing; with the title changed, revision 2.
+    let (stop, task) = connector(&office).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    let changed = example(
+        &dir,
+        &f.hub,
+        "viabilita-001272.toml",
+        &[(
+            "manto stradale in corso",
+            "manto stradale e dei marciapiedi in corso",
+        )],
+    );
+    let (stop, task) = connector(&changed).await;
+    let (portal_stop, portal_task) = connector(&portal).await;
+    let mut portal_up = Some((portal_stop, portal_task));
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some((s, t)) = portal_up.take() {
+            let _ = s.send(true);
+            t.await.unwrap();
+        }
+        seen = read_portal_board();
+        if seen.first().is_some_and(|(_, v)| *v == 2) {
+            break;
+        }
+        portal_up = Some(connector(&portal).await);
+    }
+    assert_eq!(
+        seen,
+        [(
+            "Rifacimento del manto stradale e dei marciapiedi in corso Francia".to_owned(),
+            2
+        )]
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+    // The office's store holds one event, revision 2, under its declared code.
+    let store = Store::open(&dir.join("state-viabilita-001272")).unwrap();
+    let ufficio = Ufficio::open(
+        client(&f.dir, &f.hub, TURIN),
+        store,
+        Arc::new(snodo_connectors::SystemClock),
+    )
+    .unwrap();
+    let id = ufficio.id_di("ORD-2026-0412").unwrap().unwrap();
+    assert_eq!(ufficio.evento(&id).unwrap().unwrap().evento.versione, 2);
+    assert_eq!(ufficio.eventi().unwrap().len(), 1);
+    assert_eq!(ufficio.id_di("ORD-2026-0450").unwrap(), None);
+    f.stop().await;
+}
+
+#[test]
+fn the_example_configurations_check_and_bad_data_is_refused_naming_the_field() {
+    use snodo_connectors::config::{AdapterSection, Config as ConnectorConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/viabilita");
+    for (file, name) in [
+        ("viabilita-001272.toml", "viabilita"),
+        ("portale.toml", "bacheca-viabilita"),
+    ] {
+        let config = ConnectorConfig::load(&dir.join(file)).unwrap();
+        let AdapterSection::Reference { back_office, .. } = &config.adapter else {
+            panic!("{file}: {:?}", config.adapter)
+        };
+        assert_eq!(back_office, name);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, from, to, says) in [
+        (
+            "viabilita-001272.toml",
+            "codice = \"ORD-2026-0450\"",
+            "codice = \"ORD-2026-0412\"",
+            "annunci[1].codice",
+        ),
+        (
+            "viabilita-001272.toml",
+            "gravita = \"media\"",
+            "gravita = \"enorme\"",
+            "annunci[0].evento.gravita",
+        ),
+        (
+            "viabilita-001272.toml",
+            "fine = \"2026-03-20T18:00:00Z\"",
+            "fine = \"2026-03-01T18:00:00Z\"",
+            "annunci[0].evento.periodo.fine",
+        ),
+        (
+            "viabilita-001272.toml",
+            "comune = \"001272\"",
+            "comune = \"000272\"",
+            "annunci[0].evento.luoghi",
+        ),
+        (
+            "portale.toml",
+            "back_office = \"bacheca-viabilita\"",
+            "back_office = \"bacheca-viabilita\"\n[adapter.data]\nannunci = []",
+            "unknown field `annunci`",
+        ),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{file}: {from}");
+        let path = tmp.path().join(file);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let e = ConnectorConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("adapter.data") && e.contains(says),
+            "{file}: {e}"
+        );
+    }
 }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use snodo_envelopes::EntityId;
 use snodo_schemas::services::mobilita_viabilita::{Evento, FineEvento};
 
-use super::bacheca::{Bacheca, Filtro, Notizia, Scheda, Voce};
 use super::SERVICE;
+use super::bacheca::{Bacheca, Filtro, Notizia, Scheda, Voce};
 use crate::dispatch::{DispatcherBuilder, Effects, HandlerError};
 use crate::inbound::Inbound;
 use crate::service;

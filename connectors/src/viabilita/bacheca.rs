@@ -289,7 +289,7 @@ mod tests {
                 inizio: istante(inizio),
                 fine: fine.map(istante),
             },
-            gravita: if versione % 2 == 0 {
+            gravita: if versione.is_multiple_of(2) {
                 Gravita::Alta
             } else {
                 Gravita::Media
@@ -368,9 +368,8 @@ mod tests {
                 Some("2026-03-01T23:59:59Z"),
             ),
         );
-        let ids = |f: &Filtro| -> Vec<String> {
-            b.attivi(f).into_iter().map(|v| v.evento.id).collect()
-        };
+        let ids =
+            |f: &Filtro| -> Vec<String> { b.attivi(f).into_iter().map(|v| v.evento.id).collect() };
         assert_eq!(ids(&Filtro::tutti()), ["C1", "T1", "T2"]);
         assert_eq!(
             ids(&Filtro::in_corso(istante("2026-03-03T12:00:00Z"))),

@@ -271,7 +271,12 @@ impl Ufficio {
         message: &T,
     ) -> Result<(), ServiceError> {
         let sequence = u64::from(next.evento.versione) + u64::from(next.fine.is_some());
-        let envelope = annuncio(&self.client, &conversazione(&self.client, id), sequence, message)?;
+        let envelope = annuncio(
+            &self.client,
+            &conversazione(&self.client, id),
+            sequence,
+            message,
+        )?;
         let signed = self
             .client
             .sign(&envelope)
