@@ -21,7 +21,7 @@ use snodo_connectors::viabilita::bacheca::{Area, Filtro};
 use snodo_connectors::viabilita::ufficio::{Bozza, Ufficio, annuncio};
 use snodo_connectors::{Dispatcher, HubClient, ManualClock, Store};
 use snodo_envelopes::pki::{self, KeyType};
-use snodo_envelopes::{EntityId, Profile, Recipient};
+use snodo_envelopes::{EntityId, Format, Profile, Recipient};
 use snodo_schemas::formats::{CodiceIstat, Elenco, Istante};
 use snodo_schemas::services::dati::Intervallo;
 use snodo_schemas::services::mobilita_viabilita::{Evento, Gravita, Luogo, MotivoFine, TipoEvento};
@@ -192,6 +192,11 @@ checkpoint_interval = "100ms"
 
 /// A hub client of `entity`.
 fn client(dir: &tempfile::TempDir, hub: &Running, entity: &str) -> HubClient {
+    client_in(dir, hub, entity, Format::Json)
+}
+
+/// A hub client of `entity` signing envelopes in `format`.
+fn client_in(dir: &tempfile::TempDir, hub: &Running, entity: &str, format: Format) -> HubClient {
     let pki_dir = dir.path().join("pki");
     let stem = entity.parse::<EntityId>().unwrap().file_stem();
     let mut c = HubClientConfig::new(
@@ -200,6 +205,7 @@ fn client(dir: &tempfile::TempDir, hub: &Running, entity: &str) -> HubClient {
         pki_dir.join(format!("{stem}.crt")),
         pki_dir.join(format!("{stem}.key")),
     );
+    c.format = format;
     c.retry = RetryPolicy {
         attempts: 3,
         initial: Duration::from_millis(50),
@@ -458,10 +464,11 @@ async fn revisions_delivered_backwards_a_stale_one_and_a_repeat_leave_the_latest
         Disposition::AlreadyProcessed
     );
 
-    // A stale revision in a new envelope (Turin's office sending revision 2 again) is
-    // accepted by the hub, processed by the subscribers, and changes nothing.
+    // A stale revision in a new envelope (Turin sending revision 2 again, in XML this time:
+    // checked by the hub against the XSD) is accepted by the hub, processed by the
+    // subscribers, and changes nothing.
     f.collegno.up();
-    let turin = f.client(TURIN);
+    let turin = client_in(&f.dir, &f.hub, TURIN, Format::Xml);
     let stale = Evento {
         id: id.clone(),
         versione: 2,
@@ -477,6 +484,7 @@ async fn revisions_delivered_backwards_a_stale_one_and_a_repeat_leave_the_latest
         pubblicato_il: istante("2026-03-02T08:00:00Z"),
     };
     let env = annuncio(&turin, "viabilita-stale", 2, &stale).unwrap();
+    assert!(matches!(env.body, snodo_envelopes::Body::Xml(_)));
     turin.submit(&env).await.unwrap();
     for (who, n) in [("the portal", &f.portal), ("Collegno", &f.collegno)] {
         let d = n.dispatcher.clone();

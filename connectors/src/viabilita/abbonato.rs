@@ -171,3 +171,150 @@ impl Abbonato {
         Ok(Some(s))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use snodo_envelopes::{Envelope, Format, Profile, Recipient};
+    use snodo_schemas::formats::{CodiceIstat, Elenco, Istante};
+    use snodo_schemas::services::dati::Intervallo;
+    use snodo_schemas::services::mobilita_viabilita::{Gravita, Luogo, MotivoFine, TipoEvento};
+
+    use super::*;
+
+    fn istante(s: &str) -> Istante {
+        Istante::parse(s).unwrap()
+    }
+
+    fn evento(id: &str, versione: u32) -> Evento {
+        Evento {
+            id: id.into(),
+            versione,
+            tipo: TipoEvento::Chiusura,
+            titolo: format!("{id} r{versione}"),
+            descrizione: None,
+            luoghi: Elenco::new(vec![Luogo {
+                comune: CodiceIstat::parse("001090").unwrap(),
+                strada: "Corso Francia".into(),
+                da: None,
+                a: None,
+                coordinate: None,
+            }])
+            .unwrap(),
+            periodo: Intervallo {
+                inizio: istante("2026-03-02T08:00:00Z"),
+                fine: None,
+            },
+            gravita: Gravita::Alta,
+            pubblicato_il: istante("2026-03-02T09:00:00Z"),
+        }
+    }
+
+    /// An envelope as the dispatcher hands it over (the signature is not looked at here).
+    fn inbound(publisher: &str, notizia: &Notizia) -> Inbound {
+        let (action, body) = match notizia {
+            Notizia::Evento(e) => ("evento", serde_json::to_value(e).unwrap()),
+            Notizia::Fine(f) => ("fine-evento", serde_json::to_value(f).unwrap()),
+        };
+        let envelope = Envelope::builder(
+            publisher.parse().unwrap(),
+            Recipient::Broadcast,
+            SERVICE,
+            action,
+        )
+        .profile(Profile::Event)
+        .json(body)
+        .build()
+        .unwrap();
+        Inbound {
+            envelope,
+            raw: bytes::Bytes::new(),
+            format: Format::Json,
+        }
+    }
+
+    /// Handles `inbound` as the dispatcher would, applying its effects.
+    fn deliver(store: &Store, a: &Abbonato, inbound: &Inbound) {
+        let mut effects = Effects::default();
+        match inbound.envelope.header.action.as_str() {
+            "evento" => a.on_evento(inbound, &mut effects).unwrap(),
+            _ => a.on_fine(inbound, &mut effects).unwrap(),
+        }
+        store.apply(effects.update).unwrap();
+    }
+
+    #[test]
+    fn ids_with_slashes_stay_apart_and_superseded_revisions_are_dropped() {
+        let store = Store::temporary().unwrap();
+        let a = Abbonato::open(&store).unwrap();
+        for n in [
+            Notizia::Evento(evento("a", 1)),
+            Notizia::Evento(evento("a/v0000000002", 1)),
+            Notizia::Evento(evento("a%2F", 1)),
+            Notizia::Evento(evento("a", 2)),
+            Notizia::Evento(evento("a", 1)),
+        ] {
+            deliver(&store, &a, &inbound("comune:001272", &n));
+        }
+        let ids: Vec<(String, u32)> = a
+            .attivi(&Filtro::tutti())
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.evento.id, v.evento.versione))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("a".to_owned(), 2),
+                ("a%2F".to_owned(), 1),
+                ("a/v0000000002".to_owned(), 1)
+            ]
+        );
+        // One key per event: revision 1 of `a` went when revision 2 came.
+        assert_eq!(a.notizie.len(), 3);
+    }
+
+    proptest! {
+        /// The stored board, fed a publisher's messages in any order and some twice, is the
+        /// board of the same messages in publication order.
+        #[test]
+        fn the_stored_board_is_the_same_in_any_delivery_order(
+            (history, order) in prop::collection::vec((0..3usize, 1..4u32, any::<bool>()), 1..5)
+                .prop_map(|events| {
+                    let mut out = Vec::new();
+                    for (i, (id, revisions, ended)) in events.into_iter().enumerate() {
+                        let publisher = if i % 2 == 0 { "comune:001272" } else { "provincia:TO" };
+                        let id = format!("E{id}");
+                        for v in 1..=revisions {
+                            out.push((publisher, Notizia::Evento(evento(&id, v))));
+                        }
+                        if ended {
+                            out.push((publisher, Notizia::Fine(FineEvento {
+                                id,
+                                motivo: MotivoFine::Concluso,
+                                il: istante("2026-03-03T09:00:00Z"),
+                            })));
+                        }
+                    }
+                    out
+                })
+                .prop_flat_map(|h| {
+                    let n = h.len();
+                    let order = (0..2 * n).map(|i| i % n).collect::<Vec<_>>();
+                    (Just(h), Just(order).prop_shuffle())
+                })
+        ) {
+            let mut expected = Bacheca::new();
+            for (p, n) in &history {
+                expected.applica(&p.parse().unwrap(), n.clone());
+            }
+            let store = Store::temporary().unwrap();
+            let a = Abbonato::open(&store).unwrap();
+            for i in order {
+                let (p, n) = &history[i];
+                deliver(&store, &a, &inbound(p, n));
+            }
+            prop_assert_eq!(a.bacheca().unwrap(), expected);
+        }
+    }
+}
