@@ -732,6 +732,15 @@ async fn snodo_connector_runs_the_office_and_the_board_from_their_configurations
     assert_eq!(ufficio.evento(&id).unwrap().unwrap().evento.versione, 2);
     assert_eq!(ufficio.eventi().unwrap().len(), 1);
     assert_eq!(ufficio.id_di("ORD-2026-0450").unwrap(), None);
+    // A code names one event.
+    let again = ufficio
+        .pubblica_come(Some("ORD-2026-0412"), lavori(Gravita::Bassa))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&again, ServiceError::Refused(m) if m.contains(&id)),
+        "{again}"
+    );
     f.stop().await;
 }
 

@@ -146,16 +146,25 @@ impl Ufficio {
     }
 
     /// As [`Ufficio::pubblica`]; the office's own `codice`, when given, is recorded with the
-    /// event in the same update, so that [`Ufficio::id_di`] finds it after any crash.
+    /// event in the same update, so that [`Ufficio::id_di`] finds it after any crash (also
+    /// when the hub was unreachable and the event waits in the outbox).
     ///
     /// # Errors
-    /// As [`Ufficio::pubblica`].
+    /// [`ServiceError::Refused`] when `codice` names an event already; otherwise as
+    /// [`Ufficio::pubblica`].
     pub async fn pubblica_come(
         &self,
         codice: Option<&str>,
         bozza: Bozza,
     ) -> Result<Evento, ServiceError> {
         let _turno = self.turno.lock().await;
+        if let Some(c) = codice
+            && let Some(id) = self.codici.get(c)?
+        {
+            return Err(ServiceError::Refused(format!(
+                "`{c}` is event {id} already: update that one"
+            )));
+        }
         let n = self.contatori.get("eventi")?.unwrap_or(0) + 1;
         let now = self.clock.now();
         let id = format!("{}-{n:06}", now.year());
