@@ -638,48 +638,43 @@ fn example(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snodo_connector_runs_the_office_and_the_board_from_their_configurations() {
-    let f = Federation::start().await;
+    let mut f = Federation::start().await;
     let dir = f.dir.path().to_owned();
-    let portal = example(&dir, &f.hub, "portale.toml", &[]);
-    // The portal's store is the connector's: the federation's own portal node is not used.
-    let (portal_stop, portal_task) = connector(&portal).await;
+    f.portal.up();
+    // Collegno's board runs as `snodo-connector` from the portal's example, with Collegno's
+    // certificate; a short lease, for it is stopped while it may hold one.
+    let collegno = example(
+        &dir,
+        &f.hub,
+        "portale.toml",
+        &[
+            ("portale-comunefacile.", "comune-001090."),
+            ("state-portale-viabilita", "state-collegno-viabilita"),
+            ("[adapter]", "[receive]\nlease = \"1s\"\n\n[adapter]"),
+        ],
+    );
+    let (collegno_stop, collegno_task) = connector(&collegno).await;
+    // Turin's office publishes its one open event (the other is declared withdrawn before it
+    // was ever published: nothing is sent for it).
     let office = example(&dir, &f.hub, "viabilita-001272.toml", &[]);
     let (stop, task) = connector(&office).await;
-    // The office publishes its one open event (the other is declared withdrawn before it was
-    // ever published: nothing is sent for it); the portal's board shows it.
-    let read_portal_board = || {
-        let store = Store::open(&dir.join("state-portale-viabilita")).unwrap();
-        let board = Abbonato::open(&store)
-            .unwrap()
+    let titles = |n: &Nodo| -> Vec<(String, u32)> {
+        n.abbonato
             .attivi(&Filtro::tutti())
-            .unwrap();
-        board
+            .unwrap()
             .into_iter()
             .map(|v| (v.evento.titolo, v.evento.versione))
-            .collect::<Vec<_>>()
+            .collect()
     };
-    let mut portal_up = Some((portal_stop, portal_task));
-    let mut seen = Vec::new();
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        // A sled store is held by one process: the board is read with the connector stopped.
-        if let Some((s, t)) = portal_up.take() {
-            let _ = s.send(true);
-            t.await.unwrap();
-        }
-        seen = read_portal_board();
-        if !seen.is_empty() {
-            break;
-        }
-        portal_up = Some(connector(&portal).await);
-    }
-    assert_eq!(
-        seen,
-        [(
-            "Rifacimento del manto stradale in corso Francia".to_owned(),
-            1
-        )]
-    );
+    let first = vec![(
+        "Rifacimento del manto stradale in corso Francia".to_owned(),
+        1,
+    )];
+    eventually(20, "the declared event on the portal's board", || {
+        let ok = titles(&f.portal) == first;
+        async move { ok.then_some(()) }
+    })
+    .await;
     let _ = stop.send(true);
     task.await.unwrap();
 
@@ -697,29 +692,38 @@ async fn snodo_connector_runs_the_office_and_the_board_from_their_configurations
         )],
     );
     let (stop, task) = connector(&changed).await;
-    let (portal_stop, portal_task) = connector(&portal).await;
-    let mut portal_up = Some((portal_stop, portal_task));
-    for _ in 0..100 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if let Some((s, t)) = portal_up.take() {
-            let _ = s.send(true);
-            t.await.unwrap();
-        }
-        seen = read_portal_board();
-        if seen.first().is_some_and(|(_, v)| *v == 2) {
-            break;
-        }
-        portal_up = Some(connector(&portal).await);
-    }
-    assert_eq!(
-        seen,
-        [(
-            "Rifacimento del manto stradale e dei marciapiedi in corso Francia".to_owned(),
-            2
-        )]
-    );
+    let second = vec![(
+        "Rifacimento del manto stradale e dei marciapiedi in corso Francia".to_owned(),
+        2,
+    )];
+    eventually(20, "revision 2 on the portal's board", || {
+        let ok = titles(&f.portal) == second;
+        async move { ok.then_some(()) }
+    })
+    .await;
     let _ = stop.send(true);
     task.await.unwrap();
+
+    // Collegno's board, read once its connector has stopped (a sled store has one owner),
+    // is the portal's; if it was stopped before it took everything, it runs a while again.
+    let (mut collegno_stop, mut collegno_task) = (collegno_stop, collegno_task);
+    let mut boards_match = false;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = collegno_stop.send(true);
+        collegno_task.await.unwrap();
+        let store = Store::open(&dir.join("state-collegno-viabilita")).unwrap();
+        let board = Abbonato::open(&store).unwrap().bacheca().unwrap();
+        drop(store);
+        if board == f.portal.abbonato.bacheca().unwrap() {
+            boards_match = true;
+            break;
+        }
+        (collegno_stop, collegno_task) = connector(&collegno).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(boards_match, "Collegno's board never matched the portal's");
+
     // The office's store holds one event, revision 2, under its declared code.
     let store = Store::open(&dir.join("state-viabilita-001272")).unwrap();
     let ufficio = Ufficio::open(
