@@ -19,6 +19,8 @@
 //! - [`service`]: typed messages between back offices and envelopes; the services
 //!   [`residenza_cambio`] (change of residence) and [`anagrafe_variazioni`] (registry feed),
 //!   each a trait per role; [`back_office`]: the reference back offices of every role.
+//! - [`viabilita`]: roads and mobility news — the traffic office that publishes events, and
+//!   the subscriber's board, correct in whatever order the hub delivers.
 
 pub mod adapter;
 pub mod agenda;
@@ -40,6 +42,7 @@ pub mod shutdown;
 pub mod store;
 pub mod tributi;
 pub mod typed;
+pub mod viabilita;
 pub mod working_days;
 
 pub use client::{

@@ -134,6 +134,20 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
         check: check::<crate::tributi::portale::Impostazioni>,
         install: crate::tributi::portale::install,
     },
+    ReferenceBackOffice {
+        name: "viabilita",
+        description: "a comune's or province's traffic office (mobilita.viabilita): publishes \
+                      the news declared in its data, keeps the board of the others' news",
+        check: crate::viabilita::controlla_ufficio,
+        install: crate::viabilita::install_ufficio,
+    },
+    ReferenceBackOffice {
+        name: "bacheca-viabilita",
+        description: "the board of mobility news (mobilita.viabilita) of a subscriber that \
+                      publishes none: the portal",
+        check: crate::viabilita::controlla_bacheca,
+        install: crate::viabilita::install_bacheca,
+    },
 ];
 
 /// The reference back office called `name`.
