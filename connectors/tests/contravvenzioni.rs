@@ -38,7 +38,7 @@ const NODO: &str = "pagopa:nodo";
 const PREFECTURE: &str = "prefettura:TO";
 const CF: &str = "RSSMRA85T10A562S";
 const TURIN_CF: &str = "00514490010";
-const PREFECTURE_CF: &str = "00480530047";
+const PREFECTURE_CF: &str = "80089440012";
 
 const REGISTRY: &str = include_str!("../examples/contravvenzioni/hub-services.toml");
 
@@ -840,14 +840,52 @@ async fn the_prefect_rejects_with_twice_the_minimum_and_silence_accepts_after_12
 }
 
 #[test]
-fn snodo_connector_knows_the_fines_back_offices() {
-    for name in ["polizia-locale", "prefettura", "portale-contravvenzioni"] {
-        let b = snodo_connectors::adapter::reference::find(name).unwrap();
-        assert_eq!(b.name, name);
+fn snodo_connector_runs_the_fines_back_offices_from_their_configurations() {
+    use snodo_connectors::config::{AdapterSection, Config as ConnectorConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/contravvenzioni");
+    for (file, name) in [
+        ("pagopa.toml", "pagopa"),
+        ("polizia-001272.toml", "polizia-locale"),
+        ("prefettura-TO.toml", "prefettura"),
+        ("portale.toml", "portale-contravvenzioni"),
+    ] {
+        let config = ConnectorConfig::load(&dir.join(file)).unwrap();
+        let AdapterSection::Reference { back_office, .. } = &config.adapter else {
+            panic!("{file}: {:?}", config.adapter)
+        };
+        assert_eq!(back_office, name);
     }
-    let check = snodo_connectors::adapter::reference::find("prefettura")
-        .unwrap()
-        .check;
-    let e = check(&serde_json::json!({"denominazione": "Prefettura di Torino"})).unwrap_err();
-    assert!(e.contains("codice_fiscale"), "{e}");
+    // Bad data is refused naming the field.
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, from, to, says) in [
+        (
+            "polizia-001272.toml",
+            "prefettura = \"prefettura:TO\"\n",
+            "",
+            "missing field `prefettura`",
+        ),
+        (
+            "polizia-001272.toml",
+            "comune = \"001272\"",
+            "comune = \"1272\"",
+            "comune",
+        ),
+        (
+            "prefettura-TO.toml",
+            "codice_fiscale = \"80089440012\"",
+            "codice_fiscale = \"80089440013\"",
+            "codice_fiscale",
+        ),
+        ("portale.toml", "nodo = ", "nodi = ", "unknown field `nodi`"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{file}: {from}");
+        let path = tmp.path().join(file);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let e = ConnectorConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("adapter.data") && e.contains(says),
+            "{file}: {e}"
+        );
+    }
 }
