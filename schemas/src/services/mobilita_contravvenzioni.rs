@@ -271,7 +271,8 @@ pub struct Decisione {
     pub motivazione: String,
 }
 
-/// `stato` (oneway, comune → portal): a fine changed state.
+/// `stato` (oneway, comune → portal): a fine changed state; also prefecture → comune when the
+/// Prefect's injunction is paid (the prefecture is its creditor).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stato {
