@@ -722,9 +722,15 @@ async fn the_prefect_rejects_with_twice_the_minimum_and_silence_accepts_after_12
     let rejected = f
         .notifica(speeding("V-31", "EF456GH", "2026-02-27T09:30:00Z", false))
         .await;
-    // Both appealed to the Prefect on day 10; the office forwards them.
+    let opposed = f
+        .notifica(speeding("V-32", "LM789NP", "2026-02-27T10:30:00Z", false))
+        .await;
+    let opposed_late = f
+        .notifica(speeding("V-33", "LM789NP", "2026-02-27T11:30:00Z", false))
+        .await;
+    // All appealed to the Prefect on day 10; the office forwards them.
     f.clock.set(day(10));
-    for v in [&silent, &rejected] {
+    for v in [&silent, &rejected, &opposed, &opposed_late] {
         let r = f.ricorre(v, Autorita::Prefetto).await;
         assert!(r.motivi.is_empty(), "{r:?}");
     }
@@ -806,6 +812,46 @@ async fn the_prefect_rejects_with_twice_the_minimum_and_silence_accepts_after_12
             .pagato_il
             .map(|d| d.as_str().to_owned()),
         Some("2026-04-11".into())
+    );
+    // The prefecture tells the comune's office, which keeps the fine: paid.
+    let fr = f
+        .fascicolo("V-31", |x| x.verbale.stato == StatoVerbale::Pagato)
+        .await;
+    assert_eq!(fr.pagamento.unwrap().importo, INJUNCTION);
+    f.portale_vede("V-31", StatoVerbale::Pagato).await;
+    assert_eq!(f.verbale(&rejected).await.dovuto, None);
+
+    // Two more rejected on day 40: an injunction may be opposed before the Justice of the
+    // Peace within 30 days — on day 70 in time, on day 71 too late.
+    for v in [&opposed, &opposed_late] {
+        let key = Prefettura::chiave(&turin_entity, &v.numero);
+        for _ in 0..200 {
+            if f.prefettura.pratica(&key).unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        f.prefettura
+            .decidi(&key, Scelta::Respinge { importo: None }, "Infondato.")
+            .await
+            .unwrap();
+        f.fascicolo(&v.numero, |x| x.verbale.stato == StatoVerbale::Ingiunzione)
+            .await;
+    }
+    f.clock.set(day(70));
+    let r = f.ricorre(&opposed, Autorita::GiudiceDiPace).await;
+    assert!(r.protocollo.is_some() && r.motivi.is_empty(), "{r:?}");
+    f.fascicolo("V-32", |x| x.verbale.stato == StatoVerbale::RicorsoGiudice)
+        .await;
+    f.clock.set(day(71));
+    let r = f.ricorre(&opposed_late, Autorita::GiudiceDiPace).await;
+    assert_eq!(r.protocollo, None);
+    assert_eq!(r.motivi[0].codice, "fuori-termine");
+    assert!(
+        r.motivi[0].descrizione.contains("injunction")
+            && r.motivi[0].descrizione.contains("day 31"),
+        "{}",
+        r.motivi[0].descrizione
     );
 
     // V-30 undecided: on day 120 after receipt still under appeal; on day 121 silence has

@@ -259,6 +259,11 @@ impl Comando {
                 Route::handler(self, Comando::on_decisione),
             )
             .route(
+                SERVICE,
+                "stato",
+                Route::handler(self, Comando::on_ingiunzione_pagata),
+            )
+            .route(
                 "pagamenti",
                 "ricevuta",
                 Route::handler(self, Comando::on_ricevuta),
@@ -820,6 +825,64 @@ impl Comando {
         Ok(())
     }
 
+    /// The prefecture's `stato`: the injunction it is creditor of was paid.
+    fn on_ingiunzione_pagata(
+        &self,
+        inbound: &Inbound,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let s: Stato = service::read(inbound)?;
+        if inbound.sender() != &self.impostazioni.prefettura {
+            return Err(HandlerError::Reject(format!(
+                "a change of state from {}; only the prefecture {} tells this office one",
+                inbound.sender(),
+                self.impostazioni.prefettura
+            )));
+        }
+        if s.stato != StatoVerbale::Pagato {
+            return Err(HandlerError::Reject(format!(
+                "the prefecture tells only of injunctions paid, not {:?}",
+                s.stato
+            )));
+        }
+        let Some(mut f) = self
+            .fascicoli
+            .get(&s.numero_verbale)
+            .map_err(service::retry)?
+        else {
+            return Err(HandlerError::Reject(format!(
+                "fine {} was never issued by this office",
+                s.numero_verbale
+            )));
+        };
+        if f.verbale.stato != StatoVerbale::Ingiunzione || f.pagamento.is_some() {
+            // Applied before, or opposed meanwhile: recorded as it stands.
+            tracing::info!(fine = %s.numero_verbale, state = ?f.verbale.stato, "Injunction paid; the fine's state stays.");
+            return Ok(());
+        }
+        let il = Data::from_date(s.il.datetime().date())
+            .ok_or_else(|| HandlerError::Reject("a payment day outside 0–9999".into()))?;
+        let importo = f
+            .verbale
+            .avvisi
+            .iter()
+            .find(|a| a.tipo == TipoAvviso::Ingiunzione)
+            .map_or(Importo::ZERO, |a| a.importo);
+        f.pagamento = Some(Pagamento {
+            tipo: TipoAvviso::Ingiunzione,
+            importo,
+            il,
+        });
+        f.verbale.stato = StatoVerbale::Pagato;
+        self.stato(effects, &f.verbale, s.nota.clone())?;
+        effects
+            .update
+            .put(&self.fascicoli, &s.numero_verbale, &f)
+            .map_err(service::retry)?;
+        tracing::info!(fine = %s.numero_verbale, "The Prefect's injunction paid.");
+        Ok(())
+    }
+
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
         if inbound.sender() != &self.impostazioni.nodo {
@@ -919,34 +982,41 @@ impl Comando {
                 scadenza,
             )
             .await?;
-        // Read again: a receipt or an appeal may have come meanwhile; then the new notice is
-        // withdrawn.
-        let mut cur = self
-            .fascicoli
-            .get(numero)
-            .map_err(sys)?
-            .ok_or_else(|| sys(format!("fine {numero} vanished")))?;
-        if cur.verbale.stato != StatoVerbale::Notificato {
-            cur.posizioni = vec![(iupd, TipoAvviso::Maggiorato)];
-            self.annulla(&mut effects, &cur, None, "verbale non più dovuto")
-                .map_err(sys)?;
-            self.scadenze
-                .cancel(&mut effects.update, numero)
+        // Decided and written at once (compare-and-swap): a receipt or an appeal taken
+        // meanwhile wins, and the new notice is withdrawn.
+        let mut avvisi = f.verbale.avvisi.clone().into_vec();
+        avvisi.push(avviso);
+        let avvisi: Elenco<AvvisoVerbale, 1, 3> =
+            Elenco::new(avvisi).ok_or_else(|| sys("a fine carries at most 3 notices"))?;
+        let mut esecutivo = None;
+        self.fascicoli
+            .update(numero, |cur| {
+                let mut cur = cur?;
+                esecutivo = None;
+                if cur.verbale.stato == StatoVerbale::Notificato {
+                    cur.verbale.avvisi = avvisi.clone();
+                    cur.verbale.stato = StatoVerbale::Esecutivo;
+                    cur.posizioni.push((iupd.clone(), TipoAvviso::Maggiorato));
+                    esecutivo = Some(cur.clone());
+                }
+                Some(cur)
+            })
+            .map_err(sys)?;
+        self.scadenze
+            .cancel(&mut effects.update, numero)
+            .map_err(sys)?;
+        let Some(g) = esecutivo else {
+            f.posizioni = vec![(iupd, TipoAvviso::Maggiorato)];
+            self.annulla(&mut effects, &f, None, "verbale non più dovuto")
                 .map_err(sys)?;
             self.sender.commit(effects).await.map_err(sys)?;
             return Ok(false);
-        }
-        f = cur;
-        let mut avvisi = f.verbale.avvisi.clone().into_vec();
-        avvisi.push(avviso);
-        f.verbale.avvisi =
-            Elenco::new(avvisi).ok_or_else(|| sys("a fine carries at most 3 notices"))?;
-        f.verbale.stato = StatoVerbale::Esecutivo;
-        f.posizioni.push((iupd.clone(), TipoAvviso::Maggiorato));
-        let u = &mut effects.update;
-        u.put(&self.iupd, &iupd, &numero.to_owned()).map_err(sys)?;
-        u.put(&self.fascicoli, numero, &f).map_err(sys)?;
-        self.scadenze.cancel(u, numero).map_err(sys)?;
+        };
+        f = g;
+        effects
+            .update
+            .put(&self.iupd, &iupd, &numero.to_owned())
+            .map_err(sys)?;
         self.stato(
             &mut effects,
             &f.verbale,

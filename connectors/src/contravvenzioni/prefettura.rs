@@ -3,7 +3,8 @@
 //! days — accepting it (the fine is archived) or rejecting it with an injunction of at least
 //! twice the minimum plus costs, a debt position of the prefecture at the payment provider.
 //! Silence accepts: the 121st day is in a durable agenda, and when it comes on the clock the
-//! appeal is recorded as accepted and the comune told so.
+//! appeal is recorded as accepted and the comune told so. An injunction paid is told to the
+//! comune too (a `stato`), whose office keeps the fine.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use snodo_envelopes::{EntityId, Profile};
 use snodo_schemas::formats::{CodiceFiscale, Data, Elenco, Importo};
 use snodo_schemas::services::dati::Protocollo;
 use snodo_schemas::services::mobilita_contravvenzioni::{
-    Decisione, EsitoDecisione, RicorsoTrasmissione, SERVICE, TipoAvviso,
+    Decisione, EsitoDecisione, RicorsoTrasmissione, SERVICE, Stato, StatoVerbale, TipoAvviso,
 };
 use snodo_schemas::services::pagamenti::{
     Iban, PosizioneCrea, PosizioneCreata, PosizioneStato, Ricevuta, Trasferimento,
@@ -139,6 +140,9 @@ pub struct Prefettura {
     risposte: Tree<Value>,
     /// The day silence accepts each appeal (key and value: the appeal's key).
     silenzi: Agenda<String>,
+    /// Held while an appeal is decided (by the Prefect or by silence), across the provider's
+    /// answer: one decision per appeal, never two.
+    decidendo: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Prefettura {
@@ -167,6 +171,7 @@ impl Prefettura {
             contatori: store.tree("prefettura.contatori").map_err(s)?,
             risposte: store.tree("prefettura.risposte").map_err(s)?,
             silenzi: Agenda::open(&store, "prefettura.silenzi").map_err(s)?,
+            decidendo: tokio::sync::Mutex::new(()),
             sender: Sender::new(client, store).map_err(s)?,
             clock,
             impostazioni,
@@ -358,6 +363,7 @@ impl Prefettura {
         scelta: Scelta,
         motivazione: &str,
     ) -> Result<Decisione, ErrorePrefettura> {
+        let _one = self.decidendo.lock().await;
         let p = self
             .pratiche
             .get(chiave)
@@ -412,6 +418,7 @@ impl Prefettura {
     /// # Errors
     /// [`ErrorePrefettura::Sistema`] when the hub or the store fail (the deadline stays).
     pub async fn silenzio(&self, chiave: &str) -> Result<Option<Decisione>, ErrorePrefettura> {
+        let _one = self.decidendo.lock().await;
         let Some(p) = self
             .pratiche
             .get(chiave)
@@ -463,6 +470,26 @@ impl Prefettura {
                 .update
                 .put(&self.pratiche, &key, &p)
                 .map_err(service::retry)?;
+            // The comune's office keeps the fine: it learns that it is paid.
+            let v = &p.trasmissione.verbale;
+            let stato = Stato {
+                numero_verbale: v.numero.clone(),
+                comune: v.comune.clone(),
+                stato: StatoVerbale::Pagato,
+                il: r.pagato_il.clone(),
+                nota: Some(format!("ordinanza-ingiunzione pagata: {}", r.importo)),
+            };
+            effects.send(
+                typed::message(
+                    self.sender.client(),
+                    &p.da,
+                    Profile::Oneway,
+                    Some(&p.conversazione),
+                    None,
+                    &stato,
+                )
+                .map_err(HandlerError::Reject)?,
+            );
             tracing::info!(appeal = %key, "Injunction paid.");
         }
         Ok(())
