@@ -409,6 +409,17 @@ fn notice(v: &DatiVerbale, tipo: TipoAvviso) -> AvvisoVerbale {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paid_on_day_3_30_and_70_costs_reduced_minimum_and_increased() {
     let f = Federation::start().await;
+    // A fine is refused when its number or its amounts are wrong.
+    for (numero, minimo, says) in [
+        ("V/1", 173, "number"),
+        ("", 173, "number"),
+        ("V-0", 900, "above the maximum"),
+    ] {
+        let mut n = speeding(numero, "AB123CD", "2026-02-27T08:30:00Z", false);
+        n.minimo = Importo::euro(minimo).unwrap();
+        let e = f.comando.notifica(n, data("2026-03-02")).await.unwrap_err();
+        assert!(e.to_string().contains(says) && !e.is_retryable(), "{e}");
+    }
     let a = f
         .notifica(speeding("V-1", "AB123CD", "2026-02-27T08:30:00Z", false))
         .await;

@@ -383,6 +383,19 @@ impl Comando {
         n: NuovoVerbale,
         notificato_il: Data,
     ) -> Result<DatiVerbale, ErroreComando> {
+        // The number keys the fine's file, its positions and its deadline.
+        if n.numero.is_empty()
+            || n.numero.len() > 35
+            || !n
+                .numero
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(ErroreComando::Verbale(format!(
+                "a fine's number is 1 to 35 letters, digits, `-` or `_`; `{}` is not",
+                n.numero
+            )));
+        }
         if let Some(f) = self.fascicoli.get(&n.numero).map_err(sys)? {
             return Ok(f.verbale);
         }
