@@ -474,7 +474,7 @@ dir = "scambio"
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"ftp\""), "adapter", "unknown variant `ftp`"),
             (format!("{GOOD}\n[receive]\nmode = \"push\"\n"), "receive.listen", "push needs an address"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"http\"\ndeliver_to = \"http://127.0.0.1:1/in\"\nlisten = \"0.0.0.0:9000\""), "adapter.listen", "not a loopback address"),
-            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"prefettura\""), "adapter.back_office", "not a reference back office of this build; available: comune, anpr"),
+            (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"questura\""), "adapter.back_office", "not a reference back office of this build; available: comune, anpr"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"comune\""), "adapter.data", "missing field `stradario`"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"portale\"\ndata = { colour = 1 }"), "adapter.data", "unknown field `colour`"),
         ];

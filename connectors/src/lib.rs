@@ -14,6 +14,8 @@
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
 //! - [`pagamenti`] and [`tributi`]: the payment provider and property tax (tax office and
 //!   the portal's role), with [`typed`], what typed reference back offices share.
+//! - [`contravvenzioni`]: traffic fines (the comune's police office, the prefecture and the
+//!   portal's role), paid through [`pagamenti`].
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 //! - [`service`]: typed messages between back offices and envelopes; the services
@@ -31,6 +33,7 @@ pub mod client;
 pub mod clock;
 pub mod config;
 pub mod connector;
+pub mod contravvenzioni;
 pub mod dispatch;
 pub mod inbound;
 pub mod mail;

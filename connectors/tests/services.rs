@@ -1082,7 +1082,7 @@ fn snodo_connector_runs_the_reference_back_offices_from_its_configuration() {
             "{name}"
         );
     }
-    let e = snodo_connectors::adapter::reference::find("prefettura").unwrap_err();
+    let e = snodo_connectors::adapter::reference::find("questura").unwrap_err();
     assert!(e.contains("comune, anpr, motorizzazione, portale"), "{e}");
 }
 

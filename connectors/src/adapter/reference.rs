@@ -148,6 +148,28 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
         check: crate::viabilita::controlla_bacheca,
         install: crate::viabilita::install_bacheca,
     },
+    ReferenceBackOffice {
+        name: "polizia-locale",
+        description: "a comune's municipal police office (mobilita.contravvenzioni): fines \
+                      notified with their notices, lookups, payments, appeals, enforcement \
+                      after 60 days",
+        check: check::<crate::contravvenzioni::comando::Impostazioni>,
+        install: crate::contravvenzioni::comando::install,
+    },
+    ReferenceBackOffice {
+        name: "prefettura",
+        description: "the prefecture (mobilita.contravvenzioni): appeals against fines decided \
+                      within 120 days, silence accepting them; injunctions paid at the provider",
+        check: check::<crate::contravvenzioni::prefettura::Impostazioni>,
+        install: crate::contravvenzioni::prefettura::install,
+    },
+    ReferenceBackOffice {
+        name: "portale-contravvenzioni",
+        description: "the portal acting for citizens in mobilita.contravvenzioni: lookups, \
+                      appeals, paying fines (pagamenti)",
+        check: check::<crate::contravvenzioni::portale::Impostazioni>,
+        install: crate::contravvenzioni::portale::install,
+    },
 ];
 
 /// The reference back office called `name`.

@@ -64,6 +64,8 @@ pub enum TipoAvviso {
     Ordinario,
     /// Half the maximum plus costs, after 60 days unpaid and unappealed.
     Maggiorato,
+    /// What the Prefect ordered on rejecting an appeal: at least twice the minimum, plus costs.
+    Ingiunzione,
 }
 
 /// A payment notice of a fine.
@@ -72,6 +74,9 @@ pub enum TipoAvviso {
 pub struct AvvisoVerbale {
     /// Which notice.
     pub tipo: TipoAvviso,
+    /// The creditor body, as the notice prints it (the comune; the prefecture for an
+    /// injunction): a payment names it with the notice number.
+    pub ente: CodiceFiscale,
     /// The notice number.
     pub nav: Nav,
     /// The amount, costs included.
@@ -137,8 +142,13 @@ pub struct DatiVerbale {
     /// True when confiscation or licence suspension applies: no reduced payment then.
     #[schemars(extend("examples" = [false]))]
     pub sanzione_accessoria: bool,
-    /// The notices to pay with: reduced (unless excluded) and ordinary.
+    /// The notices to pay with: reduced (unless excluded) and ordinary, and later the
+    /// increased one or the Prefect's injunction.
     pub avvisi: Elenco<AvvisoVerbale, 1, 3>,
+    /// The notice that fits the day of the message, with the amount due that day; none when
+    /// nothing is payable (paid, under appeal, archived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dovuto: Option<AvvisoVerbale>,
     /// Its state.
     pub stato: StatoVerbale,
 }
@@ -234,6 +244,8 @@ pub enum EsitoDecisione {
     /// Rejected: an injunction to pay at least twice the minimum, which may be opposed before
     /// the Justice of the Peace within 30 days.
     Respinto {
+        /// The creditor of the injunction's notice (the prefecture).
+        ente: CodiceFiscale,
         /// The amount ordered, costs included.
         importo: Importo,
         /// Its notice.
@@ -259,7 +271,8 @@ pub struct Decisione {
     pub motivazione: String,
 }
 
-/// `stato` (oneway, comune → portal): a fine changed state.
+/// `stato` (oneway, comune → portal): a fine changed state; also prefecture → comune when the
+/// Prefect's injunction is paid (the prefecture is its creditor).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stato {
@@ -298,6 +311,16 @@ impl DatiVerbale {
                         "no reduced payment where confiscation or licence suspension applies",
                     ));
                 }
+            }
+            if self
+                .dovuto
+                .as_ref()
+                .is_some_and(|a| a.tipo == TipoAvviso::Ridotto)
+            {
+                v.push(rules::at(
+                    format!("{pointer}/dovuto/tipo"),
+                    "no reduced payment where confiscation or licence suspension applies",
+                ));
             }
         }
         v
