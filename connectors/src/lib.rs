@@ -14,6 +14,8 @@
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
 //! - [`pagamenti`] and [`tributi`]: the payment provider and property tax (tax office and
 //!   the portal's role), with [`typed`], what typed reference back offices share.
+//! - [`edilizia`]: building permits (the comune's building office and the portal's role),
+//!   fees paid through [`pagamenti`].
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 //! - [`service`]: typed messages between back offices and envelopes; the services
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod connector;
 pub mod dispatch;
+pub mod edilizia;
 pub mod inbound;
 pub mod mail;
 pub mod pagamenti;
