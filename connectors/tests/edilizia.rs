@@ -477,12 +477,14 @@ async fn a_permit_through_integration_and_payment_is_granted_by_silence_ninety_d
     // The citizen pays through the portal; the provider's receipt closes the fees at the comune.
     let esito = f.portale.paga("PDC-1", Canale::Carta).await.unwrap();
     assert_eq!(esito.stato, EsitoRegistrato::Pagato, "{esito:?}");
-    let c = f
-        .al_comune("PDC-1", "the receipt reaches the comune", |p| {
-            p.oneri.as_ref().is_some_and(|o| o.pagato_il.is_some())
-        })
-        .await;
-    assert_eq!(c.stato, StatoIstanza::Integrazione);
+    eventually("the receipt reaches the comune", || {
+        f.sportello
+            .oneri(&Federation::key("PDC-1"))
+            .unwrap()
+            .filter(|o| o.pagato_il.is_some())
+    })
+    .await;
+    assert_eq!(f.pratica("PDC-1").stato, StatoIstanza::Integrazione);
 
     // The integrations come on 10 April: the 90 days start again from that day.
     f.clock.set(datetime!(2026-04-10 10:00 UTC));
@@ -658,18 +660,16 @@ async fn a_second_request_for_integrations_does_not_interrupt_the_term_again() {
     );
     assert_eq!(f.pratica("PDC-2").stato, StatoIstanza::Integrazione);
     assert_eq!(f.scadenza("PDC-2", Scadenza::Decisione), dopo_la_prima);
-    let portal = f
-        .al_portale("PDC-2", "the second request", |p| p.richieste.len() == 2)
-        .await;
-    assert!(
-        portal
-            .stati
-            .last()
-            .and_then(|s| s.nota.as_deref())
-            .is_some_and(|n| n.contains("non si interrompe")),
-        "{:?}",
-        portal.stati.last()
-    );
+    // The portal is told the term runs on.
+    f.al_portale("PDC-2", "the second request and its note", |p| {
+        p.richieste.len() == 2
+            && p.stato == Some(StatoIstanza::Integrazione)
+            && p.stati
+                .last()
+                .and_then(|s| s.nota.as_deref())
+                .is_some_and(|n| n.contains("non si interrompe"))
+    })
+    .await;
     f.clock.set(datetime!(2026-04-15 09:00 UTC));
     f.integra("PDC-2", "foto.pdf", b"%PDF-1.7 foto").await;
     let c = f
@@ -695,6 +695,43 @@ async fn a_second_request_for_integrations_does_not_interrupt_the_term_again() {
             .any(|p| p.contains("Restano dovuti gli oneri di €7846.00")),
         "{prov:?}"
     );
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn integrations_that_never_come_archive_the_permit() {
+    let f = Federation::start().await;
+    f.presenta(&istanza("PDC-A", Titolo::PermessoDiCostruire, false))
+        .await;
+    f.clock.set(datetime!(2026-03-10 09:00 UTC));
+    f.sportello
+        .richiedi_integrazioni(&Federation::key("PDC-A"), vec!["Computo metrico".into()])
+        .await
+        .unwrap();
+    // 30 days to answer: by 9 April.
+    assert_eq!(
+        f.scadenza("PDC-A", Scadenza::Integrazione),
+        Some(datetime!(2026-04-10 00:00 UTC))
+    );
+    f.clock.set(datetime!(2026-04-10 00:00 UTC));
+    let portal = f
+        .al_portale("PDC-A", "the archiving reaches the portal", |p| {
+            p.stato == Some(StatoIstanza::Archiviata) && p.provvedimento.is_some()
+        })
+        .await;
+    let prov = portal.provvedimento.unwrap();
+    assert_eq!(prov.esito, EsitoProvvedimento::Archiviato);
+    assert_eq!(prov.motivi[0].codice, "integrazioni-mancanti");
+    assert!(
+        prov.motivi[0].descrizione.contains("2026-04-09"),
+        "{prov:?}"
+    );
+    let c = f.pratica("PDC-A");
+    assert!(c.conclusa());
+    // No term is left: the term of the decision stayed interrupted.
+    for s in [Scadenza::Decisione, Scadenza::Integrazione] {
+        assert_eq!(f.scadenza("PDC-A", s), None);
+    }
     f.stop().await;
 }
 

@@ -71,8 +71,13 @@ pub struct Portale {
     clock: SharedClock,
     /// The payment provider.
     nodo: EntityId,
-    /// The practice's id → what the comune sent.
+    /// The practice's id → what the comune sent (written by the handlers only).
     pratiche: Tree<PraticaPortale>,
+    /// The practice's id → the answer to its submission (written by [`Portale::presenta`]
+    /// only, so that it never races the handlers).
+    protocolli: Tree<ProtocolloIstanza>,
+    /// The practice's id → the receipt of its fees (written by [`Portale::paga`] only).
+    ricevute: Tree<String>,
     /// Answers that reached the inbox, by request id.
     risposte: Tree<Value>,
 }
@@ -101,6 +106,8 @@ impl Portale {
     ) -> Result<Arc<Self>, StoreError> {
         Ok(Arc::new(Portale {
             pratiche: store.tree("portale.edilizia.pratiche")?,
+            protocolli: store.tree("portale.edilizia.protocolli")?,
+            ricevute: store.tree("portale.edilizia.ricevute")?,
             risposte: store.tree("portale.edilizia.risposte")?,
             sender: Sender::new(client, store)?,
             clock,
@@ -207,7 +214,16 @@ impl Portale {
     /// # Errors
     /// [`StoreError`] when the store fails.
     pub fn pratica(&self, pratica: &str) -> Result<Option<PraticaPortale>, StoreError> {
-        self.pratiche.get(pratica)
+        let protocollo = self.protocolli.get(pratica)?;
+        let ricevuta = self.ricevute.get(pratica)?;
+        let comune = self.pratiche.get(pratica)?;
+        if comune.is_none() && protocollo.is_none() {
+            return Ok(None);
+        }
+        let mut p = comune.unwrap_or_default();
+        p.protocollo = protocollo;
+        p.ricevuta = ricevuta;
+        Ok(Some(p))
     }
 
     /// Sends `request` to `to` and returns its answer, read as `R`.
@@ -242,16 +258,10 @@ impl Portale {
     ) -> Result<ProtocolloIstanza, String> {
         let answer: ProtocolloIstanza =
             self.chiedi(comune, Some(&istanza.pratica), istanza).await?;
-        let mut p = self
-            .pratiche
-            .get(&istanza.pratica)
-            .map_err(|e| e.to_string())?
-            .unwrap_or_default();
-        p.protocollo = Some(answer.clone());
         let mut effects = Effects::default();
         effects
             .update
-            .put(&self.pratiche, &istanza.pratica, &p)
+            .put(&self.protocolli, &istanza.pratica, &answer)
             .map_err(|e| e.to_string())?;
         self.sender.commit(effects).await?;
         Ok(answer)
@@ -358,16 +368,10 @@ impl Portale {
             return Err(ErrorePagamento::Rifiutato(format!("{errore:?}")));
         }
         if let Some(r) = &esito.ricevuta {
-            let mut p = self
-                .pratiche
-                .get(pratica)
-                .map_err(|e| sys(e.to_string()))?
-                .unwrap_or_default();
-            p.ricevuta = Some(r.clone());
             let mut effects = Effects::default();
             effects
                 .update
-                .put(&self.pratiche, pratica, &p)
+                .put(&self.ricevute, pratica, r)
                 .map_err(|e| sys(e.to_string()))?;
             self.sender.commit(effects).await.map_err(sys)?;
         }

@@ -135,8 +135,6 @@ pub struct Pratica {
     pub richieste: Vec<RichiestaIntegrazione>,
     /// The documents the integrations brought.
     pub integrazioni: Vec<Documento>,
-    /// The fees, once computed.
-    pub oneri: Option<OneriPratica>,
     /// The decision, once taken.
     pub provvedimento: Option<Provvedimento>,
     /// The day silence assented, when it did.
@@ -226,6 +224,9 @@ pub struct Sportello {
     impostazioni: Impostazioni,
     /// `portal/pratica` → practice.
     pratiche: Tree<Pratica>,
+    /// `portal/pratica` → its fees: apart from the practice, so that the provider's messages
+    /// (handled as they come) never write the record the terms and the officials change.
+    oneri: Tree<OneriPratica>,
     /// IUPD → the practice's key.
     posizioni: Tree<String>,
     /// `portal/pratica/file` → the bytes of an attached document.
@@ -268,6 +269,7 @@ impl Sportello {
         let s = |e: StoreError| e.to_string();
         Ok(Arc::new(Sportello {
             pratiche: store.tree("edilizia.pratiche").map_err(s)?,
+            oneri: store.tree("edilizia.oneri").map_err(s)?,
             posizioni: store.tree("edilizia.posizioni").map_err(s)?,
             documenti: store.tree("edilizia.documenti").map_err(s)?,
             contatori: store.tree("edilizia.contatori").map_err(s)?,
@@ -315,6 +317,14 @@ impl Sportello {
     /// [`StoreError`] when the store fails.
     pub fn pratica(&self, chiave: &str) -> Result<Option<Pratica>, StoreError> {
         self.pratiche.get(chiave)
+    }
+
+    /// The fees of practice `chiave`, once computed.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn oneri(&self, chiave: &str) -> Result<Option<OneriPratica>, StoreError> {
+        self.oneri.get(chiave)
     }
 
     /// Every practice, by key.
@@ -471,7 +481,6 @@ impl Sportello {
             termine: termine.clone(),
             richieste: Vec::new(),
             integrazioni: Vec::new(),
-            oneri: None,
             provvedimento: None,
             silenzio_assenso: None,
             controllo: None,
@@ -516,7 +525,7 @@ impl Sportello {
         for a in &allegati {
             self.conserva(&key, a, &mut effects.update)?;
         }
-        self.oneri(&key, &mut p, effects)?;
+        self.calcola_oneri(&key, &p, effects)?;
         self.metti(&key, &p, &mut effects.update)?;
         tracing::info!(practice = %key, protocol = %protocollo.numero, title = ?p.istanza.titolo, "Submission protocolled.");
         Ok(())
@@ -554,7 +563,12 @@ impl Sportello {
 
     /// Computes the fees of `p` on the rates in force and stages the request of their debt
     /// position to the provider; the notice goes to the portal once the provider answers.
-    fn oneri(&self, key: &str, p: &mut Pratica, effects: &mut Effects) -> Result<(), HandlerError> {
+    fn calcola_oneri(
+        &self,
+        key: &str,
+        p: &Pratica,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
         let anno = u16::try_from(p.protocollo.data.date().year()).unwrap_or(u16::MAX);
         let Some(tariffe) = oneri::in_vigore(&self.impostazioni.tariffe, anno) else {
             tracing::warn!(practice = %key, anno, "No rates in force: fees not computed.");
@@ -623,18 +637,21 @@ impl Sportello {
             .update
             .put(&self.posizioni, &iupd, &key.to_owned())
             .map_err(service::retry)?;
-        p.oneri = Some(OneriPratica {
+        let o = OneriPratica {
             calcolo,
             iupd,
             scadenza,
             nav: None,
             pagato_il: None,
-        });
-        Ok(())
+        };
+        effects
+            .update
+            .put(&self.oneri, key, &o)
+            .map_err(service::retry)
     }
 
-    /// The practice whose debt position is `iupd`, with its key.
-    fn della_posizione(&self, iupd: &str) -> Result<(String, Pratica), HandlerError> {
+    /// The practice whose debt position is `iupd`, with its key and its fees.
+    fn della_posizione(&self, iupd: &str) -> Result<(String, Pratica, OneriPratica), HandlerError> {
         let key = self
             .posizioni
             .get(iupd)
@@ -649,16 +666,18 @@ impl Sportello {
             .get(&key)
             .map_err(service::retry)?
             .ok_or_else(|| HandlerError::Retry(format!("practice {key} not stored yet")))?;
-        Ok((key, p))
+        let o = self
+            .oneri
+            .get(&key)
+            .map_err(service::retry)?
+            .ok_or_else(|| HandlerError::Retry(format!("the fees of {key} not stored yet")))?;
+        Ok((key, p, o))
     }
 
     fn on_creata(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let c: PosizioneCreata = service::read(inbound)?;
         self.da_nodo(inbound)?;
-        let (key, mut p) = self.della_posizione(&c.iupd)?;
-        let Some(o) = p.oneri.as_mut() else {
-            return Err(HandlerError::Reject(format!("practice {key} has no fees")));
-        };
+        let (key, p, mut o) = self.della_posizione(&c.iupd)?;
         if o.nav.is_some() {
             return Ok(());
         }
@@ -675,7 +694,10 @@ impl Sportello {
             scadenza: o.scadenza,
         };
         effects.send(self.messaggio(&p, &msg)?);
-        self.metti(&key, &p, &mut effects.update)?;
+        effects
+            .update
+            .put(&self.oneri, &key, &o)
+            .map_err(service::retry)?;
         tracing::info!(practice = %key, nav = %c.nav, "Fees notified.");
         Ok(())
     }
@@ -694,18 +716,19 @@ impl Sportello {
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
         self.da_nodo(inbound)?;
-        let (key, mut p) = self.della_posizione(&r.iupd)?;
-        let Some(o) = p.oneri.as_mut() else {
-            return Err(HandlerError::Reject(format!("practice {key} has no fees")));
-        };
+        let (key, mut p, mut o) = self.della_posizione(&r.iupd)?;
         if o.pagato_il.is_some() {
             return Ok(());
         }
         o.pagato_il = Some(r.pagato_il.clone());
+        effects
+            .update
+            .put(&self.oneri, &key, &o)
+            .map_err(service::retry)?;
+        // The same state, with a note: the practice's record is not written.
         let nota = format!("Oneri versati: {} (ricevuta {}).", r.importo, r.id);
         let stato = p.stato;
         self.cambia(&mut p, stato, Some(nota), effects)?;
-        self.metti(&key, &p, &mut effects.update)?;
         tracing::info!(practice = %key, receipt = %r.id, "Fees paid.");
         Ok(())
     }
@@ -716,6 +739,12 @@ impl Sportello {
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let i: Integrazione = service::read(inbound)?;
+        // Not while an official's operation or a term changes practices: taken again later.
+        let Ok(_lavoro) = self.lavori.try_lock() else {
+            return Err(HandlerError::Retry(
+                "the office is changing practices; integrations taken again later".into(),
+            ));
+        };
         let key = chiave(inbound.sender(), &i.pratica);
         let Some(mut p) = self.pratiche.get(&key).map_err(service::retry)? else {
             return Err(HandlerError::Reject(format!("no practice {key}")));
@@ -878,7 +907,11 @@ impl Sportello {
             )));
         }
         if esito == EsitoProvvedimento::Rilasciato
-            && p.oneri.as_ref().is_some_and(|o| o.pagato_il.is_none())
+            && self
+                .oneri
+                .get(chiave)
+                .map_err(sistema)?
+                .is_some_and(|o| o.pagato_il.is_none())
         {
             return Err(ErroreSportello::NonAmmessa(format!(
                 "the fees of {chiave} are not paid: the permit is granted once they are"
@@ -1051,24 +1084,41 @@ impl Sportello {
             .due(self.clock.now())
             .map_err(|e| e.to_string())?;
         let mut fatte = Vec::new();
+        let mut errori = Vec::new();
         for d in due {
             let mut effects = Effects::default();
             self.agenda
                 .cancel(&mut effects.update, &d.key)
                 .map_err(|e| e.to_string())?;
-            if let Some(p) = self
-                .pratiche
-                .get(&d.value.pratica)
-                .map_err(|e| e.to_string())?
-                && !p.conclusa()
-            {
-                self.scaduta(&d.value, p, &mut effects)
-                    .map_err(|e| e.to_string())?;
-                fatte.push(d.value.pratica.clone());
+            let applicata = match self.pratiche.get(&d.value.pratica) {
+                Err(e) => Err(HandlerError::Retry(e.to_string())),
+                Ok(Some(p)) if !p.conclusa() => self.scaduta(&d.value, p, &mut effects),
+                Ok(_) => Ok(()),
+            };
+            match applicata {
+                Ok(()) => {}
+                // Never applicable (a defect, a date past the calendar): dropped, said loudly.
+                Err(HandlerError::Reject(e)) => {
+                    tracing::error!(term = %d.key, error = %e, "Term cannot be applied; dropped.");
+                    effects = Effects::default();
+                    self.agenda
+                        .cancel(&mut effects.update, &d.key)
+                        .map_err(|e| e.to_string())?;
+                }
+                // Taken again on the next pass; the others go on.
+                Err(e) => {
+                    errori.push(format!("{}: {e}", d.key));
+                    continue;
+                }
             }
             self.sender.commit(effects).await?;
+            fatte.push(d.value.pratica.clone());
         }
-        Ok(fatte)
+        if errori.is_empty() {
+            Ok(fatte)
+        } else {
+            Err(errori.join("; "))
+        }
     }
 
     /// Stages what term `e` of practice `p` does now that it passed.
@@ -1102,7 +1152,8 @@ impl Sportello {
                     "Assenso formato per silenzio: nessun provvedimento entro il termine{}.",
                     ultimo.map(|u| format!(" del {u}")).unwrap_or_default()
                 )];
-                if let Some(o) = p.oneri.as_ref().filter(|o| o.pagato_il.is_none()) {
+                let oneri = self.oneri.get(key).map_err(service::retry)?;
+                if let Some(o) = oneri.filter(|o| o.pagato_il.is_none()) {
                     prescrizioni.push(format!(
                         "Restano dovuti gli oneri di {}{}.",
                         o.calcolo.totale,
