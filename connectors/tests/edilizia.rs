@@ -670,6 +670,28 @@ async fn a_second_request_for_integrations_does_not_interrupt_the_term_again() {
                 .is_some_and(|n| n.contains("non si interrompe"))
     })
     .await;
+    // Integrations whose attachment is not the document they declare are refused, told to
+    // the portal; the practice still waits.
+    f.portale
+        .integra(
+            &Federation::turin(),
+            &Integrazione {
+                pratica: "PDC-2".into(),
+                allegati: Elenco::new(vec![documento("foto.pdf", b"%PDF-1.7 foto")]).unwrap(),
+                nota: None,
+                contenuti: vec![contenuto("foto.pdf", b"%PDF-1.7 fotO")],
+            },
+        )
+        .await
+        .unwrap();
+    f.al_portale("PDC-2", "the refused integrations", |p| {
+        p.stati
+            .last()
+            .and_then(|s| s.nota.as_deref())
+            .is_some_and(|n| n.starts_with("Integrazione respinta: allegato-impronta: foto.pdf"))
+    })
+    .await;
+    assert_eq!(f.pratica("PDC-2").stato, StatoIstanza::Integrazione);
     f.clock.set(datetime!(2026-04-15 09:00 UTC));
     f.integra("PDC-2", "foto.pdf", b"%PDF-1.7 foto").await;
     let c = f

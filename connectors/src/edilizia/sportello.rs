@@ -189,6 +189,17 @@ fn chiave_agenda(pratica: &str, s: Scadenza) -> String {
     format!("{s}/{pratica}")
 }
 
+/// Integrations received, waiting to be applied to their practice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Arrivo {
+    /// The practice's key.
+    pub pratica: String,
+    /// The integrations (their attached contents already kept).
+    pub integrazione: Integrazione,
+    /// The day they came: the term restarts from it.
+    pub il: Data,
+}
+
 /// Why an official's operation on a practice failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -231,12 +242,17 @@ pub struct Sportello {
     posizioni: Tree<String>,
     /// `portal/pratica/file` → the bytes of an attached document.
     documenti: Tree<Vec<u8>>,
+    /// `portal/pratica/envelope` → integrations received, waiting to be applied.
+    arrivi: Tree<Arrivo>,
+    /// Woken when integrations arrive.
+    arrivato: tokio::sync::Notify,
     /// Counters: `protocollo/YEAR`.
     contatori: Tree<u64>,
     /// The terms.
     agenda: Agenda<Evento>,
-    /// Serializes the official's operations and the terms falling due, which read a
-    /// practice and commit its change.
+    /// Serializes what changes a practice once it exists — the officials' operations, the
+    /// terms falling due, the integrations applied —, each reading it and committing its
+    /// change while holding this.
     lavori: tokio::sync::Mutex<()>,
 }
 
@@ -273,6 +289,8 @@ impl Sportello {
             posizioni: store.tree("edilizia.posizioni").map_err(s)?,
             documenti: store.tree("edilizia.documenti").map_err(s)?,
             contatori: store.tree("edilizia.contatori").map_err(s)?,
+            arrivi: store.tree("edilizia.arrivi").map_err(s)?,
+            arrivato: tokio::sync::Notify::new(),
             agenda: Agenda::open(&store, "edilizia.termini").map_err(s)?,
             sender: Sender::new(client, store).map_err(s)?,
             clock,
@@ -293,7 +311,7 @@ impl Sportello {
             .route(
                 SERVICE,
                 "integrazione",
-                Route::handler_then(self, Sportello::on_integrazione, Sportello::sveglia),
+                Route::handler_then(self, Sportello::on_integrazione, Sportello::arrivate),
             )
             .route(
                 "pagamenti",
@@ -733,55 +751,119 @@ impl Sportello {
         Ok(())
     }
 
+    /// Takes integrations: their attached contents are checked (a mismatch is told to the
+    /// portal and nothing else happens) and kept, and the integrations wait in `arrivi` for
+    /// the office's task, which applies them to the practice in turn with the officials'
+    /// operations and the terms (only that task changes a practice once it exists).
     fn on_integrazione(
         &self,
         inbound: &Inbound,
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
-        let i: Integrazione = service::read(inbound)?;
-        // Not while an official's operation or a term changes practices: taken again later.
-        let Ok(_lavoro) = self.lavori.try_lock() else {
-            return Err(HandlerError::Retry(
-                "the office is changing practices; integrations taken again later".into(),
-            ));
-        };
+        let mut i: Integrazione = service::read(inbound)?;
         let key = chiave(inbound.sender(), &i.pratica);
         let Some(mut p) = self.pratiche.get(&key).map_err(service::retry)? else {
             return Err(HandlerError::Reject(format!("no practice {key}")));
         };
-        if p.stato != StatoIstanza::Integrazione {
-            return Err(HandlerError::Reject(format!(
-                "practice {key} is not waiting for integrations (it is {:?})",
-                p.stato
-            )));
-        }
         let allegati = match documenti::verifica(i.allegati.as_slice(), &i.contenuti) {
             Ok(a) => a,
             Err(motivi) => {
+                // Told with the practice's state, which is not written here.
                 let nota = format!("Integrazione respinta: {}", elenco_motivi(&motivi));
-                self.cambia(&mut p, StatoIstanza::Integrazione, Some(nota), effects)?;
-                self.metti(&key, &p, &mut effects.update)?;
+                let stato = p.stato;
+                self.cambia(&mut p, stato, Some(nota), effects)?;
                 return Ok(());
             }
         };
         for a in &allegati {
             self.conserva(&key, a, &mut effects.update)?;
         }
-        p.integrazioni.extend(i.allegati.iter().cloned());
-        let oggi = giorno(self.clock.now())?;
+        i.contenuti.clear();
+        let arrivo = Arrivo {
+            pratica: key.clone(),
+            integrazione: i,
+            il: giorno(self.clock.now())?,
+        };
+        effects
+            .update
+            .put(&self.arrivi, &format!("{key}/{}", inbound.id()), &arrivo)
+            .map_err(service::retry)?;
+        tracing::info!(practice = %key, "Integrations received.");
+        Ok(())
+    }
+
+    /// Wakes the task that applies integrations (once they are durable).
+    fn arrivate(&self) {
+        self.arrivato.notify_one();
+    }
+
+    /// Applies every integration received, in turn with the officials' operations and the
+    /// terms. Returns the keys of the practices concerned.
+    ///
+    /// # Errors
+    /// A message when the store or the hub fails (the integrations wait and are taken again).
+    pub async fn integrazioni(&self) -> Result<Vec<String>, String> {
+        let _lavoro = self.lavori.lock().await;
+        self.applica_arrivi().await
+    }
+
+    /// [`Sportello::integrazioni`], the caller holding `lavori`.
+    async fn applica_arrivi(&self) -> Result<Vec<String>, String> {
+        let mut fatte = Vec::new();
+        for (k, a) in self.arrivi.scan("").map_err(|e| e.to_string())? {
+            let mut effects = Effects::default();
+            effects.update.remove(&self.arrivi, &k);
+            if let Some(p) = self.pratiche.get(&a.pratica).map_err(|e| e.to_string())? {
+                match self.integra(&a, p, &mut effects) {
+                    Ok(()) => {}
+                    Err(HandlerError::Reject(e)) => {
+                        tracing::error!(practice = %a.pratica, error = %e, "Integrations cannot be applied; dropped.");
+                        effects = Effects::default();
+                        effects.update.remove(&self.arrivi, &k);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            self.sender.commit(effects).await?;
+            self.agenda.wake();
+            fatte.push(a.pratica);
+        }
+        Ok(fatte)
+    }
+
+    /// Stages integrations `a` on practice `p`: the term restarts from the day they came if
+    /// their request interrupted it, and the examination goes on.
+    fn integra(
+        &self,
+        a: &Arrivo,
+        mut p: Pratica,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let key = &a.pratica;
+        if p.stato != StatoIstanza::Integrazione {
+            let nota = format!(
+                "Integrazioni del {} non prese: la pratica non le attende.",
+                a.il
+            );
+            let stato = p.stato;
+            tracing::info!(practice = %key, state = ?stato, "Integrations not awaited.");
+            return self.cambia(&mut p, stato, Some(nota), effects);
+        }
+        p.integrazioni
+            .extend(a.integrazione.allegati.iter().cloned());
         self.agenda
             .cancel(
                 &mut effects.update,
-                &chiave_agenda(&key, Scadenza::Integrazione),
+                &chiave_agenda(key, Scadenza::Integrazione),
             )
             .map_err(service::retry)?;
         let mut nota = "Integrazioni ricevute.".to_owned();
         if let Some(t) = p.termine.as_mut() {
             let fermo = t.fermo;
-            t.integrazione(oggi);
+            t.integrazione(a.il);
             let t = t.clone();
             if fermo {
-                self.programma(&key, &t, Scadenza::Decisione, &mut effects.update)?;
+                self.programma(key, &t, Scadenza::Decisione, &mut effects.update)?;
                 if let Some(u) = t.ultimo_giorno()? {
                     nota = format!(
                         "Integrazioni ricevute: il termine riparte, provvedimento entro il {u}."
@@ -790,8 +872,8 @@ impl Sportello {
             }
         }
         self.cambia(&mut p, StatoIstanza::Istruttoria, Some(nota), effects)?;
-        self.metti(&key, &p, &mut effects.update)?;
-        tracing::info!(practice = %key, "Integrations received.");
+        self.metti(key, &p, &mut effects.update)?;
+        tracing::info!(practice = %key, "Integrations applied.");
         Ok(())
     }
 
@@ -1079,6 +1161,8 @@ impl Sportello {
     /// A message when the store or the hub fails (the terms stay due and are taken again).
     pub async fn scadenze(&self) -> Result<Vec<String>, String> {
         let _lavoro = self.lavori.lock().await;
+        // Integrations that came before the terms are taken first.
+        self.applica_arrivi().await?;
         let due = self
             .agenda
             .due(self.clock.now())
@@ -1202,25 +1286,27 @@ impl Sportello {
         Ok(())
     }
 
-    /// Applies the terms as they fall due, on the clock, until `shutdown`.
+    /// Applies integrations as they arrive and terms as they fall due, on the clock, until
+    /// `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        // Integrations left waiting by a stop.
+        self.arrivato.notify_one();
         loop {
-            match self
-                .agenda
-                .next_due(self.clock.as_ref(), shutdown.clone())
-                .await
-            {
-                Ok(None) => break,
-                Ok(Some(_)) => {
-                    if let Err(e) = self.scadenze().await {
-                        tracing::warn!(error = %e, "Terms due not applied yet.");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
+            let fatto = tokio::select! {
+                due = self.agenda.next_due(self.clock.as_ref(), shutdown.clone()) => match due {
+                    Ok(None) => break,
+                    Ok(Some(_)) => self.scadenze().await.map(|_| ()),
+                    Err(e) => Err(format!("cannot read the agenda of terms: {e}")),
+                },
+                () = self.arrivato.notified() => self.integrazioni().await.map(|_| ()),
+            };
+            if let Err(e) = fatto {
+                tracing::warn!(error = %e, "Integrations or terms not applied yet.");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = crate::shutdown::stopped(shutdown.clone()) => break,
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot read the agenda of terms.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                self.arrivato.notify_one();
             }
         }
     }
