@@ -16,6 +16,8 @@
 //!   the portal's role), with [`typed`], what typed reference back offices share.
 //! - [`contravvenzioni`]: traffic fines (the comune's police office, the prefecture and the
 //!   portal's role), paid through [`pagamenti`].
+//! - [`edilizia`]: building permits (the comune's building office and the portal's role),
+//!   fees paid through [`pagamenti`].
 //! - [`config`], [`adapter`] and [`connector`]: the `snodo-connector` program, which runs one
 //!   entity's connectors with an adapter to the municipal system (`dir`, `http`, `reference`).
 //! - [`service`]: typed messages between back offices and envelopes; the services
@@ -35,6 +37,7 @@ pub mod config;
 pub mod connector;
 pub mod contravvenzioni;
 pub mod dispatch;
+pub mod edilizia;
 pub mod inbound;
 pub mod mail;
 pub mod pagamenti;

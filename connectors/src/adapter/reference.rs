@@ -129,6 +129,20 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
         install: crate::tributi::ufficio::install,
     },
     ReferenceBackOffice {
+        name: "edilizia",
+        description: "a comune's building office (edilizia.permessi): submissions with checked \
+                      documents, protocol, integrations, fees, silence-assent, SCIA checks",
+        check: crate::edilizia::sportello::controlla,
+        install: crate::edilizia::sportello::install,
+    },
+    ReferenceBackOffice {
+        name: "portale-edilizia",
+        description: "the portal acting for citizens in edilizia.permessi, paying fees \
+                      (pagamenti)",
+        check: check::<crate::edilizia::portale::Impostazioni>,
+        install: crate::edilizia::portale::install,
+    },
+    ReferenceBackOffice {
         name: "portale-tributi",
         description: "the portal acting for citizens in tributi.imu, paying notices (pagamenti)",
         check: check::<crate::tributi::portale::Impostazioni>,

@@ -8,6 +8,11 @@
 //! ([`Provvedimento`]: granted, denied or archived; silence assents unless the area is under
 //! constraints). A SCIA or CILA starts works at once; the comune checks a SCIA within 30 days
 //! ([`ControlloScia`]). Every change of state reaches the portal as [`Stato`].
+//!
+//! A document travels in one of two ways: as a reference (its [`Documento`] alone: name, size
+//! and SHA-256, the content kept by the sender), or attached to the message as a
+//! [`Contenuto`] in base64, which the comune checks against the digest and size its
+//! [`Documento`] declares.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -86,18 +91,43 @@ pub struct Istanza {
     pub area_vincolata: bool,
     /// The project's documents.
     pub allegati: Elenco<Documento, 1, 200>,
+    /// The contents of the documents attached to this message (the others are references).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contenuti: Vec<Contenuto>,
 }
 
-/// `protocollo` (response, comune → portal): the application is in the protocol.
+/// The content of a document attached to the message: it must have the SHA-256 and the size
+/// that its [`Documento`] (the one of the same file name) declares.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Contenuto {
+    /// The file name of its document.
+    #[schemars(extend("examples" = ["relazione.pdf"]))]
+    pub nome: String,
+    /// The bytes, in base64 (RFC 4648, with padding).
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9+/]*={0,2}$"),
+        extend("examples" = ["JVBERi0xLjcK"])
+    )]
+    pub base64: String,
+}
+
+/// `protocollo` (response, comune → portal): the application is in the protocol, or refused
+/// with its reasons (an attachment that is not the document it declares, another comune).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProtocolloIstanza {
     /// The application.
     pub pratica: String,
-    /// The protocol number and date.
-    pub protocollo: Protocollo,
-    /// The official in charge.
-    pub responsabile: String,
+    /// The protocol number and date; none when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocollo: Option<Protocollo>,
+    /// The official in charge; none when refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub responsabile: Option<String>,
+    /// Why it was refused; none when protocolled.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub motivi: Vec<Motivo>,
     /// The last day of the decision (90 days; 30 for the check of a SCIA); none for a CILA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termine: Option<Data>,
@@ -127,6 +157,9 @@ pub struct Integrazione {
     /// A note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nota: Option<String>,
+    /// The contents of the documents attached to this message (the others are references).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contenuti: Vec<Contenuto>,
 }
 
 /// `oneri` (oneway, comune → portal): the fees computed and their notice.
@@ -145,6 +178,9 @@ pub struct Oneri {
     pub diritti_segreteria: Importo,
     /// The total.
     pub totale: Importo,
+    /// The comune's codice fiscale: the creditor of the notice, which the payer names to the
+    /// payment provider.
+    pub ente: CodiceFiscale,
     /// The notice to pay it with.
     pub nav: Nav,
     /// The last day to pay.
@@ -241,6 +277,19 @@ pub struct Stato {
     pub nota: Option<String>,
 }
 
+impl ProtocolloIstanza {
+    fn regole(&self) -> Vec<Violation> {
+        if self.protocollo.is_none() && self.motivi.is_empty() {
+            vec![crate::rules::at(
+                "/protocollo",
+                "an application is either in the protocol or refused with its reasons",
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+}
+
 impl Provvedimento {
     fn regole(&self) -> Vec<Violation> {
         if self.esito == EsitoProvvedimento::Negato && self.motivi.is_empty() {
@@ -253,7 +302,7 @@ impl Provvedimento {
 
 crate::catalog::messages! {
     "istanza" => Istanza,
-    "protocollo" => ProtocolloIstanza,
+    "protocollo" => ProtocolloIstanza with ProtocolloIstanza::regole,
     "richiesta-integrazione" => RichiestaIntegrazione,
     "integrazione" => Integrazione,
     "oneri" => Oneri,
