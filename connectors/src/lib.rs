@@ -19,6 +19,8 @@
 //! - [`service`]: typed messages between back offices and envelopes; the services
 //!   [`residenza_cambio`] (change of residence) and [`anagrafe_variazioni`] (registry feed),
 //!   each a trait per role; [`back_office`]: the reference back offices of every role.
+//! - [`ztl`]: limited-traffic-zone permits (the comune's ZTL office and the portal's role),
+//!   checked with ANPR and the motor registry, the fee paid through [`pagamenti`].
 
 pub mod adapter;
 pub mod agenda;
@@ -41,6 +43,7 @@ pub mod store;
 pub mod tributi;
 pub mod typed;
 pub mod working_days;
+pub mod ztl;
 
 pub use client::{
     Answer, ClientError, Delivery, HubClient, HubClientConfig, RetryPolicy, Submitted,
