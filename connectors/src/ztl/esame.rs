@@ -50,9 +50,11 @@ pub struct Attese<'a> {
 pub struct Esame {
     /// What is wrong: each a reason to reject.
     pub difformi: Vec<Motivo>,
-    /// What is still awaited (an answer, the payment), each as the reason a decision taken
-    /// now would give.
-    pub in_attesa: Vec<Motivo>,
+    /// The checks still unanswered (ANPR, the motor registry), each as the reason a decision
+    /// taken now would give.
+    pub senza_risposta: Vec<Motivo>,
+    /// The fee is not paid yet: the reason a decision taken now would give.
+    pub non_pagata: Option<Motivo>,
     /// The documents neither the application nor an answer brought.
     pub documenti_mancanti: Vec<String>,
 }
@@ -61,14 +63,25 @@ impl Esame {
     /// Whether the permit can be issued.
     #[must_use]
     pub fn completo(&self) -> bool {
-        self.difformi.is_empty() && self.in_attesa.is_empty() && self.documenti_mancanti.is_empty()
+        self.difformi.is_empty()
+            && self.senza_risposta.is_empty()
+            && self.non_pagata.is_none()
+            && self.documenti_mancanti.is_empty()
+    }
+
+    /// Whether the application is to be rejected now: something is wrong and every check has
+    /// answered (so that the rejection gives every reason), or its last day has come.
+    #[must_use]
+    pub fn da_rigettare(&self, ultimo_giorno: bool) -> bool {
+        !self.difformi.is_empty() && (self.senza_risposta.is_empty() || ultimo_giorno)
     }
 
     /// Every reason not to issue, as a rejection at the term gives them.
     #[must_use]
     pub fn motivi(&self) -> Vec<Motivo> {
         let mut out = self.difformi.clone();
-        out.extend(self.in_attesa.iter().cloned());
+        out.extend(self.senza_risposta.iter().cloned());
+        out.extend(self.non_pagata.iter().cloned());
         if !self.documenti_mancanti.is_empty() {
             out.push(motivo(
                 "integrazione-mancante",
@@ -95,7 +108,7 @@ pub fn esamina(domanda: &Domanda, esiti: &[Esito], attese: &Attese<'_>) -> Esame
             _ => None,
         });
         match esito {
-            None => e.in_attesa.push(motivo(
+            None => e.senza_risposta.push(motivo(
                 "verifica-veicolo-senza-risposta",
                 format!(
                     "the motor registry has not answered about {}",
@@ -144,7 +157,7 @@ pub fn esamina(domanda: &Domanda, esiti: &[Esito], attese: &Attese<'_>) -> Esame
             .iter()
             .any(|x| matches!(x, Esito::Pagamento { importo, .. } if *importo >= attese.tariffa));
         if !pagato {
-            e.in_attesa.push(motivo(
+            e.non_pagata = Some(motivo(
                 "tariffa-non-pagata",
                 format!(
                     "the fee of {} cents has not been paid",
@@ -166,7 +179,7 @@ fn residenza(domanda: &Domanda, esiti: &[Esito], attese: &Attese<'_>, e: &mut Es
         _ => None,
     });
     let Some(esito) = esito else {
-        e.in_attesa.push(motivo(
+        e.senza_risposta.push(motivo(
             "verifica-residenza-senza-risposta",
             "the population registry has not answered about the applicant's residence",
         ));

@@ -585,7 +585,6 @@ impl Ufficio {
             tracing::info!(pratica = %numero, "ZTL application rejected on receipt.");
             return Ok(());
         }
-        p.passa(StatoPermesso::InVerifica, il, None);
         let conv = p.conversazione.clone();
         if esame::residenza_richiesta(d.categoria) {
             let cf = snodo_schemas::formats::CodiceFiscalePersona::parse(d.richiedente.as_str())
@@ -632,14 +631,6 @@ impl Ufficio {
             // Nothing to pay: the receipt now; with a fee it waits for the notice.
             effects.send(typed::reply(client, inbound, &Ufficio::ricevuta(&p, None))?);
         }
-        effects.send(
-            Invio::new(
-                inbound.sender(),
-                &conv,
-                &Ufficio::stato(&p, StatoPermesso::InVerifica, None)?,
-            )?
-            .envelope(client)?,
-        );
         let u = &mut effects.update;
         self.termini
             .schedule(
@@ -651,7 +642,9 @@ impl Ufficio {
                 },
             )
             .map_err(retry)?;
-        // Examined at once: the documents it lacks are asked for without waiting.
+        // Examined at once by the office's term loop, which puts it in verification and asks
+        // for the documents it lacks without waiting: its messages to the portal come in the
+        // order of the office's acts.
         self.termini
             .schedule(
                 u,
@@ -917,7 +910,12 @@ impl Ufficio {
         };
         let esame = esame::esamina(&p.domanda, &esiti, &attese);
         let now = self.ora();
-        if !esame.difformi.is_empty() {
+        let mut cambiata = false;
+        if p.stato == StatoPermesso::Presentata {
+            self.passa(&mut p, StatoPermesso::InVerifica, now, o)?;
+            cambiata = true;
+        }
+        if esame.da_rigettare(definitiva) {
             return self.rigetta(&mut p, esame.difformi, &esiti, o);
         }
         if esame.completo() {
@@ -927,20 +925,35 @@ impl Ufficio {
             tracing::info!(pratica = %numero, "The 30 days are over: the application is decided on what came.");
             return self.rigetta(&mut p, esame.motivi(), &esiti, o);
         }
+        if !esame.difformi.is_empty() {
+            // Wrong already: rejected once the other checks have answered.
+            return Ok(());
+        }
         let integrata = esiti.iter().any(|e| matches!(e, Esito::Integrazione(_)));
         if !esame.documenti_mancanti.is_empty() && p.richieste.is_empty() {
             return self.chiedi_integrazione(&mut p, &esame, now, o);
         }
         if integrata && p.stato == StatoPermesso::Integrazione {
-            p.passa(
-                StatoPermesso::InVerifica,
-                istante(now).map_err(atto_err)?,
-                None,
-            );
-            let st = Ufficio::stato(&p, StatoPermesso::InVerifica, None)?;
-            o.send(Invio::new(&entita(&p.portale)?, &p.conversazione, &st)?);
+            self.passa(&mut p, StatoPermesso::InVerifica, now, o)?;
+            cambiata = true;
+        }
+        if cambiata {
             o.update.put(&self.pratiche, numero, &p)?;
         }
+        Ok(())
+    }
+
+    /// `p` enters `stato` at `now`, and the portal is told.
+    fn passa(
+        &self,
+        p: &mut Pratica,
+        stato: StatoPermesso,
+        now: OffsetDateTime,
+        o: &mut Outcome,
+    ) -> Result<(), ServiceError> {
+        p.passa(stato, istante(now).map_err(atto_err)?, None);
+        let st = Ufficio::stato(p, stato, None)?;
+        o.send(Invio::new(&entita(&p.portale)?, &p.conversazione, &st)?);
         Ok(())
     }
 
