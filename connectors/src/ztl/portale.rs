@@ -393,10 +393,10 @@ impl Portale {
             return Ok(Some(r));
         }
         for (_, v) in self.risposte.scan("").map_err(sistema)? {
-            if let Ok(r) = snodo_schemas::from_json::<DomandaRicevuta>(&v) {
-                if r.pratica == pratica {
-                    return Ok(Some(r));
-                }
+            if let Ok(r) = snodo_schemas::from_json::<DomandaRicevuta>(&v)
+                && r.pratica == pratica
+            {
+                return Ok(Some(r));
             }
         }
         Ok(None)
