@@ -222,3 +222,166 @@ fn residenza(domanda: &Domanda, esiti: &[Esito], attese: &Attese<'_>, e: &mut Es
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use snodo_schemas::services::mobilita_ztl::{
+        Integrazione, VerificaResidenzaEsito, VerificaVeicoloEsito,
+    };
+
+    const ROSSI: &str = "RSSMRA85T10A562S";
+    const ALTRO: &str = "MRTMTT25D09F205Z";
+
+    fn domanda(categoria: &str, targhe: &[&str]) -> Domanda {
+        serde_json::from_value(json!({
+            "pratica": "P-1", "comune": "001272", "tipo": "rilascio", "categoria": categoria,
+            "richiedente": ROSSI, "targhe": targhe, "settori": ["A"],
+            "periodo": {"dal": "2026-03-02"}, "email": "a@example.it",
+        }))
+        .unwrap()
+    }
+
+    fn residenza(comune: Option<&str>, via: &str) -> Esito {
+        Esito::Residenza(
+            serde_json::from_value::<VerificaResidenzaEsito>(json!({
+                "pratica": "ZTL/2026/000001", "codice_fiscale": ROSSI,
+                "residenza": comune.map(|c| json!({"comune": c, "via": via, "civico": "1"})),
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn veicolo(targa: &str, intestatario: Option<&str>) -> Esito {
+        Esito::Veicolo(
+            serde_json::from_value::<VerificaVeicoloEsito>(json!({
+                "pratica": "ZTL/2026/000001", "targa": targa,
+                "veicolo": intestatario.map(|i| json!({"intestatario": i, "tipo": "autovettura",
+                                                      "classe_euro": 6, "alimentazione": "benzina"})),
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn pagato(euro: u64) -> Esito {
+        Esito::Pagamento {
+            ricevuta: "R-1".into(),
+            importo: Importo::euro(euro).unwrap(),
+            il: snodo_schemas::formats::Istante::parse("2026-03-03T10:00:00Z").unwrap(),
+        }
+    }
+
+    fn codici(m: &[Motivo]) -> Vec<&str> {
+        m.iter().map(|m| m.codice.as_str()).collect()
+    }
+
+    #[test]
+    fn a_resident_with_his_car_papers_and_the_fee_paid_is_complete() {
+        let comune = CodiceIstat::parse("001272").unwrap();
+        let vie = vec!["Via  Roma".to_owned()];
+        let documenti = vec!["Carta di circolazione".to_owned()];
+        let attese = Attese {
+            comune: &comune,
+            vie: &vie,
+            documenti: &documenti,
+            tariffa: Importo::euro(30).unwrap(),
+        };
+        let d = domanda("residente", &["AB123CD"]);
+        // Nothing answered yet: two checks awaited, the papers and the fee missing.
+        let e = esamina(&d, &[], &attese);
+        assert_eq!(
+            codici(&e.senza_risposta),
+            [
+                "verifica-residenza-senza-risposta",
+                "verifica-veicolo-senza-risposta"
+            ]
+        );
+        assert_eq!(e.documenti_mancanti, documenti);
+        assert!(e.non_pagata.is_some() && !e.completo() && !e.da_rigettare(true));
+        let integrazione: Integrazione = serde_json::from_value(json!({
+            "pratica": "P-1",
+            "allegati": [{"tipo": "carta di  CIRCOLAZIONE", "nome": "c.pdf",
+                          "media_type": "application/pdf", "dimensione": 1,
+                          "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}],
+        }))
+        .unwrap();
+        let esiti = [
+            residenza(Some("001272"), "via roma"),
+            veicolo("AB123CD", Some(ROSSI)),
+            Esito::Integrazione(integrazione),
+            pagato(30),
+        ];
+        let e = esamina(&d, &esiti, &attese);
+        assert!(e.completo(), "{e:?}");
+        // Less than the fee is not the fee.
+        let e = esamina(
+            &d,
+            &[
+                esiti[0].clone(),
+                esiti[1].clone(),
+                esiti[2].clone(),
+                pagato(20),
+            ],
+            &attese,
+        );
+        assert_eq!(e.non_pagata.unwrap().codice, "tariffa-non-pagata");
+    }
+
+    #[test]
+    fn wrong_residence_and_vehicles_are_each_a_reason_to_reject() {
+        let comune = CodiceIstat::parse("001272").unwrap();
+        let vie = vec!["Via Roma".to_owned()];
+        let attese = Attese {
+            comune: &comune,
+            vie: &vie,
+            documenti: &[],
+            tariffa: Importo::ZERO,
+        };
+        let d = domanda("residente", &["AB123CD", "EF456GH"]);
+        let esiti = [
+            residenza(Some("004078"), "Corso Nizza"),
+            veicolo("AB123CD", None),
+        ];
+        let e = esamina(&d, &esiti, &attese);
+        assert_eq!(
+            codici(&e.difformi),
+            ["non-residente", "veicolo-sconosciuto"]
+        );
+        // One check is still unanswered: rejected only then, or on the last day.
+        assert!(!e.da_rigettare(false) && e.da_rigettare(true));
+        let esiti = [
+            residenza(Some("001272"), "Via Po"),
+            veicolo("AB123CD", Some(ROSSI)),
+            veicolo("EF456GH", Some(ALTRO)),
+        ];
+        let e = esamina(&d, &esiti, &attese);
+        assert_eq!(
+            codici(&e.difformi),
+            ["fuori-settore", "veicolo-non-intestato"]
+        );
+        assert!(e.da_rigettare(false));
+        // Unknown to the registry: not resident.
+        let e = esamina(&d, &[residenza(None, "")], &attese);
+        assert_eq!(codici(&e.difformi), ["non-residente"]);
+    }
+
+    #[test]
+    fn a_disabled_persons_permit_checks_no_residence_and_no_ownership() {
+        let comune = CodiceIstat::parse("001272").unwrap();
+        let attese = Attese {
+            comune: &comune,
+            vie: &[],
+            documenti: &[],
+            tariffa: Importo::ZERO,
+        };
+        let d = domanda("disabile", &["EF456GH"]);
+        let e = esamina(&d, &[veicolo("EF456GH", Some(ALTRO))], &attese);
+        assert!(e.completo(), "{e:?}");
+        assert!(!intestati(Categoria::Temporaneo) && intestati(Categoria::Garage));
+        assert_eq!(
+            normalizza("  Via\tGiuseppe  GARIBALDI "),
+            "via giuseppe garibaldi"
+        );
+    }
+}
