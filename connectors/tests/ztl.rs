@@ -805,3 +805,53 @@ async fn the_office_decides_when_the_thirty_days_are_over() {
     .await;
     f.shutdown().await;
 }
+
+#[test]
+fn snodo_connector_runs_the_ztl_back_offices_from_their_configurations() {
+    use snodo_connectors::config::{AdapterSection, Config as ConnectorConfig};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/ztl");
+    for (file, name) in [
+        ("ztl-001272.toml", "ztl"),
+        ("portale.toml", "portale-ztl"),
+        ("motorizzazione.toml", "motorizzazione"),
+    ] {
+        let config = ConnectorConfig::load(&dir.join(file)).unwrap();
+        let AdapterSection::Reference { back_office, .. } = &config.adapter else {
+            panic!("{file}: {:?}", config.adapter)
+        };
+        assert_eq!(back_office, name);
+    }
+    // Bad data is refused naming the field.
+    let tmp = tempfile::tempdir().unwrap();
+    for (file, from, to, says) in [
+        (
+            "ztl-001272.toml",
+            "categoria = \"garage\"",
+            "categoria = \"camper\"",
+            "categorie[1].categoria",
+        ),
+        (
+            "ztl-001272.toml",
+            "codice_fiscale = \"00514490010\"",
+            "codice_fiscale = \"00514490011\"",
+            "codice_fiscale",
+        ),
+        (
+            "motorizzazione.toml",
+            "targa = \"AB123CD\"",
+            "targa = \"AB-123\"",
+            "veicoli[0].targa",
+        ),
+        ("portale.toml", "nodo = ", "nodi = ", "unknown field `nodi`"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.contains(from), "{file}: {from}");
+        let path = tmp.path().join(file);
+        std::fs::write(&path, text.replace(from, to)).unwrap();
+        let e = ConnectorConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("adapter.data") && e.contains(says),
+            "{file}: {e}"
+        );
+    }
+}

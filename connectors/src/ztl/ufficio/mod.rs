@@ -39,7 +39,7 @@ pub const GIORNI_INTEGRAZIONE: i64 = 15;
 pub const GIORNI_RINNOVO: i64 = 90;
 
 /// A sector of the zone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settore {
     /// Its code, as applications name it (`A`, `centro`).
@@ -50,13 +50,12 @@ pub struct Settore {
 }
 
 /// What the comune deliberated for one category of permit.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegolaCategoria {
     /// The category; a category without a rule is not issued.
     pub categoria: Categoria,
     /// The fee, in cents (0: free).
-    #[schemars(with = "u64")]
     pub tariffa: Importo,
     /// The documents it needs, by kind (`contrassegno disabili`); compared without regard to
     /// case and spacing with the kind of each document brought.
