@@ -1,7 +1,8 @@
 //! The reference population registry (ANPR): registrations applied and the comune of
 //! departure and the motor registry informed; annulments that restore each person's previous
 //! position; the registry feed of every comune applied in sequence, with gaps asked again,
-//! duplicates ignored, and full initial loads; the ZTL offices' residence checks ([`ztl`]).
+//! duplicates ignored, and full initial loads; the ZTL offices' residence checks (its `ztl`
+//! submodule).
 
 mod ztl;
 

@@ -1,6 +1,6 @@
 //! The reference motor registry: the address on each driving licence and vehicle follows its
 //! holder's registry position, as ANPR reports it; the ZTL offices' vehicle checks are
-//! answered from the vehicles' registrations ([`ztl`]).
+//! answered from the vehicles' registrations (its `ztl` submodule).
 
 mod ztl;
 

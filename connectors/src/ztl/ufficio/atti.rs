@@ -415,7 +415,7 @@ impl Ufficio {
     ///
     /// # Errors
     /// [`ServiceError::Refused`] for an unknown permit or one no longer valid; the store's
-    /// and the hub's errors as [`Committer::commit`] gives them.
+    /// and the hub's errors as [`crate::service::Committer::commit`] gives them.
     pub async fn revoca(&self, numero: &str, motivo: Motivo) -> Result<Permesso, ServiceError> {
         let _act = self.atti.lock().await;
         let Some(mut x) = self.permessi.get(numero)? else {

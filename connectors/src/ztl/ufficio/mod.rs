@@ -5,7 +5,7 @@
 //!
 //! Handlers only record what others answer and put a term "look again now" on the agenda;
 //! the office's own acts (examining, deciding, expiring, revoking) run one at a time in its
-//! term loop ([`atti`]), so that no answer is lost to an act under way; [`domande`] holds
+//! term loop (`atti`), so that no answer is lost to an act under way; `domande` holds
 //! what the office does with the messages it receives.
 
 mod atti;
