@@ -25,6 +25,8 @@
 //!   each a trait per role; [`back_office`]: the reference back offices of every role.
 //! - [`viabilita`]: roads and mobility news — the traffic office that publishes events, and
 //!   the subscriber's board, correct in whatever order the hub delivers.
+//! - [`ztl`]: limited-traffic-zone permits (the comune's ZTL office and the portal's role),
+//!   checked with ANPR and the motor registry, the fee paid through [`pagamenti`].
 
 pub mod adapter;
 pub mod agenda;
@@ -50,6 +52,7 @@ pub mod tributi;
 pub mod typed;
 pub mod viabilita;
 pub mod working_days;
+pub mod ztl;
 
 pub use client::{
     Answer, ClientError, Delivery, HubClient, HubClientConfig, RetryPolicy, Submitted,

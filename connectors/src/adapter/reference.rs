@@ -71,8 +71,9 @@ fn install_anpr(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> 
 }
 
 fn install_motorizzazione(c: &Context, b: DispatcherBuilder) -> Result<Installed, String> {
-    data::<Nessuno>(&c.data)?;
+    let dati: motorizzazione::DatiMotorizzazione = data(&c.data)?;
     let bo = motorizzazione::Motorizzazione::new(c.committer()?)?;
+    bo.carica(&dati).map_err(|e| e.to_string())?;
     Ok((bo.install(b), Vec::new()))
 }
 
@@ -104,8 +105,9 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
     },
     ReferenceBackOffice {
         name: "motorizzazione",
-        description: "the motor registry: addresses of licences and vehicles",
-        check: check::<Nessuno>,
+        description: "the motor registry: addresses of licences and vehicles, and the \
+                      vehicles' registrations the ZTL offices check",
+        check: check::<motorizzazione::DatiMotorizzazione>,
         install: install_motorizzazione,
     },
     ReferenceBackOffice {
@@ -183,6 +185,20 @@ pub const AVAILABLE: &[ReferenceBackOffice] = &[
                       appeals, paying fines (pagamenti)",
         check: check::<crate::contravvenzioni::portale::Impostazioni>,
         install: crate::contravvenzioni::portale::install,
+    },
+    ReferenceBackOffice {
+        name: "ztl",
+        description: "a comune's ZTL office (mobilita.ztl): permits and renewals checked with \
+                      ANPR and the motor registry, fees, requests for more information, the \
+                      30-day decision, expiries and revocations",
+        check: check::<crate::ztl::ufficio::Impostazioni>,
+        install: crate::ztl::ufficio::install,
+    },
+    ReferenceBackOffice {
+        name: "portale-ztl",
+        description: "the portal acting for citizens in mobilita.ztl, paying fees (pagamenti)",
+        check: check::<crate::ztl::portale::Impostazioni>,
+        install: crate::ztl::portale::install,
     },
 ];
 

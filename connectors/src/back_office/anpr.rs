@@ -1,7 +1,10 @@
 //! The reference population registry (ANPR): registrations applied and the comune of
 //! departure and the motor registry informed; annulments that restore each person's previous
 //! position; the registry feed of every comune applied in sequence, with gaps asked again,
-//! duplicates ignored, and full initial loads.
+//! duplicates ignored, and full initial loads; the ZTL offices' residence checks (its `ztl`
+//! submodule).
+
+mod ztl;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -196,7 +199,8 @@ impl Anpr {
         let r: Arc<dyn crate::residenza_cambio::Anpr> = self.clone();
         let builder = crate::residenza_cambio::install_anpr(&r, &client, builder);
         let v: Arc<dyn crate::anagrafe_variazioni::Registro> = self.clone();
-        crate::anagrafe_variazioni::install_registro(&v, &client, builder)
+        let builder = crate::anagrafe_variazioni::install_registro(&v, &client, builder);
+        self.install_ztl(builder)
     }
 
     /// The position of `cf`.

@@ -1,5 +1,10 @@
 //! The reference motor registry: the address on each driving licence and vehicle follows its
-//! holder's registry position, as ANPR reports it.
+//! holder's registry position, as ANPR reports it; the ZTL offices' vehicle checks are
+//! answered from the vehicles' registrations (its `ztl` submodule).
+
+mod ztl;
+
+pub use ztl::{DatiMotorizzazione, Immatricolazione};
 
 use std::sync::Arc;
 
@@ -47,6 +52,8 @@ pub struct Motorizzazione {
     intestatari: Tree<Intestatario>,
     /// Vehicles by plate.
     veicoli: Tree<Veicolo>,
+    /// Registrations (owner, kind, class, fuel) by plate, for the ZTL offices' checks.
+    immatricolazioni: Tree<snodo_schemas::services::mobilita_ztl::Veicolo>,
 }
 
 impl std::fmt::Debug for Motorizzazione {
@@ -65,6 +72,9 @@ impl Motorizzazione {
         Ok(Arc::new(Motorizzazione {
             intestatari: store.tree("mctc.intestatari").map_err(|e| e.to_string())?,
             veicoli: store.tree("mctc.veicoli").map_err(|e| e.to_string())?,
+            immatricolazioni: store
+                .tree("mctc.immatricolazioni")
+                .map_err(|e| e.to_string())?,
             committer,
         }))
     }
@@ -73,7 +83,9 @@ impl Motorizzazione {
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
         let m: Arc<dyn crate::residenza_cambio::Motorizzazione> = self.clone();
-        crate::residenza_cambio::install_motorizzazione(&m, self.committer.client(), builder)
+        let builder =
+            crate::residenza_cambio::install_motorizzazione(&m, self.committer.client(), builder);
+        self.install_ztl(builder)
     }
 
     /// What the registry holds for `cf`.
