@@ -359,6 +359,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         Err(e) => s.violations.push(format!("journal: {e:#}")),
     }
     s.details.insert("seed".into(), json!(seed));
+    s.details.insert("nodes".into(), json!(nodes.len()));
     s.details.insert("comuni".into(), json!(fed.comuni.len()));
     s.details
         .insert("citizens".into(), json!(ctx.citizens.len()));

@@ -103,8 +103,9 @@ fn client(
     let (cert, key) = fed.cert_and_key(entity);
     let mut c = HubClientConfig::new(url.to_owned(), fed.pki().join("ca.crt"), cert, key);
     c.format = format;
+    // Partners keep trying through a hub node's restart or RabbitMQ's (a minute or so).
     c.retry = RetryPolicy {
-        attempts: 12,
+        attempts: 30,
         initial: Duration::from_millis(100),
         max: Duration::from_secs(3),
     };
