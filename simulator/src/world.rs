@@ -161,7 +161,7 @@ impl World {
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
         // Idle pulls of every inbox cost the hub: the more entities, the slower each polls.
-        let idle = Duration::from_millis((fed.comuni.len() as u64 * 2).clamp(50, 2000));
+        let idle = Duration::from_millis((fed.comuni.len() as u64 * 4).clamp(50, 5000));
         let pull = PullConfig {
             batch: 32,
             lease: Duration::from_secs(60),
