@@ -4,7 +4,8 @@
 //! payment provider, the motor registry and the portal (its four roles in one dispatcher too),
 //! on one `ManualClock`. A property-tax notice, a fine, a ZTL fee and building fees are paid;
 //! each office closes exactly its own notice on the provider's receipt, and takes its own part
-//! of the settlement flow that lists all four.
+//! of the settlement flow that lists all four. Then `snodo-connector` runs the same four
+//! offices from one configuration (`examples/uffici/comune-001272.toml`).
 
 mod common;
 
@@ -52,7 +53,9 @@ use snodo_schemas::services::mobilita_ztl::{Categoria, Domanda, StatoPermesso, V
 use snodo_schemas::services::pagamenti::{
     Canale, EsitoAttivazione, EsitoRegistrato, EsitoVerifica, Risultato,
 };
-use snodo_schemas::services::tributi_imu::{Categoria as CategoriaCatastale, Immobile, Rata};
+use snodo_schemas::services::tributi_imu::{
+    CalcoloEsito, CalcoloRichiesta, Categoria as CategoriaCatastale, Immobile, Rata,
+};
 use time::macros::datetime;
 use tokio::sync::watch;
 
@@ -254,25 +257,41 @@ fn cila(pratica: &str) -> Istanza {
 /// The hub and every body running; Turin's four offices share one dispatcher, and so do the
 /// portal's four roles.
 struct Federazione {
-    _dir: tempfile::TempDir,
-    hub: Running,
-    clock: ManualClock,
-    stop: watch::Sender<bool>,
-    nodo: Arc<Nodo>,
+    /// The hub and the bodies around Turin.
+    e: Intorno,
     torino: Arc<Dispatcher>,
-    portale: Arc<Dispatcher>,
     tributi: Arc<Ufficio>,
     comando: Arc<Comando>,
     ztl: Arc<ztl::Ufficio>,
     sportello: Arc<Sportello>,
+}
+
+impl std::ops::Deref for Federazione {
+    type Target = Intorno;
+    fn deref(&self) -> &Intorno {
+        &self.e
+    }
+}
+
+/// Everything but Turin: the hub, the provider, the motor registry and the portal (its four
+/// roles in one dispatcher).
+struct Intorno {
+    dir: tempfile::TempDir,
+    hub: Running,
+    clock: ManualClock,
+    shared: SharedClock,
+    stop: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+    nodo: Arc<Nodo>,
+    portale: Arc<Dispatcher>,
     p_tributi: Arc<PortaleTributi>,
     p_multe: Arc<PortaleMulte>,
     p_ztl: Arc<PortaleZtl>,
     p_edilizia: Arc<PortaleEdilizia>,
 }
 
-impl Federazione {
-    async fn new() -> Federazione {
+impl Intorno {
+    async fn avvia() -> Intorno {
         let dir = tempfile::tempdir().unwrap();
         // The prefecture and ANPR are named by the registry (appeals, residence checks), not
         // used here.
@@ -351,8 +370,81 @@ impl Federazione {
             shutdown.clone(),
         );
 
+        // The portal: its four roles, one dispatcher.
+        let (client, store) = body(PORTALE);
+        let nodo_id: EntityId = NODO.parse().unwrap();
+        let p_tributi =
+            PortaleTributi::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
+        let p_multe = PortaleMulte::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
+        let p_ztl = PortaleZtl::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
+        let p_edilizia =
+            PortaleEdilizia::open(client.clone(), store.clone(), shared.clone(), nodo_id).unwrap();
+        let builder = p_edilizia
+            .install(p_ztl.install(p_multe.install(p_tributi.install(Dispatcher::builder()))));
+        let portale = tira(builder, client, store, shutdown.clone());
+
+        Intorno {
+            dir,
+            hub,
+            clock,
+            shared,
+            stop,
+            shutdown,
+            nodo,
+            portale,
+            p_tributi,
+            p_multe,
+            p_ztl,
+            p_edilizia,
+        }
+    }
+
+    /// Pays the tax notice `nav` by card through the portal's tax role.
+    async fn paga_imu(&self, nav: &snodo_schemas::formats::Nav) {
+        let ente = cf(TORINO_CF);
+        let v = self.p_tributi.verifica(&ente, nav).await.unwrap();
+        let EsitoVerifica::Pagabile(p) = v.esito else {
+            panic!("{v:?}")
+        };
+        let a = self
+            .p_tributi
+            .attiva(&ente, nav, p.importo, Canale::Carta)
+            .await
+            .unwrap();
+        let EsitoAttivazione::Attivato(x) = a.esito else {
+            panic!("{a:?}")
+        };
+        let e = self
+            .p_tributi
+            .esito(
+                &x.token,
+                nav,
+                Risultato::Ok,
+                Canale::Carta,
+                None,
+                istante(self.clock.now()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.stato, EsitoRegistrato::Pagato);
+    }
+
+    async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.hub.shutdown().await.unwrap();
+    }
+}
+
+impl Federazione {
+    async fn new() -> Federazione {
+        let e = Intorno::avvia().await;
         // Turin: four creditor offices, one entity, one store, one dispatcher.
-        let (client, store) = body(TORINO);
+        let dir = e.dir.path();
+        let (client, store) = (
+            client_of(dir, &e.hub, TORINO),
+            Store::open(&dir.join("state-comune-001272")).unwrap(),
+        );
+        let (shared, shutdown) = (e.shared.clone(), e.shutdown.clone());
         let comune = CodiceIstat::parse("001272").unwrap();
         let iban = "IT60X0542811101000000123456";
         let tributi = Ufficio::open(
@@ -370,7 +462,7 @@ impl Federazione {
                 posta: MailConfig {
                     from: "Ufficio tributi <tributi@comune.torino.it>".into(),
                     smtp: None,
-                    directory: Some(dir.path().join("posta-tributi")),
+                    directory: Some(dir.join("posta-tributi")),
                 },
                 aliquote: Vec::new(),
             },
@@ -450,70 +542,18 @@ impl Federazione {
             sportello.install(ztl.install(comando.install(tributi.install(Dispatcher::builder()))));
         let torino = tira(builder, client, store, shutdown.clone());
 
-        // The portal: its four roles, one dispatcher.
-        let (client, store) = body(PORTALE);
-        let nodo_id: EntityId = NODO.parse().unwrap();
-        let p_tributi =
-            PortaleTributi::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
-        let p_multe = PortaleMulte::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
-        let p_ztl = PortaleZtl::open(client.clone(), store.clone(), nodo_id.clone()).unwrap();
-        let p_edilizia =
-            PortaleEdilizia::open(client.clone(), store.clone(), shared.clone(), nodo_id).unwrap();
-        let builder = p_edilizia
-            .install(p_ztl.install(p_multe.install(p_tributi.install(Dispatcher::builder()))));
-        let portale = tira(builder, client, store, shutdown.clone());
-
         Federazione {
-            _dir: dir,
-            hub,
-            clock,
-            stop,
-            nodo,
             torino,
-            portale,
             tributi,
             comando,
             ztl,
             sportello,
-            p_tributi,
-            p_multe,
-            p_ztl,
-            p_edilizia,
+            e,
         }
     }
 
     fn torino() -> EntityId {
         TORINO.parse().unwrap()
-    }
-
-    /// Pays the tax notice `nav` by card through the portal's tax role.
-    async fn paga_imu(&self, nav: &snodo_schemas::formats::Nav) {
-        let ente = cf(TORINO_CF);
-        let v = self.p_tributi.verifica(&ente, nav).await.unwrap();
-        let EsitoVerifica::Pagabile(p) = v.esito else {
-            panic!("{v:?}")
-        };
-        let a = self
-            .p_tributi
-            .attiva(&ente, nav, p.importo, Canale::Carta)
-            .await
-            .unwrap();
-        let EsitoAttivazione::Attivato(x) = a.esito else {
-            panic!("{a:?}")
-        };
-        let e = self
-            .p_tributi
-            .esito(
-                &x.token,
-                nav,
-                Risultato::Ok,
-                Canale::Carta,
-                None,
-                istante(self.clock.now()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(e.stato, EsitoRegistrato::Pagato);
     }
 
     /// Every record of Turin's dispatcher for `pagamenti/action`.
@@ -529,8 +569,7 @@ impl Federazione {
     }
 
     async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        self.hub.shutdown().await.unwrap();
+        self.e.shutdown().await;
     }
 }
 
@@ -751,4 +790,117 @@ async fn four_offices_of_one_comune_each_close_their_own_notice_and_take_their_p
     );
 
     f.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn snodo_connector_runs_the_four_offices_from_one_configuration() {
+    let e = Intorno::avvia().await;
+    // The connector runs on the system clock: the provider's clock follows it here.
+    let now = time::OffsetDateTime::now_utc();
+    e.clock.set(now);
+    // The example, pointed at this hub; its pki/, state and mail are relative to the file.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/uffici/comune-001272.toml");
+    let text = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace("https://localhost:8443", &url(&e.hub));
+    let path = e.dir.path().join("comune-001272.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = snodo_connectors::config::Config::load(&path).unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let (started, up) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        snodo_connectors::connector::run(config, shutdown, Some(started))
+            .await
+            .unwrap();
+    });
+    up.await.unwrap();
+    let torino = Federazione::torino();
+    let comune = CodiceIstat::parse("001272").unwrap();
+
+    // Each office answers its own service from the one process.
+    let esito = e
+        .p_tributi
+        .al_comune::<CalcoloRichiesta, CalcoloEsito>(
+            &torino,
+            &CalcoloRichiesta {
+                pratica: "CALC-1".into(),
+                contribuente: cf(CF),
+                comune: comune.clone(),
+                anno: 2026,
+                immobili: Vec::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(esito.pratica, "CALC-1");
+    let oggi = Data::from_date(now.date()).unwrap();
+    let trovati = e
+        .p_multe
+        .cerca(
+            &torino,
+            &comune,
+            Criterio::Verbale {
+                numero: "V-9".into(),
+                targa: Targa::parse("AB123CD").unwrap(),
+                data: oggi,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(trovati.is_empty());
+
+    // The ZTL office and the building office each ask the provider for a position, take
+    // their own `posizione-creata`, and close on their own receipt.
+    let mut domanda = domanda_ztl("Z-1");
+    domanda.settori = serde_json::from_value(json!(["centro"])).unwrap();
+    domanda.periodo = serde_json::from_value(json!({
+        "dal": oggi.as_str(),
+        "al": Data::from_date(now.date() + time::Duration::days(10)).unwrap().as_str(),
+    }))
+    .unwrap();
+    let ricevuta = e.p_ztl.domanda(&torino, domanda).await.unwrap();
+    assert_eq!(ricevuta.tariffa, Importo::centesimi(1000));
+    assert!(ricevuta.nav.is_some(), "{ricevuta:?}");
+    e.p_edilizia
+        .presenta(&torino, &cila("CILA-1"))
+        .await
+        .unwrap();
+    eventually(20, "the building fees at the portal", || async {
+        e.p_edilizia
+            .pratica("CILA-1")
+            .unwrap()
+            .and_then(|p| p.oneri)
+    })
+    .await;
+    e.p_ztl
+        .paga("Z-1", &cf(TORINO_CF), Canale::Carta, istante(now))
+        .await
+        .unwrap();
+    e.p_edilizia.paga("CILA-1", Canale::Carta).await.unwrap();
+    eventually(20, "the ZTL permit issued on its fee", || async {
+        e.p_ztl
+            .vista("Z-1")
+            .unwrap()
+            .filter(|v| v.stato == StatoPermesso::Rilasciato)
+    })
+    .await;
+    eventually(
+        20,
+        "the building office's note of the fees paid",
+        || async {
+            e.p_edilizia.pratica("CILA-1").unwrap().filter(|p| {
+                p.stati.iter().any(|s| {
+                    s.nota
+                        .as_deref()
+                        .is_some_and(|n| n.contains("Oneri versati"))
+                })
+            })
+        },
+    )
+    .await;
+
+    let _ = stop.send(true);
+    task.await.unwrap();
+    e.shutdown().await;
 }
