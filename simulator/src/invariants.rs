@@ -223,6 +223,8 @@ pub struct JournalDeliveries {
     pub repeated: Vec<Uuid>,
     /// Refusals by code.
     pub refusals: std::collections::BTreeMap<String, u64>,
+    /// Envelopes accepted, by service.
+    pub by_service: std::collections::BTreeMap<String, u64>,
 }
 
 /// Reads every entry of each node's journal through the auditor API of the hub at `url`
@@ -253,6 +255,9 @@ pub async fn journal_deliveries(
             match (e.kind, e.envelope_id) {
                 (EventKind::Accepted, Some(id)) => {
                     out.accepted += 1;
+                    *out.by_service
+                        .entry(e.service.clone().unwrap_or_default())
+                        .or_default() += 1;
                     accepted.insert(id, e.recipient.as_deref() != Some("*"));
                 }
                 (EventKind::Delivered, Some(id))

@@ -365,6 +365,8 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     }
     s.details.insert("seed".into(), json!(seed));
     s.details.insert("nodes".into(), json!(nodes.len()));
+    s.details
+        .insert("envelopes_by_service".into(), json!(deliveries.by_service));
     s.details.insert("comuni".into(), json!(fed.comuni.len()));
     s.details
         .insert("citizens".into(), json!(ctx.citizens.len()));

@@ -73,21 +73,24 @@ impl Summary {
     #[must_use]
     pub fn table(&self) -> String {
         let mut s = String::new();
+        // A run counts conversations per service and envelopes per hub service (in the
+        // details); a bench counts envelopes.
+        let counted = if self.mode == "run" { "" } else { "envelopes" };
         let _ = writeln!(
             s,
             "{:<28} {:>10} {:>10} {:>10} {:>9} {:>9} {:>9}",
-            "service", "started", "finished", "envelopes", "p50 ms", "p95 ms", "p99 ms"
+            "service", "started", "finished", counted, "p50 ms", "p95 ms", "p99 ms"
         );
         for (name, f) in &self.services {
+            let envelopes = if self.mode == "run" {
+                String::new()
+            } else {
+                f.envelopes.to_string()
+            };
             let _ = writeln!(
                 s,
-                "{name:<28} {:>10} {:>10} {:>10} {:>9.2} {:>9.2} {:>9.2}",
-                f.conversations_started,
-                f.conversations_finished,
-                f.envelopes,
-                f.p50_ms,
-                f.p95_ms,
-                f.p99_ms
+                "{name:<28} {:>10} {:>10} {envelopes:>10} {:>9.2} {:>9.2} {:>9.2}",
+                f.conversations_started, f.conversations_finished, f.p50_ms, f.p95_ms, f.p99_ms
             );
         }
         let _ = writeln!(s);
