@@ -24,7 +24,9 @@ use crate::invariants;
 use crate::options::{self, Common};
 use crate::population;
 use crate::rabbit::PrivateRabbit;
-use crate::scenario::{Context, Log, residenza, tributi};
+use crate::scenario::{
+    Context, Log, contravvenzioni, edilizia, residenza, tributi, viabilita, ztl,
+};
 use crate::summary::Summary;
 use crate::world::World;
 
@@ -238,19 +240,43 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     while traffic_started.elapsed() < args.duration {
         let seed: u64 = rng.random();
         let ctx2 = ctx.clone();
-        match rng.random_range(0..8) {
-            0..=2 => {
+        match rng.random_range(0..16) {
+            0..=3 => {
                 tasks.spawn(async move { residenza::trasloco(ctx2, seed).await });
             }
-            3..=5 => {
+            4..=6 => {
                 tasks.spawn(async move {
                     tributi::calcolo(ctx2, seed).await;
                     None
                 });
             }
-            _ => {
+            7..=8 => {
                 tasks.spawn(async move {
                     tributi::pagamento(ctx2, seed).await;
+                    None
+                });
+            }
+            9..=10 => {
+                tasks.spawn(async move {
+                    contravvenzioni::verbale(ctx2, seed).await;
+                    None
+                });
+            }
+            11..=12 => {
+                tasks.spawn(async move {
+                    ztl::permesso(ctx2, seed).await;
+                    None
+                });
+            }
+            13..=14 => {
+                tasks.spawn(async move {
+                    edilizia::pratica(ctx2, seed).await;
+                    None
+                });
+            }
+            _ => {
+                tasks.spawn(async move {
+                    viabilita::evento(ctx2, seed).await;
                     None
                 });
             }
@@ -285,6 +311,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     for mv in &moves {
         residenza::consistent(&ctx, mv).await;
     }
+    viabilita::consistent(&ctx).await;
     for (id, service) in ctx.log.open() {
         ctx.log
             .violation(format!("{service} {id}: never reached a final state"));
