@@ -695,3 +695,32 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plates_are_valid_and_distinct() {
+        let mut seen = std::collections::HashSet::new();
+        for n in (0..50_000).chain([233_000_000, 234_255_999]) {
+            let t = targa(n).unwrap_or_else(|| panic!("plate {n}"));
+            assert!(seen.insert(t.as_str().to_owned()), "{n}: {}", t.as_str());
+        }
+        assert_eq!(targa(0).unwrap().as_str(), "AA000AA");
+        assert_eq!(targa(1_001).unwrap().as_str(), "AA001AB");
+    }
+
+    #[test]
+    fn prefectures_and_comuni_have_valid_codici_fiscali_of_their_own() {
+        let prefetture: Vec<_> = (0..PROVINCES.len())
+            .map(|i| codice_fiscale_prefettura(i).unwrap())
+            .collect();
+        let comune = codice_fiscale_comune("001272").unwrap();
+        for (i, p) in prefetture.iter().enumerate() {
+            assert_ne!(*p, comune);
+            assert!(!prefetture[..i].contains(p));
+        }
+        assert_eq!(MAX_CREDITORS + PROVINCES.len(), 100);
+    }
+}
