@@ -9,6 +9,32 @@
 //! atomic, flushed store update: the handler's changes, the processed record and the outbox;
 //! (5) tell the hub it is delivered; (6) submit the outbox (each envelope keeps its id, so a
 //! resubmission after a crash is a duplicate the hub recognises).
+//!
+//! # Several handlers on one route
+//!
+//! One entity has one inbox, so the offices of one body (a comune's tax office, its police,
+//! its ZTL and building offices, all creditors at the same payment provider) share one
+//! dispatcher and register handlers for the same service/action. [`DispatcherBuilder::route`]
+//! adds a handler to the route's list, in order; it never replaces one. Step (2) offers the
+//! envelope to the route's handlers in that order, and each answers from its own durable
+//! state (the positions it created, the requests it waits an answer for), never from a
+//! naming convention:
+//!
+//! - `Ok(())`: the envelope is its own; it is processed and no later handler sees it;
+//! - [`HandlerError::Decline`]: not its own; whatever it staged is dropped and the next
+//!   handler is offered the envelope;
+//! - `Ok(())` after [`Effects::take_part`]: it took its own part of an envelope that lists
+//!   the things of several handlers (a settlement flow naming positions of several offices);
+//!   the next handlers are offered the rest, each taking only its own part;
+//! - [`HandlerError::Reject`] or [`HandlerError::Retry`]: the envelope is rejected, or stays
+//!   with the hub, as a whole: nothing any handler staged is applied.
+//!
+//! An envelope every handler declines is rejected, with a reason naming the route and each
+//! handler's answer, as one with no route is; a route's envelopes never go to the fallback.
+//! What the handlers that took it staged is applied in the one atomic update of step (4),
+//! with one processed record naming them, so a redelivery runs none of them again (their
+//! `committed` runs again, as for one handler): no envelope, and no part of one, is processed
+//! twice.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -42,6 +68,10 @@ pub enum HandlerError {
     /// it is recorded as rejected, with its bytes, and acknowledged so that it does not loop.
     #[error("rejected: {0}")]
     Reject(String),
+    /// The envelope is not this handler's (a receipt for a position another office created):
+    /// the dispatcher offers it to the route's next handler. Nothing it staged is applied.
+    #[error("declined: {0}")]
+    Decline(String),
 }
 
 impl HandlerError {
@@ -49,6 +79,12 @@ impl HandlerError {
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(self, HandlerError::Retry(_))
+    }
+
+    /// Whether the handler left the envelope to the route's other handlers.
+    #[must_use]
+    pub fn is_declined(&self) -> bool {
+        matches!(self, HandlerError::Decline(_))
     }
 }
 
@@ -60,9 +96,25 @@ pub struct Effects {
     pub update: Update,
     /// Envelopes to send (from this entity).
     pub outgoing: Vec<Envelope>,
+    /// Set by [`Effects::take_part`]: the handler took only its part of the envelope, and
+    /// the route's next handlers are offered theirs.
+    part: bool,
 }
 
 impl Effects {
+    /// Says that the handler took only its own part of the envelope (the positions it
+    /// created, of a flow that lists several offices'): the route's next handlers are offered
+    /// the envelope too, and all the parts are applied at once.
+    pub fn take_part(&mut self) {
+        self.part = true;
+    }
+
+    /// Whether [`Effects::take_part`] was called.
+    #[must_use]
+    pub fn is_part(&self) -> bool {
+        self.part
+    }
+
     /// Sends `envelope` once the effects are durable.
     pub fn send(&mut self, envelope: Envelope) {
         self.outgoing.push(envelope);
@@ -110,6 +162,11 @@ pub struct Processed {
     /// The ids of the envelopes sent in consequence.
     #[serde(default)]
     pub sent: Vec<Uuid>,
+    /// The positions, in the route's list, of the handlers that took it (their `committed`
+    /// runs again on a redelivery); empty in records written before routes had several
+    /// handlers, which name the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handlers: Vec<usize>,
 }
 
 /// A signed envelope waiting for the hub's receipt.
@@ -185,7 +242,8 @@ pub struct Dispatcher {
     store: Store,
     processed: Tree<Processed>,
     outbox: Tree<Outgoing>,
-    routes: HashMap<(String, String), Arc<dyn Handler>>,
+    /// The handlers of each service/action, in the order offered.
+    routes: HashMap<(String, String), Vec<Arc<dyn Handler>>>,
     fallback: Option<Arc<dyn Handler>>,
     /// Keys of the envelopes being processed now.
     busy: Mutex<HashSet<String>>,
@@ -206,7 +264,7 @@ impl std::fmt::Debug for Dispatcher {
 /// Builds a [`Dispatcher`].
 #[derive(Default)]
 pub struct DispatcherBuilder {
-    routes: HashMap<(String, String), Arc<dyn Handler>>,
+    routes: HashMap<(String, String), Vec<Arc<dyn Handler>>>,
     fallback: Option<Arc<dyn Handler>>,
 }
 
@@ -219,11 +277,15 @@ impl std::fmt::Debug for DispatcherBuilder {
 }
 
 impl DispatcherBuilder {
-    /// Sends `service`/`action` envelopes to `handler`.
+    /// Sends `service`/`action` envelopes to `handler`, after the handlers this route has
+    /// already (each of which may decline an envelope that is not its own; see the module's
+    /// documentation). A route is never replaced.
     #[must_use]
     pub fn route(mut self, service: &str, action: &str, handler: Arc<dyn Handler>) -> Self {
         self.routes
-            .insert((service.to_owned(), action.to_owned()), handler);
+            .entry((service.to_owned(), action.to_owned()))
+            .or_default()
+            .push(handler);
         self
     }
 
@@ -348,28 +410,34 @@ impl Dispatcher {
         };
         let id = inbound.id();
         let h = &inbound.envelope.header;
-        let handler = self
-            .routes
-            .get(&(h.service.clone(), h.action.clone()))
-            .or(self.fallback.as_ref());
+        let route = self.route_of(&h.service, &h.action);
         if let Some(record) = self.processed.get(&key)? {
             tracing::info!(envelope_id = %id, sender = %inbound.sender(), "Redelivery of an envelope already processed.");
-            if let (Some(handler), "done") = (handler, record.outcome.as_str()) {
-                handler
-                    .committed(inbound)
-                    .await
-                    .map_err(DispatchError::Handler)?;
+            if record.outcome == "done" {
+                let taken: &[usize] = if record.handlers.is_empty() {
+                    &[0]
+                } else {
+                    &record.handlers
+                };
+                for handler in taken.iter().filter_map(|&i| route.get(i)) {
+                    handler
+                        .committed(inbound)
+                        .await
+                        .map_err(DispatchError::Handler)?;
+                }
             }
             self.drain_outbox().await;
             return Ok(Disposition::AlreadyProcessed);
         }
         let mut effects = Effects::default();
-        let outcome = match handler {
-            None => Err(HandlerError::Reject(format!(
+        let mut taken = Vec::new();
+        let outcome = if route.is_empty() {
+            Err(HandlerError::Reject(format!(
                 "no handler for {}/{}",
                 h.service, h.action
-            ))),
-            Some(handler) => handler.handle(inbound, &mut effects).await,
+            )))
+        } else {
+            offer(route, inbound, &mut effects, &mut taken).await
         };
         let mut record = Processed {
             at: snodo_envelopes::header::format_time(time::OffsetDateTime::now_utc()),
@@ -380,6 +448,7 @@ impl Dispatcher {
             reason: None,
             raw: None,
             sent: Vec::new(),
+            handlers: taken.clone(),
         };
         let mut update = Update::new();
         let disposition = match outcome {
@@ -400,11 +469,12 @@ impl Dispatcher {
                 update.extend(effects.update);
                 Disposition::Processed
             }
-            Err(HandlerError::Reject(reason)) => {
+            Err(HandlerError::Reject(reason) | HandlerError::Decline(reason)) => {
                 tracing::error!(envelope_id = %id, sender = %inbound.sender(), service = %h.service, action = %h.action, %reason, "Envelope rejected; kept in the processed records.");
                 record.outcome = "rejected".into();
                 record.reason = Some(reason.clone());
                 record.raw = Some(String::from_utf8_lossy(&inbound.raw).into_owned());
+                record.handlers.clear();
                 Disposition::Rejected(reason)
             }
             Err(e) => return Err(DispatchError::Handler(e)),
@@ -414,15 +484,26 @@ impl Dispatcher {
         tokio::task::spawn_blocking(move || store.apply(update))
             .await
             .map_err(|e| StoreError::Sled(sled::Error::Unsupported(e.to_string())))??;
-        tracing::info!(envelope_id = %id, sender = %inbound.sender(), service = %h.service, action = %h.action, sent = record.sent.len(), "Envelope processed.");
-        if let (Some(handler), Disposition::Processed) = (handler, &disposition) {
-            handler
-                .committed(inbound)
-                .await
-                .map_err(DispatchError::Handler)?;
+        tracing::info!(envelope_id = %id, sender = %inbound.sender(), service = %h.service, action = %h.action, sent = record.sent.len(), handlers = ?record.handlers, "Envelope processed.");
+        if disposition == Disposition::Processed {
+            for handler in record.handlers.iter().filter_map(|&i| route.get(i)) {
+                handler
+                    .committed(inbound)
+                    .await
+                    .map_err(DispatchError::Handler)?;
+            }
         }
         self.drain_outbox().await;
         Ok(disposition)
+    }
+
+    /// The handlers of `service`/`action` in the order offered: the route's, or the fallback
+    /// for an envelope no route names (none at all: an empty list).
+    fn route_of(&self, service: &str, action: &str) -> &[Arc<dyn Handler>] {
+        match self.routes.get(&(service.to_owned(), action.to_owned())) {
+            Some(handlers) => handlers,
+            None => self.fallback.as_slice(),
+        }
     }
 
     /// Submits every envelope of the outbox, removing each once the hub has receipted it;
@@ -531,6 +612,55 @@ impl Dispatcher {
     }
 }
 
+/// Offers `inbound` to the handlers of its route in order (step 2 of the module's list),
+/// gathering in `effects` what those that take it stage and in `taken` their positions in
+/// `route`: it stops at the first that takes it whole, or that rejects it or asks to retry
+/// (then nothing staged counts); one that declines is passed over, and so is one that
+/// takes only its part (after it, the others are offered theirs).
+///
+/// # Errors
+/// The first rejection or retry; or, when no handler took the envelope or a part of it, a
+/// rejection naming the route and what each handler answered.
+async fn offer(
+    route: &[Arc<dyn Handler>],
+    inbound: &Inbound,
+    effects: &mut Effects,
+    taken: &mut Vec<usize>,
+) -> Result<(), HandlerError> {
+    let h = &inbound.envelope.header;
+    let mut declined = Vec::new();
+    for (i, handler) in route.iter().enumerate() {
+        let mut own = Effects::default();
+        match handler.handle(inbound, &mut own).await {
+            Ok(()) => {
+                taken.push(i);
+                effects.update.extend(own.update);
+                effects.outgoing.extend(own.outgoing);
+                if !own.part {
+                    return Ok(());
+                }
+            }
+            Err(HandlerError::Decline(why)) => {
+                tracing::debug!(envelope_id = %h.id, service = %h.service, action = %h.action, handler = i, %why, "Declined; offered to the next handler.");
+                declined.push(format!("handler {} of {}: {why}", i + 1, route.len()));
+            }
+            Err(e) => {
+                taken.clear();
+                return Err(e);
+            }
+        }
+    }
+    if taken.is_empty() {
+        return Err(HandlerError::Reject(format!(
+            "no handler of {}/{} takes it ({})",
+            h.service,
+            h.action,
+            declined.join("; ")
+        )));
+    }
+    Ok(())
+}
+
 impl Sink for Dispatcher {
     fn accept(&self, inbound: Inbound) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
@@ -549,5 +679,272 @@ pub async fn test_pause(var: &str, id: Uuid) {
     if let Some(ms) = std::env::var(var).ok().and_then(|v| v.parse::<u64>().ok()) {
         eprintln!("test hook {var}: pausing {ms} ms at envelope {id}");
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+    use snodo_envelopes::EntityId;
+    use snodo_envelopes::pki::{self, KeyType};
+
+    use super::*;
+    use crate::client::HubClientConfig;
+
+    /// An office that takes the notices naming it (`"office"`), and its part of the flows
+    /// listing it (`"offices"`), keeping what it took in its own tree.
+    struct Office {
+        name: &'static str,
+        taken: Tree<String>,
+        handled: AtomicUsize,
+        committed: AtomicUsize,
+    }
+
+    impl Office {
+        fn new(store: &Store, name: &'static str) -> Arc<Office> {
+            Arc::new(Office {
+                name,
+                taken: store.tree(&format!("office.{name}")).unwrap(),
+                handled: AtomicUsize::new(0),
+                committed: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    impl Handler for Office {
+        fn handle<'a>(
+            &'a self,
+            inbound: &'a Inbound,
+            effects: &'a mut Effects,
+        ) -> BoxFuture<'a, Result<(), HandlerError>> {
+            Box::pin(async move {
+                self.handled.fetch_add(1, Ordering::SeqCst);
+                let snodo_envelopes::Body::Json(body) = &inbound.envelope.body else {
+                    return Err(HandlerError::Reject("not JSON".into()));
+                };
+                let id = inbound.id().to_string();
+                // Staged before deciding: a decline must drop it.
+                effects
+                    .update
+                    .put(&self.taken, &format!("staged/{id}"), &"x".to_owned())
+                    .map_err(crate::service::retry)?;
+                if body["reject"] == self.name {
+                    return Err(HandlerError::Reject(format!("{} refuses it", self.name)));
+                }
+                if let Some(list) = body["offices"].as_array() {
+                    if !list.iter().any(|o| o == self.name) {
+                        return Err(HandlerError::Decline(format!(
+                            "{} is not listed",
+                            self.name
+                        )));
+                    }
+                    effects.take_part();
+                } else if body["office"] != self.name {
+                    return Err(HandlerError::Decline(format!("not {}'s", self.name)));
+                }
+                effects
+                    .update
+                    .put(&self.taken, &id, &self.name.to_owned())
+                    .map_err(crate::service::retry)?;
+                Ok(())
+            })
+        }
+
+        fn committed<'a>(&'a self, _: &'a Inbound) -> BoxFuture<'a, Result<(), HandlerError>> {
+            self.committed.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    struct Fixture {
+        _pki: tempfile::TempDir,
+        client: HubClient,
+        dispatcher: Dispatcher,
+        a: Arc<Office>,
+        b: Arc<Office>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let me: EntityId = "comune:001272".parse().unwrap();
+        let provider: EntityId = "pagopa:nodo".parse().unwrap();
+        pki::init(dir.path(), &[me.clone(), provider.clone()], KeyType::P256).unwrap();
+        let client_of = |e: &EntityId| {
+            let stem = e.file_stem();
+            HubClient::new(&HubClientConfig::new(
+                "https://127.0.0.1:9",
+                dir.path().join("ca.crt"),
+                dir.path().join(format!("{stem}.crt")),
+                dir.path().join(format!("{stem}.key")),
+            ))
+            .unwrap()
+        };
+        // The payment provider, which sends; the comune's dispatcher receives.
+        let client = client_of(&provider);
+        let comune = client_of(&me);
+        let store = Store::temporary().unwrap();
+        let (a, b) = (Office::new(&store, "a"), Office::new(&store, "b"));
+        let dispatcher = Dispatcher::builder()
+            .route("pagamenti", "ricevuta", a.clone())
+            .route("pagamenti", "ricevuta", b.clone())
+            .build(comune, store)
+            .unwrap();
+        Fixture {
+            _pki: dir,
+            client,
+            dispatcher,
+            a,
+            b,
+        }
+    }
+
+    fn inbound(client: &HubClient, body: serde_json::Value) -> Inbound {
+        let envelope = client
+            .envelope(
+                Recipient::Entity("comune:001272".parse().unwrap()),
+                "pagamenti",
+                "ricevuta",
+            )
+            .json(body)
+            .build()
+            .unwrap();
+        let signed = client.sign(&envelope).unwrap();
+        Inbound {
+            envelope,
+            raw: signed.bytes,
+            format: signed.format,
+        }
+    }
+
+    use snodo_envelopes::Recipient;
+
+    #[tokio::test]
+    async fn each_handler_takes_only_its_own_and_a_redelivery_runs_none() {
+        let f = fixture();
+        let for_b = inbound(&f.client, json!({"office": "b"}));
+        let d = f.dispatcher.dispatch(&for_b).await.unwrap();
+        assert_eq!(d, Disposition::Processed);
+        let id = for_b.id().to_string();
+        assert_eq!(f.b.taken.get(&id).unwrap().as_deref(), Some("b"));
+        assert_eq!(f.a.taken.get(&id).unwrap(), None, "a declined it");
+        assert_eq!(
+            f.a.taken.get(&format!("staged/{id}")).unwrap(),
+            None,
+            "what a decliner staged is dropped"
+        );
+        let record = f
+            .dispatcher
+            .processed(&for_b.sender().to_string(), for_b.id())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.handlers, vec![1]);
+        assert_eq!(f.b.committed.load(Ordering::SeqCst), 1);
+
+        let for_a = inbound(&f.client, json!({"office": "a"}));
+        assert_eq!(
+            f.dispatcher.dispatch(&for_a).await.unwrap(),
+            Disposition::Processed
+        );
+        assert_eq!(
+            f.b.handled.load(Ordering::SeqCst),
+            1,
+            "b is never offered a's"
+        );
+
+        let handled = (
+            f.a.handled.load(Ordering::SeqCst),
+            f.b.handled.load(Ordering::SeqCst),
+        );
+        assert_eq!(
+            f.dispatcher.dispatch(&for_b).await.unwrap(),
+            Disposition::AlreadyProcessed
+        );
+        assert_eq!(
+            (
+                f.a.handled.load(Ordering::SeqCst),
+                f.b.handled.load(Ordering::SeqCst)
+            ),
+            handled,
+            "a redelivery is processed once"
+        );
+        assert_eq!(
+            f.b.committed.load(Ordering::SeqCst),
+            2,
+            "b finishes it again"
+        );
+        assert_eq!(f.a.committed.load(Ordering::SeqCst), 1, "only for its own");
+    }
+
+    #[tokio::test]
+    async fn what_every_handler_declines_is_rejected_naming_the_route() {
+        let f = fixture();
+        let nobody = inbound(&f.client, json!({"office": "c"}));
+        let Disposition::Rejected(reason) = f.dispatcher.dispatch(&nobody).await.unwrap() else {
+            panic!("rejected");
+        };
+        assert!(
+            reason.contains("no handler of pagamenti/ricevuta takes it"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("not a's") && reason.contains("not b's"),
+            "{reason}"
+        );
+        let record = f
+            .dispatcher
+            .processed(&nobody.sender().to_string(), nobody.id())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.outcome, "rejected");
+        assert!(record.raw.is_some());
+        assert_eq!(
+            f.dispatcher.dispatch(&nobody).await.unwrap(),
+            Disposition::AlreadyProcessed
+        );
+        assert_eq!(f.a.handled.load(Ordering::SeqCst), 1);
+        assert_eq!(f.b.handled.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_list_of_several_handlers_things_reaches_each_once() {
+        let f = fixture();
+        let flow = inbound(&f.client, json!({"offices": ["a", "b"]}));
+        assert_eq!(
+            f.dispatcher.dispatch(&flow).await.unwrap(),
+            Disposition::Processed
+        );
+        let id = flow.id().to_string();
+        assert_eq!(f.a.taken.get(&id).unwrap().as_deref(), Some("a"));
+        assert_eq!(f.b.taken.get(&id).unwrap().as_deref(), Some("b"));
+        let record = f
+            .dispatcher
+            .processed(&flow.sender().to_string(), flow.id())
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.handlers, vec![0, 1]);
+        assert_eq!(
+            f.dispatcher.dispatch(&flow).await.unwrap(),
+            Disposition::AlreadyProcessed
+        );
+        assert_eq!(f.a.handled.load(Ordering::SeqCst), 1);
+        assert_eq!(f.b.handled.load(Ordering::SeqCst), 1);
+
+        // One that lists only b: a declines, b takes its part.
+        let only_b = inbound(&f.client, json!({"offices": ["b"]}));
+        assert_eq!(
+            f.dispatcher.dispatch(&only_b).await.unwrap(),
+            Disposition::Processed
+        );
+        assert_eq!(f.a.taken.get(&only_b.id().to_string()).unwrap(), None);
+
+        // A rejection after a part: nothing of the envelope is applied.
+        let refused = inbound(&f.client, json!({"offices": ["a", "b"], "reject": "b"}));
+        let Disposition::Rejected(reason) = f.dispatcher.dispatch(&refused).await.unwrap() else {
+            panic!("rejected");
+        };
+        assert!(reason.contains("b refuses it"), "{reason}");
+        assert_eq!(f.a.taken.get(&refused.id().to_string()).unwrap(), None);
     }
 }

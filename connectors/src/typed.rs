@@ -210,6 +210,12 @@ impl Sender {
         patience: Duration,
     ) -> Result<R, String> {
         let id = envelope.header.id;
+        // Marked before it is sent, so that the answer, whenever it reaches the inbox, is
+        // known as this back office's (see [`Answers`]).
+        answers
+            .put(&awaited(id), &Value::Null)
+            .and_then(|()| self.store.flush())
+            .map_err(|e| e.to_string())?;
         match self
             .client
             .request(envelope, WAIT)
@@ -237,17 +243,68 @@ impl Sender {
     }
 }
 
-/// A handler that keeps every answer that reaches the inbox under the id of the request it
-/// answers, for [`Sender::ask`] to find.
-#[derive(Debug)]
+/// The key under which [`Sender::ask`] marks request `id` as awaited in its answers tree.
+fn awaited(id: uuid::Uuid) -> String {
+    format!("attesa/{id}")
+}
+
+/// Who decides that a position (an IUPD) is a back office's own, from its durable state.
+type Owns = dyn Fn(&str) -> Result<bool, StoreError> + Send + Sync;
+
+/// A handler that keeps the answers of a back office's requests under the id of the
+/// request each answers, for [`Sender::ask`] to find. It takes only what is its own: an
+/// answer to a request [`Sender::ask`] marked as awaited in the same tree, or (built with
+/// [`Answers::for_positions`]) a message of the payment provider about a position the back
+/// office created; it declines anything else, which is another back office's of the same
+/// entity (see [`crate::dispatch`]).
 pub struct Answers {
     tree: Tree<Value>,
+    owns: Option<Box<Owns>>,
+}
+
+impl std::fmt::Debug for Answers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answers")
+            .field("tree", &self.tree.name())
+            .field("positions", &self.owns.is_some())
+            .finish()
+    }
 }
 
 impl Answers {
-    /// The handler keeping answers in `tree`.
+    /// The handler keeping, in `tree`, the answers to the requests sent with
+    /// [`Sender::ask`] on it.
     pub fn handler(tree: Tree<Value>) -> Arc<dyn Handler> {
-        Arc::new(Answers { tree })
+        Arc::new(Answers { tree, owns: None })
+    }
+
+    /// As [`Answers::handler`], and it takes too the provider's messages about the positions
+    /// `owns` says are the back office's (the answer to a request sent from a handler, a
+    /// oneway `posizione-stato`): kept when they answer a request, else only logged.
+    pub fn for_positions(
+        tree: Tree<Value>,
+        owns: impl Fn(&str) -> Result<bool, StoreError> + Send + Sync + 'static,
+    ) -> Arc<dyn Handler> {
+        Arc::new(Answers {
+            tree,
+            owns: Some(Box::new(owns)),
+        })
+    }
+
+    /// Whether `inbound` is this back office's.
+    fn is_own(&self, inbound: &Inbound) -> Result<bool, HandlerError> {
+        if let Some(to) = inbound.envelope.header.in_reply_to
+            && self
+                .tree
+                .contains(&awaited(to))
+                .map_err(crate::service::retry)?
+        {
+            return Ok(true);
+        }
+        match (&self.owns, posizione_di(inbound)?) {
+            (Some(owns), Some(iupd)) => owns(&iupd).map_err(crate::service::retry),
+            _ => Ok(false),
+        }
     }
 }
 
@@ -259,11 +316,15 @@ impl Handler for Answers {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let h = &inbound.envelope.header;
-            let Some(to) = h.in_reply_to else {
-                return Err(HandlerError::Reject(format!(
-                    "{}/{} is not an answer",
+            if !self.is_own(inbound)? {
+                return Err(HandlerError::Decline(format!(
+                    "{}/{} answers no request of this back office and names none of its positions",
                     h.service, h.action
                 )));
+            }
+            let Some(to) = h.in_reply_to else {
+                tracing::debug!(envelope_id = %h.id, service = %h.service, action = %h.action, "A message about one of this office's positions; noted.");
+                return Ok(());
             };
             let Body::Json(v) = &inbound.envelope.body else {
                 return Err(HandlerError::Reject(
@@ -277,4 +338,86 @@ impl Handler for Answers {
             Ok(())
         })
     }
+}
+
+/// The position (IUPD) a message of the payment provider to a creditor is about: a
+/// `ricevuta`, `posizione-creata`, `posizione-esito` or `posizione-stato`; none for any other
+/// message.
+///
+/// # Errors
+/// [`HandlerError::Reject`] when the body is not the message its action names.
+pub fn posizione_di(inbound: &Inbound) -> Result<Option<String>, HandlerError> {
+    use snodo_schemas::services::pagamenti as p;
+    let h = &inbound.envelope.header;
+    if h.service != "pagamenti" {
+        return Ok(None);
+    }
+    Ok(match h.action.as_str() {
+        "ricevuta" => Some(crate::service::read::<p::Ricevuta>(inbound)?.iupd),
+        "posizione-creata" => Some(crate::service::read::<p::PosizioneCreata>(inbound)?.iupd),
+        "posizione-esito" => Some(crate::service::read::<p::PosizioneEsito>(inbound)?.iupd),
+        "posizione-stato" => Some(crate::service::read::<p::PosizioneStato>(inbound)?.iupd),
+        _ => None,
+    })
+}
+
+/// Declines `inbound` unless `own`: the message is about position `iupd`, which this office
+/// did not create (another office of the same entity did).
+///
+/// # Errors
+/// [`HandlerError::Decline`] naming the position and the office.
+pub fn solo_proprie(own: bool, iupd: &str, office: &str) -> Result<(), HandlerError> {
+    if own {
+        Ok(())
+    } else {
+        Err(HandlerError::Decline(format!(
+            "position {iupd} is not one of the {office}'s"
+        )))
+    }
+}
+
+/// Takes a creditor office's part of a settlement flow: of the payments `inbound` lists,
+/// those whose IUV is in `own` (the notices the office created) are recorded in `reported`
+/// (IUV → flow id) and the route's other offices are offered the rest ([`Effects::take_part`]).
+/// Returns how many of the office's payments it listed.
+///
+/// # Errors
+/// [`HandlerError::Decline`] when the flow lists none of the office's notices;
+/// [`HandlerError::Reject`] when the body is no flow or the sender not `nodo`;
+/// [`HandlerError::Retry`] when the store fails.
+pub fn rendicontazione(
+    inbound: &Inbound,
+    nodo: &EntityId,
+    own: &std::collections::HashSet<String>,
+    reported: &Tree<String>,
+    effects: &mut Effects,
+    office: &str,
+) -> Result<usize, HandlerError> {
+    let flow: snodo_schemas::services::pagamenti::Rendicontazione = crate::service::read(inbound)?;
+    let mut listed = 0usize;
+    for p in flow.pagamenti.iter() {
+        let iuv = p.iuv.as_str();
+        if own.contains(iuv) {
+            listed += 1;
+            effects
+                .update
+                .put(reported, iuv, &flow.id_flusso)
+                .map_err(crate::service::retry)?;
+        }
+    }
+    if listed == 0 {
+        return Err(HandlerError::Decline(format!(
+            "flow {} lists no notice of the {office}",
+            flow.id_flusso
+        )));
+    }
+    if inbound.sender() != nodo {
+        return Err(HandlerError::Reject(format!(
+            "a settlement flow from {}, not from the payment provider",
+            inbound.sender()
+        )));
+    }
+    effects.take_part();
+    tracing::info!(flow = %flow.id_flusso, payments = listed, office, "Settlement flow: the office's payments reported.");
+    Ok(listed)
 }

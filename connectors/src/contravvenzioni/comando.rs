@@ -192,8 +192,11 @@ pub struct Comando {
     impostazioni: Impostazioni,
     /// Fine number → its file.
     fascicoli: Tree<Fascicolo>,
-    /// IUPD → fine number, to take receipts.
+    /// IUPD → fine number, to take receipts (and to know the provider's messages about
+    /// this office's positions from the other offices' of the comune).
     iupd: Tree<String>,
+    /// IUV → the settlement flow that reported it.
+    rendicontati: Tree<String>,
     /// Counters: `protocollo/YEAR`.
     contatori: Tree<u64>,
     /// Answers that reached the inbox, by request id.
@@ -228,6 +231,7 @@ impl Comando {
         Ok(Arc::new(Comando {
             fascicoli: store.tree("contravvenzioni.fascicoli").map_err(s)?,
             iupd: store.tree("contravvenzioni.iupd").map_err(s)?,
+            rendicontati: store.tree("contravvenzioni.rendicontati").map_err(s)?,
             contatori: store.tree("contravvenzioni.contatori").map_err(s)?,
             risposte: store.tree("contravvenzioni.risposte").map_err(s)?,
             pratiche: store.tree("contravvenzioni.pratiche").map_err(s)?,
@@ -241,7 +245,8 @@ impl Comando {
     /// Routes the portal's requests, the prefecture's decisions and the provider's messages.
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
-        let answers = Answers::handler(self.risposte.clone());
+        let iupd = self.iupd.clone();
+        let answers = Answers::for_positions(self.risposte.clone(), move |i| iupd.contains(i));
         builder
             .route(
                 SERVICE,
@@ -273,8 +278,52 @@ impl Comando {
                 "posizione-stato",
                 Route::handler(self, Comando::on_posizione_stato),
             )
+            .route(
+                "pagamenti",
+                "rendicontazione",
+                Route::handler(self, Comando::on_rendicontazione),
+            )
             .route("pagamenti", "posizione-creata", answers.clone())
             .route("pagamenti", "posizione-esito", answers)
+    }
+
+    /// The settlement flow that reported the notice `nav` of this office, if one did.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn rendicontato(
+        &self,
+        nav: &snodo_schemas::formats::Nav,
+    ) -> Result<Option<String>, StoreError> {
+        self.rendicontati.get(nav.iuv().as_str())
+    }
+
+    /// Takes the part of a settlement flow that lists this office's notices.
+    fn on_rendicontazione(
+        &self,
+        inbound: &Inbound,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let cf = &self.impostazioni.codice_fiscale;
+        let mut own = std::collections::HashSet::new();
+        for (_, f) in self.fascicoli.scan("").map_err(service::retry)? {
+            own.extend(
+                f.verbale
+                    .avvisi
+                    .iter()
+                    .filter(|a| &a.ente == cf)
+                    .map(|a| a.nav.iuv().as_str().to_owned()),
+            );
+        }
+        typed::rendicontazione(
+            inbound,
+            &self.impostazioni.nodo,
+            &own,
+            &self.rendicontati,
+            effects,
+            "municipal police",
+        )
+        .map(|_| ())
     }
 
     fn oggi(&self) -> Result<Data, HandlerError> {
@@ -898,6 +947,8 @@ impl Comando {
 
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
+        let own = self.iupd.contains(&r.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &r.iupd, "municipal police")?;
         if inbound.sender() != &self.impostazioni.nodo {
             return Err(HandlerError::Reject(format!(
                 "a receipt from {}, not from the payment provider",
@@ -963,6 +1014,8 @@ impl Comando {
         _effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let s: PosizioneStato = service::read(inbound)?;
+        let own = self.iupd.contains(&s.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &s.iupd, "municipal police")?;
         // A notice past its term expires at the provider: expected (the reduced one after 5
         // days); what is due is read from the calendar, not from this.
         tracing::debug!(iupd = %s.iupd, state = ?s.stato, "Position changed state at the provider.");

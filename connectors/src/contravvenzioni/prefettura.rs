@@ -181,7 +181,8 @@ impl Prefettura {
     /// Routes the forwarded appeals and the provider's messages.
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
-        let answers = Answers::handler(self.risposte.clone());
+        let iupd = self.iupd.clone();
+        let answers = Answers::for_positions(self.risposte.clone(), move |i| iupd.contains(i));
         builder
             .route(
                 SERVICE,
@@ -449,6 +450,8 @@ impl Prefettura {
 
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
+        let own = self.iupd.contains(&r.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &r.iupd, "prefecture")?;
         if inbound.sender() != &self.impostazioni.nodo {
             return Err(HandlerError::Reject(format!(
                 "a receipt from {}, not from the payment provider",
@@ -501,6 +504,8 @@ impl Prefettura {
         _effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let s: PosizioneStato = service::read(inbound)?;
+        let own = self.iupd.contains(&s.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &s.iupd, "prefecture")?;
         tracing::debug!(iupd = %s.iupd, state = ?s.stato, "Position changed state at the provider.");
         Ok(())
     }

@@ -19,7 +19,7 @@ use snodo_schemas::services::edilizia_permessi::{
     ProtocolloIstanza, Provvedimento, RichiestaIntegrazione, Stato, StatoIstanza, Titolo,
 };
 use snodo_schemas::services::pagamenti::{
-    Iban, PosizioneCrea, PosizioneCreata, Ricevuta, Trasferimento,
+    Iban, PosizioneCrea, PosizioneCreata, PosizioneStato, Ricevuta, Trasferimento,
 };
 use time::OffsetDateTime;
 
@@ -240,6 +240,8 @@ pub struct Sportello {
     oneri: Tree<OneriPratica>,
     /// IUPD → the practice's key.
     posizioni: Tree<String>,
+    /// IUV of a practice's fees → the settlement flow that reported it.
+    rendicontati: Tree<String>,
     /// `portal/pratica/file` → the bytes of an attached document.
     documenti: Tree<Vec<u8>>,
     /// `portal/pratica/envelope` → integrations received, waiting to be applied.
@@ -287,6 +289,7 @@ impl Sportello {
             pratiche: store.tree("edilizia.pratiche").map_err(s)?,
             oneri: store.tree("edilizia.oneri").map_err(s)?,
             posizioni: store.tree("edilizia.posizioni").map_err(s)?,
+            rendicontati: store.tree("edilizia.rendicontati").map_err(s)?,
             documenti: store.tree("edilizia.documenti").map_err(s)?,
             contatori: store.tree("edilizia.contatori").map_err(s)?,
             arrivi: store.tree("edilizia.arrivi").map_err(s)?,
@@ -323,6 +326,63 @@ impl Sportello {
                 "ricevuta",
                 Route::handler(self, Sportello::on_ricevuta),
             )
+            .route(
+                "pagamenti",
+                "posizione-stato",
+                Route::handler(self, Sportello::on_posizione_stato),
+            )
+            .route(
+                "pagamenti",
+                "rendicontazione",
+                Route::handler(self, Sportello::on_rendicontazione),
+            )
+    }
+
+    /// The settlement flow that reported the fees whose notice is `nav`, if one did.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn rendicontato(&self, nav: &Nav) -> Result<Option<String>, StoreError> {
+        self.rendicontati.get(nav.iuv().as_str())
+    }
+
+    /// Takes the part of a settlement flow that lists this office's fees.
+    fn on_rendicontazione(
+        &self,
+        inbound: &Inbound,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let own = self
+            .oneri
+            .scan("")
+            .map_err(service::retry)?
+            .into_iter()
+            .filter_map(|(_, o)| o.nav.map(|n| n.iuv().as_str().to_owned()))
+            .collect();
+        typed::rendicontazione(
+            inbound,
+            &self.impostazioni.nodo,
+            &own,
+            &self.rendicontati,
+            effects,
+            "building office",
+        )
+        .map(|_| ())
+    }
+
+    /// Notes that one of this office's positions changed state at the provider (expired):
+    /// what is due is read from the practice, not from this.
+    fn on_posizione_stato(
+        &self,
+        inbound: &Inbound,
+        _effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let s: PosizioneStato = service::read(inbound)?;
+        let own = self.posizioni.contains(&s.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &s.iupd, "building office")?;
+        self.da_nodo(inbound)?;
+        tracing::info!(iupd = %s.iupd, state = ?s.stato, "Fees' position changed state at the provider.");
+        Ok(())
     }
 
     fn sveglia(&self) {
@@ -675,8 +735,8 @@ impl Sportello {
             .get(iupd)
             .map_err(service::retry)?
             .ok_or_else(|| {
-                HandlerError::Reject(format!(
-                    "position {iupd} is not one of this building office"
+                HandlerError::Decline(format!(
+                    "position {iupd} is not one of the building office's"
                 ))
             })?;
         let p = self
@@ -694,8 +754,8 @@ impl Sportello {
 
     fn on_creata(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let c: PosizioneCreata = service::read(inbound)?;
-        self.da_nodo(inbound)?;
         let (key, p, mut o) = self.della_posizione(&c.iupd)?;
+        self.da_nodo(inbound)?;
         if o.nav.is_some() {
             return Ok(());
         }
@@ -733,8 +793,8 @@ impl Sportello {
 
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
-        self.da_nodo(inbound)?;
         let (key, mut p, mut o) = self.della_posizione(&r.iupd)?;
+        self.da_nodo(inbound)?;
         if o.pagato_il.is_some() {
             return Ok(());
         }

@@ -186,7 +186,9 @@ impl Ufficio {
     /// Routes the portal's requests and the provider's messages to this office.
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
-        let answers = Answers::handler(self.risposte.clone());
+        let avvisi = self.avvisi.clone();
+        let answers =
+            Answers::for_positions(self.risposte.clone(), move |iupd| avvisi.contains(iupd));
         builder
             .route(
                 SERVICE,
@@ -573,6 +575,8 @@ impl Ufficio {
 
     fn on_ricevuta(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
+        let own = self.avvisi.contains(&r.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &r.iupd, "tax office")?;
         if inbound.sender() != &self.impostazioni.nodo {
             return Err(HandlerError::Reject(format!(
                 "a receipt from {}, not from the payment provider",
@@ -610,11 +614,13 @@ impl Ufficio {
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let flow: Rendicontazione = service::read(inbound)?;
+        let mut own = 0usize;
         for (k, mut a) in self.avvisi.scan("").map_err(service::retry)? {
             if a.nav
                 .as_ref()
                 .is_some_and(|n| flow.pagamenti.iter().any(|p| p.iuv == n.iuv()))
             {
+                own += 1;
                 a.rendicontato = true;
                 effects
                     .update
@@ -622,6 +628,15 @@ impl Ufficio {
                     .map_err(service::retry)?;
             }
         }
+        if own == 0 {
+            return Err(HandlerError::Decline(format!(
+                "flow {} lists no notice of the tax office",
+                flow.id_flusso
+            )));
+        }
+        // The flow may list other offices' positions too: they are offered theirs.
+        effects.take_part();
+        tracing::info!(flow = %flow.id_flusso, notices = own, "Settlement flow: the tax office's notices reported.");
         Ok(())
     }
 
@@ -677,6 +692,8 @@ impl Ufficio {
 
     fn on_creata(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
         let c: PosizioneCreata = service::read(inbound)?;
+        let own = self.avvisi.contains(&c.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &c.iupd, "tax office")?;
         self.creata(&c, effects)
     }
 

@@ -637,7 +637,7 @@ impl Comune {
 fn handler(e: HandlerError) -> ServiceError {
     match e {
         HandlerError::Retry(m) => ServiceError::Unreachable(m),
-        HandlerError::Reject(m) => ServiceError::Refused(m),
+        HandlerError::Reject(m) | HandlerError::Decline(m) => ServiceError::Refused(m),
     }
 }
 

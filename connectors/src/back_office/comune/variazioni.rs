@@ -38,7 +38,7 @@ impl Comune {
     fn rifiuto(e: HandlerError) -> ServiceError {
         match e {
             HandlerError::Retry(m) => ServiceError::Unreachable(m),
-            HandlerError::Reject(m) => ServiceError::Refused(m),
+            HandlerError::Reject(m) | HandlerError::Decline(m) => ServiceError::Refused(m),
         }
     }
 

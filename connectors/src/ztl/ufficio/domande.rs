@@ -405,10 +405,35 @@ impl Ufficio {
         self.registra(&numero, &chiave, &Esito::Integrazione(i), effects)
     }
 
+    /// The application whose fee is position `iupd`; another office's position (of the
+    /// same comune) is declined.
     fn numero_di(&self, iupd: &str) -> Result<String, HandlerError> {
         self.posizioni.get(iupd).map_err(retry)?.ok_or_else(|| {
-            HandlerError::Reject(format!("the office never created position {iupd}"))
+            HandlerError::Decline(format!("position {iupd} is not one of the ZTL office's"))
         })
+    }
+
+    /// Takes the part of a settlement flow that lists this office's fees.
+    pub(super) fn on_rendicontazione(
+        &self,
+        inbound: &Inbound,
+        effects: &mut Effects,
+    ) -> Result<(), HandlerError> {
+        let mut own = std::collections::HashSet::new();
+        for (_, e) in self.esiti.scan("").map_err(retry)? {
+            if let Esito::Posizione(c) = e {
+                own.insert(c.iuv.as_str().to_owned());
+            }
+        }
+        crate::typed::rendicontazione(
+            inbound,
+            &self.impostazioni.nodo,
+            &own,
+            &self.rendicontati,
+            effects,
+            "ZTL office",
+        )
+        .map(|_| ())
     }
 
     pub(super) fn on_creata(
@@ -417,8 +442,8 @@ impl Ufficio {
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let c: PosizioneCreata = service::read(inbound)?;
-        self.da(inbound, &self.impostazioni.nodo, "the payment provider")?;
         let numero = self.numero_di(&c.iupd)?;
+        self.da(inbound, &self.impostazioni.nodo, "the payment provider")?;
         let chiave = format!("{numero}/posizione");
         if self.esiti.get(&chiave).map_err(retry)?.is_some() {
             return Ok(());
@@ -439,8 +464,8 @@ impl Ufficio {
         effects: &mut Effects,
     ) -> Result<(), HandlerError> {
         let r: Ricevuta = service::read(inbound)?;
-        self.da(inbound, &self.impostazioni.nodo, "the payment provider")?;
         let numero = self.numero_di(&r.iupd)?;
+        self.da(inbound, &self.impostazioni.nodo, "the payment provider")?;
         tracing::info!(pratica = %numero, nav = %r.nav, "ZTL fee paid.");
         let esito = Esito::Pagamento {
             ricevuta: r.id,

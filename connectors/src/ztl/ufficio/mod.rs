@@ -165,8 +165,11 @@ pub struct Ufficio {
     esiti: Tree<Esito>,
     /// Permits by number.
     permessi: Tree<Permesso>,
-    /// IUPD of a fee → protocol number.
+    /// IUPD of a fee → protocol number (what tells the provider's messages about this
+    /// office's positions from the other offices' of the comune).
     posizioni: Tree<String>,
+    /// IUV of a fee → the settlement flow that reported it.
+    rendicontati: Tree<String>,
     /// Counters: `protocollo/YEAR`, `permesso/YEAR`.
     contatori: Tree<u64>,
     /// Mail to send, by a key unique to its cause.
@@ -225,6 +228,7 @@ impl Ufficio {
             esiti: store.tree("ztl.esiti").map_err(s)?,
             permessi: store.tree("ztl.permessi").map_err(s)?,
             posizioni: store.tree("ztl.posizioni").map_err(s)?,
+            rendicontati: store.tree("ztl.rendicontati").map_err(s)?,
             contatori: store.tree("ztl.contatori").map_err(s)?,
             posta: store.tree("ztl.posta").map_err(s)?,
             risposte: store.tree("ztl.risposte").map_err(s)?,
@@ -242,7 +246,8 @@ impl Ufficio {
     /// office.
     #[must_use]
     pub fn install(self: &Arc<Self>, builder: DispatcherBuilder) -> DispatcherBuilder {
-        let answers = Answers::handler(self.risposte.clone());
+        let posizioni = self.posizioni.clone();
+        let answers = Answers::for_positions(self.risposte.clone(), move |i| posizioni.contains(i));
         let s = super::SERVICE;
         builder
             .route(
@@ -275,8 +280,21 @@ impl Ufficio {
                 "ricevuta",
                 Route::handler_then(self, Ufficio::on_ricevuta, Ufficio::svegli),
             )
+            .route(
+                "pagamenti",
+                "rendicontazione",
+                Route::handler(self, Ufficio::on_rendicontazione),
+            )
             .route("pagamenti", "posizione-esito", answers.clone())
             .route("pagamenti", "posizione-stato", answers)
+    }
+
+    /// The settlement flow that reported the fee whose notice is `nav`, if one did.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    pub fn rendicontato(&self, nav: &Nav) -> Result<Option<String>, StoreError> {
+        self.rendicontati.get(nav.iuv().as_str())
     }
 
     /// Runs the office's terms and its mail until `shutdown`.
