@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -58,19 +58,20 @@ pub struct RunArgs {
     pub chaos: Vec<Fault>,
 }
 
-/// Advances `world`'s clock by one simulated day per `day` of real time (per `fast` once
-/// that is set), until `stop`.
+/// Advances `world`'s clock by one simulated day per `day` of real time (per 250 ms once
+/// `fast` is set and no conversation is in a prompt step, `prompt`), until `stop`.
 fn drive_clock(
     world_clock: Arc<snodo_connectors::ManualClock>,
     day: Duration,
     fast: Arc<AtomicBool>,
+    prompt: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let tick = Duration::from_millis(50);
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(tick).await;
-            let per_day = if fast.load(Ordering::Relaxed) {
+            let per_day = if fast.load(Ordering::Relaxed) && prompt.load(Ordering::Relaxed) == 0 {
                 Duration::from_millis(250)
             } else {
                 day
@@ -171,6 +172,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         busy: Default::default(),
         log: Log::default(),
         step_timeout: Duration::from_secs_f64((60.0 * day_secs).max(60.0)),
+        prompt: Arc::default(),
     });
     let started = Instant::now();
 
@@ -220,6 +222,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         ctx.world.clock.clone(),
         args.day,
         fast.clone(),
+        ctx.prompt.clone(),
         stop_clock.clone(),
     );
     let faults = chaos::Running::start(

@@ -216,6 +216,8 @@ async fn segui(
         return;
     };
     let numero = format!("V-{}", uuid::Uuid::now_v7().simple());
+    // The citizen acts within days of notification; long waits let the prompt go.
+    let mut prompt = Some(ctx.prompt());
     let started = Instant::now();
     log.start(SERVICE, &numero);
     // Speeding: €173 to €695 and €14.70 of costs.
@@ -333,12 +335,14 @@ async fn segui(
             let Some(t) = giorno_n(importi::GIORNI_ORDINARIO + 1) else {
                 return;
             };
+            drop(prompt.take());
             if p.fascicolo(Some(t), |f| f.verbale.stato == StatoVerbale::Esecutivo)
                 .await
                 .is_none()
             {
                 return p.violation("unpaid after 60 days, yet never enforceable".into());
             }
+            prompt.replace(ctx.prompt());
             let Some(x) = p.paga().await else { return };
             if x.0 != TipoAvviso::Maggiorato {
                 return p.violation(format!("paid late with the {:?} notice", x.0));
@@ -373,6 +377,7 @@ async fn segui(
                 Prefetto::Silenzio => {
                     decisione = Some(true);
                     let Some(t) = silenzio else { return };
+                    drop(prompt.take());
                     if p.fascicolo(Some(t), |f| f.verbale.stato == StatoVerbale::Archiviato)
                         .await
                         .is_none()
@@ -431,6 +436,7 @@ async fn segui(
             }
         }
     };
+    drop(prompt);
     if consistent(&p, atteso, pagato.as_ref(), decisione).await {
         log.finish(SERVICE, &p.id, started);
     }

@@ -102,6 +102,9 @@ pub async fn pratica(ctx: Shared, seed: u64) {
     let log = &ctx.log;
     let violation = |what: String| log.violation(format!("building practice {pratica}: {what}"));
     let started = Instant::now();
+    // The citizen pays and integrates within the office's terms; the 90 and 30 days of
+    // silence are waited without the prompt.
+    let mut prompt = Some(ctx.prompt());
     log.start(SERVICE, &pratica);
     let portale = &ctx.world.portale_edilizia;
     let key = match PORTAL.parse() {
@@ -179,6 +182,7 @@ pub async fn pratica(ctx: Shared, seed: u64) {
             if taken.is_none() {
                 return violation("the integration was never taken".into());
             }
+            drop(prompt.take());
             match fine {
                 Fine::Diniego => {
                     let motivo = Motivo {
@@ -222,6 +226,7 @@ pub async fn pratica(ctx: Shared, seed: u64) {
             }
         }
         Titolo::Scia => {
+            drop(prompt.take());
             // Unchecked for 30 days, the SCIA stands.
             let Some(term) = sportello.scadenza(&key, Scadenza::Controllo).ok().flatten() else {
                 return violation("no term of check for a SCIA".into());
@@ -242,6 +247,7 @@ pub async fn pratica(ctx: Shared, seed: u64) {
         }
         _ => StatoIstanza::Istruttoria,
     };
+    drop(prompt);
     // The office, the portal and the provider agree.
     let ufficio: Option<Pratica> = sportello.pratica(&key).ok().flatten();
     let Some(u) = ufficio.filter(|u| u.stato == atteso && u.conclusa()) else {

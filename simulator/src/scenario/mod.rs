@@ -9,6 +9,7 @@ pub mod viabilita;
 pub mod ztl;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -127,9 +128,30 @@ pub struct Context {
     pub log: Log,
     /// How long a conversation may wait for one step, in real time.
     pub step_timeout: Duration,
+    /// How many conversations are in steps that must beat a term of a few simulated days
+    /// (pay within 5 days, answer within 15): while any is, time does not run fast.
+    pub prompt: Arc<AtomicUsize>,
+}
+
+/// A conversation's prompt steps, from [`Context::prompt`] until dropped.
+#[derive(Debug)]
+pub struct Prompt(Arc<AtomicUsize>);
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Context {
+    /// The conversation takes steps that must beat a short term, until the guard is dropped:
+    /// meanwhile simulated time runs at its normal pace, even once citizens stop.
+    #[must_use]
+    pub fn prompt(&self) -> Prompt {
+        self.prompt.fetch_add(1, Ordering::Relaxed);
+        Prompt(self.prompt.clone())
+    }
+
     /// A comune's ISTAT code, weighted by population, among `among` (all when empty).
     pub fn weighted_comune(&self, rng: &mut impl Rng, except: Option<&str>) -> Option<String> {
         let candidates: Vec<(&String, u64)> = self

@@ -87,6 +87,8 @@ pub async fn permesso(ctx: Shared, seed: u64) {
     let log = &ctx.log;
     let violation = |what: String| log.violation(format!("ZTL application {pratica}: {what}"));
     let started = Instant::now();
+    // The applicant answers and pays within the office's 30 days.
+    let prompt = ctx.prompt();
     log.start(SERVICE, &pratica);
     let portale = &ctx.world.portale_ztl;
     let ricevuta = match portale.domanda(&m.entity, domanda).await {
@@ -175,6 +177,7 @@ pub async fn permesso(ctx: Shared, seed: u64) {
             return violation(format!("paid, yet not issued (at {:?})", stato()));
         }
     }
+    drop(prompt);
     // The office, the portal and the provider agree.
     let Some(v) = portale.vista(&pratica).ok().flatten() else {
         return violation("vanished from the portal".into());
