@@ -22,6 +22,20 @@
 //! kind = "dir"
 //! dir = "scambio"                    # outbox/, inbox/, sent/, error/ inside
 //! ```
+//!
+//! A comune that runs several reference back offices (its offices, all one entity with one
+//! inbox) lists them, each with its data under its name; they share one dispatcher, where
+//! each takes only the envelopes that are its own ([`crate::dispatch`]):
+//!
+//! ```toml
+//! [adapter]
+//! kind = "reference"
+//! back_office = ["tributi", "polizia-locale", "ztl", "edilizia"]
+//!
+//! [adapter.data.tributi]
+//! comune = "001272"
+//! # …
+//! ```
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -192,15 +206,92 @@ pub enum AdapterSection {
         #[serde(default)]
         unknown_messages: UnknownMessages,
     },
-    /// A reference back office of this build takes the messages itself.
+    /// Reference back offices of this build take the messages themselves.
     Reference {
-        /// Which one; see [`reference::AVAILABLE`].
-        back_office: String,
-        /// Its data (a comune's street register and residents…); a relative
+        /// Which one (`"tributi"`), or which ones, in the order their handlers are offered
+        /// envelopes (`["comune", "tributi", "ztl"]`); see [`reference::AVAILABLE`].
+        back_office: BackOffices,
+        /// Its data (a comune's street register and residents…); with a list, a table with
+        /// each one's data under its name (`[adapter.data.tributi]`). A relative
         /// `posta.directory` is relative to this file's directory.
         #[serde(default)]
         data: serde_json::Value,
     },
+}
+
+/// The reference back offices one connector runs: one name, or a list of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum BackOffices {
+    /// One back office; `[adapter.data]` is its data.
+    One(String),
+    /// Several, sharing the entity's one dispatcher; `[adapter.data.NAME]` is each one's data.
+    Several(Vec<String>),
+}
+
+impl BackOffices {
+    /// The names, in order.
+    #[must_use]
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            BackOffices::One(name) => vec![name.as_str()],
+            BackOffices::Several(names) => names.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// Each back office with its data, taken from `data`, and the data's field name
+    /// (`adapter.data`, or `adapter.data.NAME` for a list).
+    #[must_use]
+    pub fn with_data<'a>(
+        &'a self,
+        data: &serde_json::Value,
+    ) -> Vec<(&'a str, String, serde_json::Value)> {
+        match self {
+            BackOffices::One(name) => vec![(name.as_str(), "adapter.data".into(), data.clone())],
+            BackOffices::Several(names) => names
+                .iter()
+                .map(|n| {
+                    (
+                        n.as_str(),
+                        format!("adapter.data.{n}"),
+                        data.get(n).cloned().unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl PartialEq<str> for BackOffices {
+    fn eq(&self, other: &str) -> bool {
+        matches!(self, BackOffices::One(name) if name == other)
+    }
+}
+
+impl<'de> Deserialize<'de> for BackOffices {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = BackOffices;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the name of a reference back office, or a list of names")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BackOffices, E> {
+                Ok(BackOffices::One(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BackOffices, A::Error> {
+                let mut names = Vec::new();
+                while let Some(n) = seq.next_element::<String>()? {
+                    names.push(n);
+                }
+                Ok(BackOffices::Several(names))
+            }
+        }
+        d.deserialize_any(Names)
+    }
 }
 
 /// What to do with a message type this build does not know.
@@ -319,7 +410,7 @@ impl Config {
         let base = absolute.parent().unwrap_or(Path::new(".")).to_owned();
         config.resolve(&base);
         if let Some((field, message)) = config.problem() {
-            return Err(invalid(field.to_owned(), message));
+            return Err(invalid(field, message));
         }
         Ok(config)
     }
@@ -339,12 +430,26 @@ impl Config {
         join(&mut self.state.dir);
         match &mut self.adapter {
             AdapterSection::Dir { dir, .. } => join(dir),
-            AdapterSection::Reference { data, .. } => {
-                if let Some(dir) = data.pointer_mut("/posta/directory")
-                    && let Some(text) = dir.as_str()
-                    && Path::new(text).is_relative()
-                {
-                    *dir = serde_json::Value::String(base.join(text).display().to_string());
+            AdapterSection::Reference { back_office, data } => {
+                let pointers: Vec<String> = match back_office {
+                    BackOffices::One(_) => vec!["/posta/directory".into()],
+                    BackOffices::Several(names) => names
+                        .iter()
+                        .map(|n| {
+                            format!(
+                                "/{}/posta/directory",
+                                n.replace('~', "~0").replace('/', "~1")
+                            )
+                        })
+                        .collect(),
+                };
+                for pointer in pointers {
+                    if let Some(dir) = data.pointer_mut(&pointer)
+                        && let Some(text) = dir.as_str()
+                        && Path::new(text).is_relative()
+                    {
+                        *dir = serde_json::Value::String(base.join(text).display().to_string());
+                    }
                 }
             }
             AdapterSection::Http { .. } => {}
@@ -352,7 +457,76 @@ impl Config {
     }
 
     /// The first rule broken between fields, as (field, message).
-    fn problem(&self) -> Option<(&'static str, String)> {
+    fn problem(&self) -> Option<(String, String)> {
+        self.problem_of_fields()
+            .map(|(field, message)| (field.to_owned(), message))
+            .or_else(|| self.problem_of_back_offices())
+    }
+
+    /// The first problem of the reference back offices named and their data.
+    fn problem_of_back_offices(&self) -> Option<(String, String)> {
+        let AdapterSection::Reference { back_office, data } = &self.adapter else {
+            return None;
+        };
+        let names = back_office.names();
+        if let BackOffices::Several(list) = back_office {
+            if list.is_empty() {
+                return Some((
+                    "adapter.back_office".into(),
+                    "the list names no back office".into(),
+                ));
+            }
+            for (i, n) in list.iter().enumerate() {
+                if list[..i].contains(n) {
+                    return Some((
+                        format!("adapter.back_office[{i}]"),
+                        format!("`{n}` is listed twice"),
+                    ));
+                }
+            }
+            match data {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(by_name) => {
+                    if let Some(other) = by_name.keys().find(|k| !names.contains(&k.as_str())) {
+                        return Some((
+                            format!("adapter.data.{other}"),
+                            format!(
+                                "`{other}` is not one of the back offices listed in adapter.back_office ({})",
+                                names.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                _ => {
+                    return Some((
+                        "adapter.data".into(),
+                        "with a list of back offices, a table of each one's data under its name"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        for (i, (name, field, data)) in back_office.with_data(data).into_iter().enumerate() {
+            match reference::find(name) {
+                Err(message) => {
+                    let field = match back_office {
+                        BackOffices::One(_) => "adapter.back_office".to_owned(),
+                        BackOffices::Several(_) => format!("adapter.back_office[{i}]"),
+                    };
+                    return Some((field, message));
+                }
+                Ok(found) => {
+                    if let Err(message) = (found.check)(&data) {
+                        return Some((field, message));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The first rule broken between the fields other than the back offices'.
+    fn problem_of_fields(&self) -> Option<(&'static str, String)> {
         if !self.hub.url.starts_with("https://") {
             return Some((
                 "hub.url",
@@ -401,15 +575,7 @@ impl Config {
                     ));
                 }
             }
-            AdapterSection::Reference { back_office, data } => match reference::find(back_office) {
-                Err(message) => return Some(("adapter.back_office", message)),
-                Ok(found) => {
-                    if let Err(message) = (found.check)(data) {
-                        return Some(("adapter.data", message));
-                    }
-                }
-            },
-            AdapterSection::Dir { .. } => {}
+            AdapterSection::Reference { .. } | AdapterSection::Dir { .. } => {}
         }
         None
     }
@@ -477,6 +643,129 @@ dir = "scambio"
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"questura\""), "adapter.back_office", "not a reference back office of this build; available: comune, anpr"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"comune\""), "adapter.data", "missing field `stradario`"),
             (GOOD.replace("kind = \"dir\"\ndir = \"scambio\"", "kind = \"reference\"\nback_office = \"portale\"\ndata = { colour = 1 }"), "adapter.data", "unknown field `colour`"),
+        ];
+        for (text, field, message) in cases {
+            match load(&text) {
+                Err(ConfigError::Invalid {
+                    field: f,
+                    message: m,
+                    ..
+                }) => {
+                    assert!(f.starts_with(field), "{field}: the field was {f}: {m}");
+                    assert!(m.contains(message), "{field}: {m}");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    /// `[adapter.data…]` of the example configuration `file`, moved under `name`.
+    fn data_of(file: &str, name: &str) -> String {
+        let start = file.find("[adapter.data]").unwrap();
+        file[start..]
+            .replace("[[adapter.data.", &format!("[[adapter.data.{name}."))
+            .replace("[adapter.data]", &format!("[adapter.data.{name}]"))
+            .replace(
+                "[adapter.data.posta]",
+                &format!("[adapter.data.{name}.posta]"),
+            )
+    }
+
+    fn several(names: &str, data: &[(&str, &str)]) -> String {
+        let head = GOOD.replace(
+            "kind = \"dir\"\ndir = \"scambio\"",
+            &format!("kind = \"reference\"\nback_office = {names}"),
+        );
+        let data: String = data
+            .iter()
+            .map(|(file, name)| data_of(file, name))
+            .collect();
+        format!("{head}\n{data}")
+    }
+
+    #[test]
+    fn a_list_of_back_offices_each_with_its_data_under_its_name() {
+        let tributi = include_str!("../examples/tributi/tributi-001272.toml");
+        let polizia = include_str!("../examples/contravvenzioni/polizia-001272.toml");
+        let ztl = include_str!("../examples/ztl/ztl-001272.toml");
+        let edilizia = include_str!("../examples/edilizia/edilizia-001272.toml");
+        let all = [
+            (tributi, "tributi"),
+            (polizia, "polizia-locale"),
+            (ztl, "ztl"),
+            (edilizia, "edilizia"),
+        ];
+        let text = several(r#"["tributi", "polizia-locale", "ztl", "edilizia"]"#, &all);
+        let c = load(&text).unwrap();
+        let AdapterSection::Reference { back_office, data } = &c.adapter else {
+            panic!("{:?}", c.adapter);
+        };
+        assert_eq!(
+            back_office.names(),
+            ["tributi", "polizia-locale", "ztl", "edilizia"]
+        );
+        let each = back_office.with_data(data);
+        assert_eq!(each[0].1, "adapter.data.tributi");
+        assert_eq!(
+            each[0].2["email_ufficio"],
+            "tributi@comune.torino.example.it"
+        );
+        assert_eq!(each[2].2["motorizzazione"], "mctc:motorizzazione");
+        // Each one's mail directory is relative to the file.
+        for i in [0, 2] {
+            let dir = each[i].2["posta"]["directory"].as_str().unwrap();
+            assert!(dir.starts_with("/etc/snodo/posta-"), "{dir}");
+        }
+
+        // The single name still works, with `[adapter.data]` as its data.
+        let one = GOOD.replace(
+            "kind = \"dir\"\ndir = \"scambio\"",
+            "kind = \"reference\"\nback_office = \"tributi\"",
+        ) + &tributi[tributi.find("[adapter.data]").unwrap()..];
+        let c = load(&one).unwrap();
+        let AdapterSection::Reference { back_office, .. } = &c.adapter else {
+            panic!("{:?}", c.adapter);
+        };
+        assert_eq!(back_office, "tributi");
+
+        // Mistakes are named by their field.
+        let cases = [
+            (
+                several(r#"["tributi", "questura"]"#, &all[..1]),
+                "adapter.back_office[1]",
+                "`questura` is not a reference back office",
+            ),
+            (
+                several(r#"["tributi", "tributi"]"#, &all[..1]),
+                "adapter.back_office[1]",
+                "listed twice",
+            ),
+            (
+                several(r#"["tributi"]"#, &all[..2]),
+                "adapter.data.polizia-locale",
+                "not one of the back offices listed",
+            ),
+            (
+                several(r#"["tributi", "ztl"]"#, &[all[0]]),
+                "adapter.data.ztl",
+                "missing field",
+            ),
+            (
+                several(r#"["tributi"]"#, &all[..1]).replace("iban = ", "colore = 1\niban = "),
+                "adapter.data.tributi",
+                "unknown field `colore`",
+            ),
+            (
+                several("[]", &[]),
+                "adapter.back_office",
+                "names no back office",
+            ),
+            (
+                // Inside the tagged `[adapter]`, serde names the section (as for `poll`).
+                several("3", &[]),
+                "adapter",
+                "the name of a reference back office, or a list of names",
+            ),
         ];
         for (text, field, message) in cases {
             match load(&text) {

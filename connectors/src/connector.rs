@@ -104,17 +104,31 @@ pub async fn run(
             (builder.fallback(adapter), None)
         }
         AdapterSection::Reference { back_office, data } => {
-            let found = reference::find(back_office).map_err(anyhow::Error::msg)?;
-            let context = reference::Context {
-                client: client.clone(),
-                store: store.clone(),
-                clock: Arc::new(SystemClock),
-                data: data.clone(),
-                shutdown: shutdown.clone(),
-            };
-            let (builder, started) =
-                (found.install)(&context, builder).map_err(anyhow::Error::msg)?;
-            tasks.extend(started);
+            // Several back offices of one entity share its store (their trees are apart by
+            // name) and its one dispatcher, where each takes only what is its own.
+            let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+            let mut builder = builder;
+            let several = matches!(back_office, crate::config::BackOffices::Several(_));
+            for (name, field, data) in back_office.with_data(data) {
+                let found = reference::find(name).map_err(anyhow::Error::msg)?;
+                let context = reference::Context {
+                    client: client.clone(),
+                    store: store.clone(),
+                    clock: clock.clone(),
+                    data,
+                    shutdown: shutdown.clone(),
+                };
+                let (next, started) = (found.install)(&context, builder).map_err(|e| {
+                    if several {
+                        anyhow::anyhow!("{field}: {e}")
+                    } else {
+                        anyhow::Error::msg(e)
+                    }
+                })?;
+                builder = next;
+                tasks.extend(started);
+                tracing::info!(back_office = name, "Reference back office installed.");
+            }
             (builder, None)
         }
     };

@@ -2,7 +2,10 @@
 //! they use): handlers that are plain functions of a back office staging the dispatcher's
 //! [`Effects`] with envelopes, requests that wait for their answer (the comune asking the
 //! provider for a NAV, the portal asking for a calculation), and envelopes sent on a back
-//! office's own initiative through the durable outbox. [`Sender::commit`] is the envelope-level
+//! office's own initiative through the durable outbox; and how a back office tells the
+//! envelopes that are its own from those of the other back offices of its entity (the
+//! requests it awaits, the positions it created), declining the rest ([`Answers`],
+//! [`solo_proprie`], [`rendicontazione`]). [`Sender::commit`] is the envelope-level
 //! twin of [`crate::service::Committer::commit`], which takes typed `Invio`s; the two should
 //! become one.
 
@@ -199,7 +202,9 @@ impl Sender {
 
     /// Sends the request `envelope` and waits for its answer, read as `R`: from the hub
     /// directly when it comes within [`WAIT`], else from `answers` (where the back office's
-    /// handler keeps answers that reached the inbox) for up to `patience`.
+    /// handler keeps answers that reached the inbox) for up to `patience`. The request is
+    /// marked as awaited in `answers` (durably, before it is sent), which is how that handler
+    /// knows the answer as this back office's among the entity's others.
     ///
     /// # Errors
     /// A message when the hub refuses the request, the answer is not an `R`, or none came.
@@ -212,10 +217,14 @@ impl Sender {
         let id = envelope.header.id;
         // Marked before it is sent, so that the answer, whenever it reaches the inbox, is
         // known as this back office's (see [`Answers`]).
-        answers
-            .put(&awaited(id), &Value::Null)
-            .and_then(|()| self.store.flush())
-            .map_err(|e| e.to_string())?;
+        let (tree, store) = (answers.clone(), self.store.clone());
+        tokio::task::spawn_blocking(move || {
+            tree.put(&awaited(id), &Value::Null)
+                .and_then(|()| store.flush())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
         match self
             .client
             .request(envelope, WAIT)
