@@ -176,11 +176,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     });
     let started = Instant::now();
 
-    // The registry feed: each comune's initial load to ANPR, before anyone moves.
+    // The registry feed: each comune's initial load to ANPR, before anyone moves; a few
+    // comuni at a time, as ANPR takes them.
     let mut loads = tokio::task::JoinSet::new();
+    let turns = Arc::new(tokio::sync::Semaphore::new(8));
     for istat in ctx.world.comuni.keys() {
-        let (ctx, istat) = (ctx.clone(), istat.clone());
+        let (ctx, istat, turns) = (ctx.clone(), istat.clone(), turns.clone());
         loads.spawn(async move {
+            let Ok(_turn) = turns.acquire().await else {
+                return;
+            };
             let id = format!("caricamento:{istat}");
             let t = Instant::now();
             ctx.log.start("anagrafe.variazioni", &id);
@@ -389,6 +394,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         Err(e) => s.violations.push(format!("journal: {e:#}")),
     }
     s.details.insert("seed".into(), json!(seed));
+    s.details.insert("nodes".into(), json!(nodes.len()));
     s.details.insert("comuni".into(), json!(fed.comuni.len()));
     s.details
         .insert("citizens".into(), json!(ctx.citizens.len()));

@@ -194,8 +194,9 @@ fn client(
     let (cert, key) = fed.cert_and_key(entity);
     let mut c = HubClientConfig::new(url.to_owned(), fed.pki().join("ca.crt"), cert, key);
     c.format = format;
+    // Partners keep trying through a hub node's restart or RabbitMQ's (a minute or so).
     c.retry = RetryPolicy {
-        attempts: 12,
+        attempts: 30,
         initial: Duration::from_millis(100),
         max: Duration::from_secs(3),
     };
@@ -251,7 +252,7 @@ impl World {
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
         // Idle pulls of every inbox cost the hub: the more entities, the slower each polls.
-        let idle = Duration::from_millis((fed.comuni.len() as u64 * 2).clamp(50, 2000));
+        let idle = Duration::from_millis((fed.comuni.len() as u64 * 4).clamp(50, 5000));
         let pull = PullConfig {
             batch: 32,
             lease: Duration::from_secs(60),

@@ -30,6 +30,30 @@ struct PullLease {
     acker: Acker,
     taken: Taken,
     expires: Instant,
+    /// Later copies of the same envelope, handed back by RabbitMQ while this lease holds it
+    /// (its first delivery's channel was lost): settled with it, never handed out again.
+    shadows: Vec<Acker>,
+}
+
+impl PullLease {
+    /// Acknowledges the message and every copy of it to RabbitMQ.
+    async fn ack_all(self) {
+        let _ = self.acker.ack(BasicAckOptions::default()).await;
+        for a in self.shadows {
+            let _ = a.ack(BasicAckOptions::default()).await;
+        }
+    }
+
+    /// Puts the message back in the queue (once, whichever copy RabbitMQ still holds).
+    async fn reject_all(self) {
+        let _ = self
+            .acker
+            .reject(BasicRejectOptions { requeue: true })
+            .await;
+        for a in self.shadows {
+            let _ = a.reject(BasicRejectOptions { requeue: true }).await;
+        }
+    }
 }
 
 /// The pull leases this node holds.
@@ -43,6 +67,29 @@ impl Leases {
     fn keep(&self, token: &str, lease: PullLease) {
         if let Ok(mut m) = self.0.lock() {
             m.insert(token.to_owned(), lease);
+        }
+    }
+
+    /// Attaches `acker`, a copy of envelope (`sender`, `id`), to the lease of `entity` that
+    /// holds that envelope, if any; gives it back otherwise.
+    fn shadow(
+        &self,
+        entity: &str,
+        sender: &str,
+        id: &uuid::Uuid,
+        acker: Acker,
+    ) -> Result<(), Acker> {
+        let Ok(mut m) = self.0.lock() else {
+            return Err(acker);
+        };
+        match m.values_mut().find(|l| {
+            l.entity == entity && l.taken.record.id == *id && l.taken.record.sender == sender
+        }) {
+            Some(l) => {
+                l.shadows.push(acker);
+                Ok(())
+            }
+            None => Err(acker),
         }
     }
 
@@ -188,6 +235,16 @@ pub async fn lease(
             }
             Screened::Deliver(taken) => {
                 let rec = &taken.record;
+                let acker = match amqp
+                    .leases
+                    .shadow(entity.as_str(), &rec.sender, &rec.id, d.acker)
+                {
+                    Ok(()) => {
+                        tracing::debug!(%entity, id = %rec.id, "A copy of an envelope under lease; held with it.");
+                        continue;
+                    }
+                    Err(acker) => acker,
+                };
                 recording.events.push(Event {
                     kind: EventKind::Delivered,
                     record: rec.clone(),
@@ -208,9 +265,10 @@ pub async fn lease(
                     token,
                     PullLease {
                         entity: entity.to_string(),
-                        acker: d.acker,
+                        acker,
                         taken,
                         expires: Instant::now() + lease_for,
+                        shadows: Vec::new(),
                     },
                 ));
             }
@@ -220,7 +278,7 @@ pub async fn lease(
     if let Err(e) = report {
         // Nothing handed out: every message goes back to the queue.
         for (_, l) in held {
-            let _ = l.acker.reject(BasicRejectOptions { requeue: true }).await;
+            l.reject_all().await;
         }
         for a in drops {
             let _ = a.reject(BasicRejectOptions { requeue: true }).await;
@@ -252,10 +310,19 @@ pub async fn settle(
         ApiError::from(crate::engine::EngineError::UnknownLease(token.to_owned()))
     })?;
     if !ack {
-        let _ = lease
-            .acker
-            .reject(BasicRejectOptions { requeue: true })
-            .await;
+        lease.reject_all().await;
+        return Ok(());
+    }
+    // The same envelope may have been leased twice: handed out again after RabbitMQ lost the
+    // first delivery's channel while the entity still worked on it. Once it is acknowledged,
+    // a later lease of it is settled without a second acknowledgement in the journal.
+    let rec = &lease.taken.record;
+    if matches!(
+        hub.engine
+            .was_delivered(entity.as_str(), &rec.sender, &rec.id),
+        Ok(true)
+    ) {
+        lease.ack_all().await;
         return Ok(());
     }
     // A marker whose confirm was lost with the connection may have been stored all the same,
@@ -279,7 +346,7 @@ pub async fn settle(
         }
     }
     // If this fails the message comes back, and the marker drops it.
-    let _ = lease.acker.ack(BasicAckOptions::default()).await;
+    lease.ack_all().await;
     Ok(())
 }
 
@@ -338,7 +405,7 @@ pub(super) async fn expire_leases(amqp: std::sync::Arc<Amqp>, mut shutdown: Shut
             _ = shutdown.changed() => return,
         }
         for l in amqp.leases.expired(Instant::now()) {
-            let _ = l.acker.reject(BasicRejectOptions { requeue: true }).await;
+            l.reject_all().await;
         }
     }
 }
