@@ -51,10 +51,15 @@ pub enum StoreError {
 pub struct Store {
     /// The database; every tree of an [`Update`] must come from it.
     db: sled::Db,
-    /// Prefixed to every tree's name: several bodies can share one database, each in its
-    /// own namespace ([`Store::namespace`]).
+    /// Prefixed to every key: several bodies can share one database and its trees, each in
+    /// its own namespace ([`Store::namespace`]). Empty for the whole database.
     prefix: String,
+    /// The namespace as people read it, `comune:001272/`, for errors.
+    label: String,
 }
+
+/// Ends a namespace in a key: a byte no name or key holds.
+const NAMESPACE_END: char = '\u{1f}';
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,17 +85,20 @@ impl Store {
         Ok(Store {
             db,
             prefix: String::new(),
+            label: String::new(),
         })
     }
 
-    /// The same database seen through namespace `name`: its trees are apart from those of
-    /// every other namespace (a simulation keeps many bodies in one database this way).
-    /// Namespaces nest; updates may span trees of several namespaces of one database.
+    /// The same database seen through namespace `name`: its keys are apart from those of
+    /// every other namespace, in the same trees (a simulation keeps many bodies in one
+    /// database this way; a tree per body would make sled's files grow with their number).
+    /// Namespaces nest; updates may span several namespaces of one database.
     #[must_use]
     pub fn namespace(&self, name: &str) -> Store {
         Store {
             db: self.db.clone(),
-            prefix: format!("{}{name}/", self.prefix),
+            prefix: format!("{}{name}{NAMESPACE_END}", self.prefix),
+            label: format!("{}{name}/", self.label),
         }
     }
 
@@ -102,6 +110,7 @@ impl Store {
         Ok(Store {
             db: sled::Config::new().temporary(true).open()?,
             prefix: String::new(),
+            label: String::new(),
         })
     }
 
@@ -110,10 +119,10 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] when sled cannot open it.
     pub fn tree<V>(&self, name: &str) -> Result<Tree<V>, StoreError> {
-        let name = format!("{}{name}", self.prefix);
         Ok(Tree {
-            tree: self.db.open_tree(&name)?,
-            name,
+            tree: self.db.open_tree(name)?,
+            name: format!("{}{name}", self.label),
+            prefix: self.prefix.clone(),
             _values: PhantomData,
         })
     }
@@ -180,9 +189,11 @@ impl Store {
 
 /// A tree of `V` values by string key.
 pub struct Tree<V> {
-    /// The tree's name, for errors.
+    /// The tree's name with its namespace, for errors.
     name: String,
     tree: sled::Tree,
+    /// The namespace's key prefix.
+    prefix: String,
     _values: PhantomData<fn() -> V>,
 }
 
@@ -191,8 +202,16 @@ impl<V> Clone for Tree<V> {
         Tree {
             name: self.name.clone(),
             tree: self.tree.clone(),
+            prefix: self.prefix.clone(),
             _values: PhantomData,
         }
+    }
+}
+
+impl<V> Tree<V> {
+    /// `key` in this tree's namespace, as stored.
+    fn full(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
     }
 }
 
@@ -200,8 +219,7 @@ impl<V> fmt::Debug for Tree<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tree")
             .field("name", &self.name)
-            .field("len", &self.tree.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,7 +251,7 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
     /// # Errors
     /// [`StoreError`] when sled fails or the stored value is not a `V`.
     pub fn get(&self, key: &str) -> Result<Option<V>, StoreError> {
-        match self.tree.get(key)? {
+        match self.tree.get(self.full(key))? {
             Some(bytes) => Ok(Some(self.decode(key.as_bytes(), &bytes)?)),
             None => Ok(None),
         }
@@ -244,7 +262,7 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
     /// # Errors
     /// [`StoreError::Sled`] when sled fails.
     pub fn contains(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.tree.contains_key(key)?)
+        Ok(self.tree.contains_key(self.full(key))?)
     }
 
     /// Stores `value` under `key` (not yet flushed; see [`Store::flush`]).
@@ -252,7 +270,7 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
     /// # Errors
     /// [`StoreError`] when sled fails or the value cannot be encoded.
     pub fn put(&self, key: &str, value: &V) -> Result<(), StoreError> {
-        self.tree.insert(key, self.encode(key, value)?)?;
+        self.tree.insert(self.full(key), self.encode(key, value)?)?;
         Ok(())
     }
 
@@ -261,20 +279,24 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
     /// # Errors
     /// [`StoreError::Sled`] when sled fails.
     pub fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.tree.remove(key)?;
+        self.tree.remove(self.full(key))?;
         Ok(())
     }
 
-    /// How many keys the tree holds.
+    /// How many keys the tree holds (in its namespace).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.tree.len()
+        if self.prefix.is_empty() {
+            self.tree.len()
+        } else {
+            self.tree.scan_prefix(&self.prefix).count()
+        }
     }
 
-    /// Whether the tree is empty.
+    /// Whether the tree is empty (in its namespace).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.tree.scan_prefix(&self.prefix).next().is_none()
     }
 
     /// Every `(key, value)` whose key starts with `prefix`, in key order.
@@ -283,13 +305,17 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
     /// [`StoreError`] for the first entry that cannot be read.
     pub fn scan(&self, prefix: &str) -> Result<Vec<(String, V)>, StoreError> {
         self.tree
-            .scan_prefix(prefix)
+            .scan_prefix(self.full(prefix))
             .map(|r| {
                 let (k, v) = r?;
-                let key = String::from_utf8(k.to_vec()).map_err(|_| StoreError::Key {
-                    tree: self.name.clone(),
-                })?;
-                let value = self.decode(&k, &v)?;
+                let key = std::str::from_utf8(&k)
+                    .ok()
+                    .and_then(|k| k.strip_prefix(&self.prefix))
+                    .ok_or_else(|| StoreError::Key {
+                        tree: self.name.clone(),
+                    })?
+                    .to_owned();
+                let value = self.decode(key.as_bytes(), &v)?;
                 Ok((key, value))
             })
             .collect()
@@ -305,8 +331,9 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
         key: &str,
         mut f: impl FnMut(Option<V>) -> Option<V>,
     ) -> Result<Option<V>, StoreError> {
+        let full = self.full(key);
         loop {
-            let old = self.tree.get(key)?;
+            let old = self.tree.get(&full)?;
             let current = match &old {
                 Some(b) => Some(self.decode(key.as_bytes(), b)?),
                 None => None,
@@ -316,7 +343,7 @@ impl<V: Serialize + DeserializeOwned> Tree<V> {
                 Some(v) => Some(self.encode(key, v)?),
                 None => None,
             };
-            if self.tree.compare_and_swap(key, old, new_bytes)?.is_ok() {
+            if self.tree.compare_and_swap(&full, old, new_bytes)?.is_ok() {
                 return Ok(new);
             }
         }
@@ -329,14 +356,22 @@ type Change = (Vec<u8>, Option<Vec<u8>>);
 /// Changes to several trees of one [`Store`], applied together by [`Store::apply`].
 #[derive(Default)]
 pub struct Update {
-    /// Per tree (by name): the tree and its changes, in order.
-    batches: BTreeMap<String, (sled::Tree, Vec<Change>)>,
+    /// Per sled tree (by its name, shared by every namespace): the tree and its changes, in
+    /// order.
+    batches: BTreeMap<Vec<u8>, (sled::Tree, Vec<Change>)>,
 }
 
 impl fmt::Debug for Update {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Update")
-            .field("trees", &self.batches.keys().collect::<Vec<_>>())
+            .field(
+                "trees",
+                &self
+                    .batches
+                    .keys()
+                    .map(|k| String::from_utf8_lossy(k))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -351,7 +386,7 @@ impl Update {
     fn changes<V>(&mut self, tree: &Tree<V>) -> &mut Vec<Change> {
         &mut self
             .batches
-            .entry(tree.name.clone())
+            .entry(tree.tree.name().to_vec())
             .or_insert_with(|| (tree.tree.clone(), Vec::new()))
             .1
     }
@@ -367,14 +402,15 @@ impl Update {
         value: &V,
     ) -> Result<(), StoreError> {
         let bytes = tree.encode(key, value)?;
-        self.changes(tree)
-            .push((key.as_bytes().to_vec(), Some(bytes)));
+        let key = tree.full(key).into_bytes();
+        self.changes(tree).push((key, Some(bytes)));
         Ok(())
     }
 
     /// Removes `key` from `tree` when the update is applied.
     pub fn remove<V>(&mut self, tree: &Tree<V>, key: &str) {
-        self.changes(tree).push((key.as_bytes().to_vec(), None));
+        let key = tree.full(key).into_bytes();
+        self.changes(tree).push((key, None));
     }
 
     /// Whether nothing would change.
