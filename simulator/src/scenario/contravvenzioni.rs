@@ -240,9 +240,15 @@ async fn segui(
         punti: Some(3),
         sanzione_accessoria: sospensione,
     };
-    let verbale = match m.polizia.notifica(nuovo, oggi).await {
-        Ok(v) => v,
-        Err(e) => return log.violation(format!("fine {numero}: not notified: {e}")),
+    // The officer tries again when the provider or the hub did not answer (notifying a number
+    // again is safe: it returns the fine as first notified).
+    let mut tentativi = 0;
+    let verbale = loop {
+        match m.polizia.notifica(nuovo.clone(), oggi).await {
+            Ok(v) => break v,
+            Err(e) if e.is_retryable() && tentativi < 3 => tentativi += 1,
+            Err(e) => return log.violation(format!("fine {numero}: not notified: {e}")),
+        }
     };
     let p = Pratica {
         ctx,
