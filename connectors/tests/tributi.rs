@@ -38,6 +38,7 @@ use tokio::sync::watch;
 const TURIN: &str = "comune:001272";
 const PORTAL: &str = "portale:comunefacile";
 const NODO: &str = "pagopa:nodo";
+const PREFECTURE: &str = "prefettura:TO";
 const CF: &str = "RSSMRA85T10A562S";
 const TURIN_CF: &str = "00514490010";
 
@@ -91,13 +92,14 @@ fn istante(s: &str) -> Istante {
 impl Federation {
     async fn start() -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let entities: Vec<EntityId> = [TURIN, PORTAL, NODO]
+        // The payments' registry names the prefectures too (creditors of fines' injunctions).
+        let entities: Vec<EntityId> = [TURIN, PORTAL, NODO, PREFECTURE]
             .iter()
             .map(|e| e.parse().unwrap())
             .collect();
         let pki_dir = dir.path().join("pki");
         pki::init(&pki_dir, &entities, KeyType::P256).unwrap();
-        let entities_toml: String = [TURIN, PORTAL, NODO]
+        let entities_toml: String = [TURIN, PORTAL, NODO, PREFECTURE]
             .iter()
             .map(|e| format!("[[entities]]\nid = \"{e}\"\n"))
             .collect();

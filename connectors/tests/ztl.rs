@@ -183,7 +183,8 @@ struct Federazione {
 impl Federazione {
     async fn new() -> Federazione {
         let dir = tempfile::tempdir().unwrap();
-        let ids = [TORINO, CUNEO, ANPR, MCTC, NODO, PORTALE];
+        // The payments' registry names the prefectures too (creditors of fines' injunctions).
+        let ids = [TORINO, CUNEO, ANPR, MCTC, NODO, PORTALE, "prefettura:TO"];
         let entities: Vec<EntityId> = ids.iter().map(|e| e.parse().unwrap()).collect();
         pki::init(&dir.path().join("pki"), &entities, KeyType::P256).unwrap();
         let entities_toml: String = ids

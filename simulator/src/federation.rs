@@ -34,7 +34,7 @@ pub const BENCH: (&str, &str) = ("simulatore.carico", "misura");
 
 /// The hub registries of the services the reference back offices implement, as shipped with
 /// the connectors; merged by service name.
-const REGISTRIES: [(&str, &str); 2] = [
+const REGISTRIES: [(&str, &str); 6] = [
     (
         "residenza",
         include_str!("../../connectors/examples/residenza/hub-services.toml"),
@@ -42,6 +42,22 @@ const REGISTRIES: [(&str, &str); 2] = [
     (
         "tributi",
         include_str!("../../connectors/examples/tributi/hub-services.toml"),
+    ),
+    (
+        "contravvenzioni",
+        include_str!("../../connectors/examples/contravvenzioni/hub-services.toml"),
+    ),
+    (
+        "ztl",
+        include_str!("../../connectors/examples/ztl/hub-services.toml"),
+    ),
+    (
+        "edilizia",
+        include_str!("../../connectors/examples/edilizia/hub-services.toml"),
+    ),
+    (
+        "viabilita",
+        include_str!("../../connectors/examples/viabilita/hub-services.toml"),
     ),
 ];
 
@@ -399,7 +415,16 @@ mod tests {
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(names.len(), unique.len(), "{names:?}");
-        for s in ["residenza.cambio", "pagamenti", "tributi.imu", BENCH.0] {
+        for s in [
+            "residenza.cambio",
+            "pagamenti",
+            "tributi.imu",
+            "mobilita.contravvenzioni",
+            "mobilita.ztl",
+            "edilizia.permessi",
+            "mobilita.viabilita",
+            BENCH.0,
+        ] {
             assert!(names.contains(&s), "{s} missing from {names:?}");
         }
     }

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -24,7 +24,9 @@ use crate::invariants;
 use crate::options::{self, Common};
 use crate::population;
 use crate::rabbit::PrivateRabbit;
-use crate::scenario::{Context, Log, residenza, tributi};
+use crate::scenario::{
+    Context, Log, contravvenzioni, edilizia, residenza, tributi, viabilita, ztl,
+};
 use crate::summary::Summary;
 use crate::world::World;
 
@@ -56,19 +58,20 @@ pub struct RunArgs {
     pub chaos: Vec<Fault>,
 }
 
-/// Advances `world`'s clock by one simulated day per `day` of real time (per `fast` once
-/// that is set), until `stop`.
+/// Advances `world`'s clock by one simulated day per `day` of real time (per 250 ms once
+/// `fast` is set and no conversation is in a prompt step, `prompt`), until `stop`.
 fn drive_clock(
     world_clock: Arc<snodo_connectors::ManualClock>,
     day: Duration,
     fast: Arc<AtomicBool>,
+    prompt: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let tick = Duration::from_millis(50);
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(tick).await;
-            let per_day = if fast.load(Ordering::Relaxed) {
+            let per_day = if fast.load(Ordering::Relaxed) && prompt.load(Ordering::Relaxed) == 0 {
                 Duration::from_millis(250)
             } else {
                 day
@@ -169,6 +172,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         busy: Default::default(),
         log: Log::default(),
         step_timeout: Duration::from_secs_f64((60.0 * day_secs).max(60.0)),
+        prompt: Arc::default(),
     });
     let started = Instant::now();
 
@@ -223,6 +227,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         ctx.world.clock.clone(),
         args.day,
         fast.clone(),
+        ctx.prompt.clone(),
         stop_clock.clone(),
     );
     let faults = chaos::Running::start(
@@ -243,19 +248,43 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     while traffic_started.elapsed() < args.duration {
         let seed: u64 = rng.random();
         let ctx2 = ctx.clone();
-        match rng.random_range(0..8) {
-            0..=2 => {
+        match rng.random_range(0..16) {
+            0..=3 => {
                 tasks.spawn(async move { residenza::trasloco(ctx2, seed).await });
             }
-            3..=5 => {
+            4..=6 => {
                 tasks.spawn(async move {
                     tributi::calcolo(ctx2, seed).await;
                     None
                 });
             }
-            _ => {
+            7..=8 => {
                 tasks.spawn(async move {
                     tributi::pagamento(ctx2, seed).await;
+                    None
+                });
+            }
+            9..=10 => {
+                tasks.spawn(async move {
+                    contravvenzioni::verbale(ctx2, seed).await;
+                    None
+                });
+            }
+            11..=12 => {
+                tasks.spawn(async move {
+                    ztl::permesso(ctx2, seed).await;
+                    None
+                });
+            }
+            13..=14 => {
+                tasks.spawn(async move {
+                    edilizia::pratica(ctx2, seed).await;
+                    None
+                });
+            }
+            _ => {
+                tasks.spawn(async move {
+                    viabilita::evento(ctx2, seed).await;
                     None
                 });
             }
@@ -290,6 +319,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     for mv in &moves {
         residenza::consistent(&ctx, mv).await;
     }
+    viabilita::consistent(&ctx).await;
     for (id, service) in ctx.log.open() {
         ctx.log
             .violation(format!("{service} {id}: never reached a final state"));

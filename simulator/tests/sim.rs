@@ -48,7 +48,9 @@ fn assert_whole(s: &Summary) {
     assert!(s.journal_verified);
     assert_eq!((s.lost, s.duplicates), (0, 0));
     assert!(s.accepted > 50, "{s:?}");
-    assert_eq!(s.accepted, s.delivered);
+    // Every accepted envelope reached its recipients (mobility news reaches every subscriber:
+    // one event, many deliveries).
+    assert!(s.delivered >= s.accepted, "{s:?}");
     assert_eq!(s.conversations_started, s.conversations_finished);
     for (name, f) in &s.services {
         assert!(f.conversations_started > 0, "{name}: none started");

@@ -1,14 +1,21 @@
 //! The citizens' conversations a simulation drives, one module per service, and what they
 //! record: conversations started and finished, latencies, and every inconsistency found.
 
+pub mod contravvenzioni;
+pub mod edilizia;
 pub mod residenza;
 pub mod tributi;
+pub mod viabilita;
+pub mod ztl;
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use snodo_connectors::Clock as _;
+use time::OffsetDateTime;
 
 use crate::load::percentile_ms;
 use crate::population::Citizen;
@@ -121,9 +128,30 @@ pub struct Context {
     pub log: Log,
     /// How long a conversation may wait for one step, in real time.
     pub step_timeout: Duration,
+    /// How many conversations are in steps that must beat a term of a few simulated days
+    /// (pay within 5 days, answer within 15): while any is, time does not run fast.
+    pub prompt: Arc<AtomicUsize>,
+}
+
+/// A conversation's prompt steps, from [`Context::prompt`] until dropped.
+#[derive(Debug)]
+pub struct Prompt(Arc<AtomicUsize>);
+
+impl Drop for Prompt {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Context {
+    /// The conversation takes steps that must beat a short term, until the guard is dropped:
+    /// meanwhile simulated time runs at its normal pace, even once citizens stop.
+    #[must_use]
+    pub fn prompt(&self) -> Prompt {
+        self.prompt.fetch_add(1, Ordering::Relaxed);
+        Prompt(self.prompt.clone())
+    }
+
     /// A comune's ISTAT code, weighted by population, among `among` (all when empty).
     pub fn weighted_comune(&self, rng: &mut impl Rng, except: Option<&str>) -> Option<String> {
         let candidates: Vec<(&String, u64)> = self
@@ -157,6 +185,48 @@ impl Context {
         }
         b.extend(cfs.iter().cloned());
         true
+    }
+
+    /// Polls `check` every 50 ms until it gives a value: as long as simulated time is before
+    /// `term` (a term of many days, which the clock always reaches), then for at most the step
+    /// timeout.
+    pub async fn until_term<T>(
+        &self,
+        term: OffsetDateTime,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        loop {
+            if let Some(v) = check() {
+                return Some(v);
+            }
+            if self.world.clock.now() >= term {
+                return self.until(check).await;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A citizen of `comune` (any when `None`) not busy, marked busy under `key` (its codice
+    /// fiscale prefixed by `key`), and the citizen's own codice fiscale claimed too when
+    /// `stays` (a conversation that needs the citizen not to move meanwhile).
+    pub fn free_citizen(
+        &self,
+        rng: &mut impl Rng,
+        comune: Option<&str>,
+        stays: bool,
+    ) -> Option<Citizen> {
+        let here: Vec<&Citizen> = self
+            .citizens
+            .iter()
+            .filter(|c| comune.is_none_or(|k| c.comune == k))
+            .collect();
+        for _ in 0..8 {
+            let c = here.get(rng.random_range(0..here.len().max(1)))?;
+            if !stays || self.claim(std::slice::from_ref(&c.cf)) {
+                return Some((*c).clone());
+            }
+        }
+        None
     }
 
     /// Polls `check` every 50 ms until it gives a value, for at most the step timeout.
