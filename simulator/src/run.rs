@@ -152,6 +152,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     ));
     let store = Store::open(&run_dir.path().join("bodies")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let homes: Vec<String> = second_homes.iter().cloned().collect();
+    let starting = Instant::now();
     let world = Arc::new(
         World::start(
             &fed,
@@ -164,6 +165,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         )
         .await?,
     );
+    say(format!(
+        "every body started in {:.1} s; loading each comune's registry into ANPR",
+        starting.elapsed().as_secs_f64()
+    ));
     let day_secs = args.day.as_secs_f64().max(0.001);
     let ctx = Arc::new(Context {
         world,
@@ -176,10 +181,10 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     });
     let started = Instant::now();
 
-    // The registry feed: each comune's initial load to ANPR, before anyone moves; a few
+    // The registry feed: each comune's initial load to ANPR, before anyone moves; some
     // comuni at a time, as ANPR takes them.
     let mut loads = tokio::task::JoinSet::new();
-    let turns = Arc::new(tokio::sync::Semaphore::new(8));
+    let turns = Arc::new(tokio::sync::Semaphore::new(32));
     for istat in ctx.world.comuni.keys() {
         let (ctx, istat, turns) = (ctx.clone(), istat.clone(), turns.clone());
         loads.spawn(async move {

@@ -135,12 +135,13 @@ pub struct World {
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     loops: tokio::sync::Mutex<BTreeMap<String, Loop>>,
-    pull: PullConfig,
 }
 
 /// One entity's pull loop, which a fault can stop and start again.
 #[derive(Debug)]
 struct Loop {
+    /// How it pulls.
+    pull: PullConfig,
     dispatcher: Arc<Dispatcher>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -251,8 +252,9 @@ impl World {
         let shared: SharedClock = clock.clone();
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
-        // Idle pulls of every inbox cost the hub: the more entities, the slower each polls.
-        let idle = Duration::from_millis((fed.comuni.len() as u64 * 4).clamp(50, 5000));
+        // Idle pulls of every inbox cost the hub: the more comuni, the slower each polls; the
+        // few national and provincial bodies, which everyone waits for, poll briskly.
+        let idle = Duration::from_millis((fed.comuni.len() as u64).clamp(50, 1500));
         let pull = PullConfig {
             batch: 32,
             lease: Duration::from_secs(60),
@@ -270,6 +272,14 @@ impl World {
                     .map_err(err)
                     .with_context(|| format!("{entity}'s dispatcher"))?,
             );
+            let pull = if entity.class() == "comune" {
+                pull
+            } else {
+                PullConfig {
+                    idle: Duration::from_millis(50),
+                    ..pull
+                }
+            };
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(Dispatcher::run_pull(d.clone(), pull, rx));
             loops.insert(
@@ -278,6 +288,7 @@ impl World {
                     dispatcher: d,
                     stop,
                     task: Some(task),
+                    pull,
                 },
             );
             Ok(())
@@ -641,7 +652,6 @@ impl World {
             stop,
             tasks,
             loops: tokio::sync::Mutex::new(loops),
-            pull,
         })
     }
 
@@ -676,7 +686,7 @@ impl World {
             l.stop = stop;
             l.task = Some(tokio::spawn(Dispatcher::run_pull(
                 l.dispatcher.clone(),
-                self.pull,
+                l.pull,
                 rx,
             )));
         }
