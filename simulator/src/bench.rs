@@ -99,7 +99,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         })
     };
     let cpu_before: Option<f64> = pids.iter().map(|p| cpu_seconds(*p)).sum();
-    let quiet = c.json;
+    let progress = Arc::new(std::sync::Mutex::new(crate::summary::Progress::new(c.json)));
+    let shown = progress.clone();
+    let samples: Arc<std::sync::Mutex<Vec<(f64, usize)>>> = Arc::default();
+    let record = samples.clone();
     let outcome = load::drive(
         &fed,
         pool,
@@ -107,16 +110,22 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         args.clients,
         args.duration,
         move |n, t| {
-            if !quiet {
-                eprintln!(
-                    "  {n:>9} answered  t={:>5.1} s  {:>8.0}/s",
+            if let Ok(mut s) = record.lock() {
+                s.push((t.as_secs_f64(), n));
+            }
+            if let Ok(mut p) = progress.lock() {
+                p.update(&format!(
+                    "snodo-sim bench: {n:>9} answered  t={:>5.1} s  {:>8.0}/s",
                     t.as_secs_f64(),
                     n as f64 / t.as_secs_f64().max(1e-9)
-                );
+                ));
             }
         },
     )
     .await?;
+    if let Ok(p) = shown.lock() {
+        p.done();
+    }
     let cpu_after: Option<f64> = pids.iter().map(|p| cpu_seconds(*p)).sum();
     sampler.abort();
     let secs = outcome.elapsed.as_secs_f64();
@@ -154,12 +163,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         p99_ms: load::percentile_ms(&outcome.latencies_us, 99.0),
         ..Summary::default()
     };
+    let service_name = format!(
+        "{}.{}",
+        crate::federation::BENCH.0,
+        crate::federation::BENCH.1
+    );
     s.services.insert(
-        format!(
-            "{}.{}",
-            crate::federation::BENCH.0,
-            crate::federation::BENCH.1
-        ),
+        service_name.clone(),
         ServiceFigures {
             envelopes: accepted as u64,
             p50_ms: s.p50_ms,
@@ -203,6 +213,26 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         }
         Err(e) => s.violations.push(format!("journal: {e:#}")),
     }
+    // Receipts per second between progress samples, and latency by percentile.
+    let mut throughput = crate::report::Series {
+        name: service_name.clone(),
+        points: Vec::new(),
+    };
+    if let Ok(samples) = samples.lock() {
+        let mut last = (0.0, 0usize);
+        for &(t, n) in samples.iter() {
+            let rate = n.saturating_sub(last.1) as f64 / (t - last.0).max(1e-9);
+            throughput.points.push((t, rate));
+            last = (t, n);
+        }
+    }
+    s.plots = crate::report::Plots {
+        throughput: vec![throughput],
+        latency: vec![crate::report::percentiles(
+            &service_name,
+            &outcome.latencies_us,
+        )],
+    };
     s.details
         .insert("format".into(), json!(format!("{:?}", args.format)));
     s.details.insert("body_size".into(), json!(args.body_size));

@@ -14,6 +14,7 @@ pub mod options;
 pub mod population;
 pub mod process;
 pub mod rabbit;
+pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod summary;

@@ -32,12 +32,22 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (summary, json) = match cli.command {
-        Command::Run(args) => (run::run(&args).await, args.common.json),
-        Command::Bench(args) => (bench::run(&args).await, args.common.json),
+    let (summary, json, report) = match cli.command {
+        Command::Run(args) => (run::run(&args).await, args.common.json, args.common.report),
+        Command::Bench(args) => (
+            bench::run(&args).await,
+            args.common.json,
+            args.common.report,
+        ),
     };
     match summary {
         Ok(s) => {
+            if let Some(path) = report
+                && let Err(e) = std::fs::write(&path, snodo_simulator::report::html(&s, &s.plots))
+            {
+                eprintln!("snodo-sim: writing {}: {e}", path.display());
+                return std::process::ExitCode::FAILURE;
+            }
             if json {
                 match serde_json::to_string_pretty(&s) {
                     Ok(text) => println!("{text}"),

@@ -40,6 +40,9 @@ pub struct Common {
     /// Print the summary as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write the summary and its plots (throughput, latency) to this HTML page.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     /// Keep the run's hub data and journal export (in the data directory) instead of
     /// removing them.
     #[arg(long)]

@@ -27,7 +27,7 @@ use crate::rabbit::PrivateRabbit;
 use crate::scenario::{
     Context, Log, contravvenzioni, edilizia, residenza, tributi, viabilita, ztl,
 };
-use crate::summary::Summary;
+use crate::summary::{Progress, Summary};
 use crate::world::World;
 
 /// `snodo-sim run` options.
@@ -249,7 +249,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     let mut tasks = tokio::task::JoinSet::new();
     let interval = Duration::from_secs_f64(1.0 / args.rate.max(0.01));
     let mut next = Instant::now();
-    let mut last_report = Instant::now();
+    let mut progress = Progress::new(c.json);
     while traffic_started.elapsed() < args.duration {
         let seed: u64 = rng.random();
         let ctx2 = ctx.clone();
@@ -294,18 +294,20 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
                 });
             }
         }
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            last_report = Instant::now();
-            let open = ctx.log.open().len();
-            say(format!(
-                "t={:.0} s, simulated {}, {open} conversations open",
-                traffic_started.elapsed().as_secs_f64(),
-                ctx.world.clock.now().date()
+        let t = traffic_started.elapsed().as_secs_f64();
+        let (started, finished) = ctx.log.counts();
+        if t >= 1.0 {
+            progress.update(&format!(
+            "snodo-sim: t={t:.0} s, simulated {}, {started} conversations started, {finished} finished ({:.1}/s), {} open",
+            ctx.world.clock.now().date(),
+            finished as f64 / t.max(1e-9),
+                started - finished.min(started),
             ));
         }
         next += interval;
         tokio::time::sleep_until(next.into()).await;
     }
+    progress.done();
     let report = faults.finish().await;
     say(format!(
         "citizens stop; time runs on until every conversation is final ({} open)",
@@ -344,6 +346,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
             .await;
     let ctx = Arc::into_inner(ctx).context("a conversation still holds the world")?;
     let figures = ctx.log.figures();
+    let plots = ctx.log.plots(traffic_started);
     let mut s = Summary {
         mode: "run".into(),
         accepted: deliveries.accepted,
@@ -361,6 +364,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     s.p95_ms = scenario_percentile(&figures, |f| f.p95_ms);
     s.p99_ms = scenario_percentile(&figures, |f| f.p99_ms);
     s.services = figures;
+    s.plots = plots;
     s.violations = ctx.log.violations();
     s.violations.extend(report.bad.unexpected.iter().cloned());
     s.violations

@@ -22,6 +22,49 @@ pub struct ServiceFigures {
     pub p99_ms: f64,
 }
 
+/// The progress of a run on standard error: one line rewritten every second on a terminal,
+/// a line every 5 seconds otherwise (a log), nothing with `--json`.
+#[derive(Debug)]
+pub struct Progress {
+    tty: bool,
+    quiet: bool,
+    last: Option<std::time::Instant>,
+}
+
+impl Progress {
+    /// Progress on standard error, silent when `quiet`.
+    #[must_use]
+    pub fn new(quiet: bool) -> Self {
+        use std::io::IsTerminal as _;
+        Progress {
+            tty: std::io::stderr().is_terminal(),
+            quiet,
+            last: None,
+        }
+    }
+
+    /// Shows `text` if it is time to.
+    pub fn update(&mut self, text: &str) {
+        let every = if self.tty { 1 } else { 5 };
+        if self.quiet || self.last.is_some_and(|t| t.elapsed().as_secs() < every) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        if self.tty {
+            eprint!("\r\x1b[K{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    /// Ends the progress line (on a terminal), so that what follows starts on its own.
+    pub fn done(&self) {
+        if self.tty && !self.quiet && self.last.is_some() {
+            eprintln!();
+        }
+    }
+}
+
 /// A run's summary; the fields a reader's scripts rely on are at the top level.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -60,6 +103,9 @@ pub struct Summary {
     pub details: BTreeMap<String, serde_json::Value>,
     /// Every violated invariant, naming the envelope or conversation.
     pub violations: Vec<String>,
+    /// The plots of `--report`.
+    #[serde(skip)]
+    pub plots: crate::report::Plots,
 }
 
 impl Summary {

@@ -25,6 +25,7 @@ async fn every_service_runs_its_conversations_to_a_consistent_end() {
             snodo: None,
             json: true,
             keep: false,
+            report: None,
         },
         duration: Duration::from_secs(20),
         rate: 6.0,

@@ -27,6 +27,7 @@ fn common(dir: &Path, hub: Placement, transport: Option<&str>, nodes: usize) -> 
         snodo: None,
         json: true,
         keep: false,
+        report: None,
     }
 }
 

@@ -28,6 +28,8 @@ struct ServiceLog {
     started: u64,
     finished: u64,
     latencies_us: Vec<u32>,
+    /// When each conversation finished.
+    finished_at: Vec<Instant>,
 }
 
 /// What every conversation records, shared by their tasks.
@@ -56,6 +58,7 @@ impl Log {
             l.finished += 1;
             l.latencies_us
                 .push(u32::try_from(since.elapsed().as_micros()).unwrap_or(u32::MAX));
+            l.finished_at.push(Instant::now());
         }
         if let Ok(mut o) = self.open.lock() {
             o.remove(id);
@@ -79,6 +82,15 @@ impl Log {
             .unwrap_or_default()
     }
 
+    /// Conversations started and finished so far, over every service.
+    #[must_use]
+    pub fn counts(&self) -> (u64, u64) {
+        self.services.lock().map_or((0, 0), |s| {
+            s.values()
+                .fold((0, 0), |(a, b), l| (a + l.started, b + l.finished))
+        })
+    }
+
     /// The violations so far.
     #[must_use]
     pub fn violations(&self) -> Vec<String> {
@@ -86,6 +98,28 @@ impl Log {
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// The plots of `--report`: conversations finished per second (5-second windows) and
+    /// latency by percentile, per service; times counted from `origin`.
+    #[must_use]
+    pub fn plots(&self, origin: Instant) -> crate::report::Plots {
+        let Ok(s) = self.services.lock() else {
+            return crate::report::Plots::default();
+        };
+        let mut plots = crate::report::Plots::default();
+        for (name, l) in s.iter() {
+            let at = l
+                .finished_at
+                .iter()
+                .map(|t| t.saturating_duration_since(origin).as_secs_f64())
+                .collect();
+            plots.throughput.push(crate::report::rate(name, at, 5.0));
+            let mut us = l.latencies_us.clone();
+            us.sort_unstable();
+            plots.latency.push(crate::report::percentiles(name, &us));
+        }
+        plots
     }
 
     /// Figures per service.
