@@ -3,11 +3,12 @@
 //! provider and the portal as reference back offices, each with its own store and pull loop,
 //! on one `ManualClock` that the tests move by days.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use snodo_broker::cli::serve::{self, Running};
-use snodo_broker::config::Config;
+use snodo_broker::cli::serve::Running;
 use snodo_connectors::clock::SharedClock;
 use snodo_connectors::contravvenzioni::comando::{Comando, Fascicolo, Impostazioni, NuovoVerbale};
 use snodo_connectors::contravvenzioni::portale::{ErrorePagamento, Portale};
@@ -16,10 +17,7 @@ use snodo_connectors::contravvenzioni::prefettura::{
 };
 use snodo_connectors::dispatch::PullConfig;
 use snodo_connectors::pagamenti::{Creditore, Impostazioni as NodoImpostazioni, Nodo};
-use snodo_connectors::{
-    Clock, Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store,
-};
-use snodo_envelopes::pki::{self, KeyType};
+use snodo_connectors::{Clock, Dispatcher, HubClient, HubClientConfig, ManualClock, Store};
 use snodo_envelopes::{EntityId, Profile, Recipient};
 use snodo_schemas::formats::{CodiceFiscale, CodiceIstat, Data, Importo, Istante, Targa};
 use snodo_schemas::services::dati::Soggetto;
@@ -123,53 +121,10 @@ const INJUNCTION: Importo = Importo::centesimi(36_070);
 impl Federation {
     async fn start() -> Federation {
         let dir = tempfile::tempdir().unwrap();
-        let all = [TURIN, PORTAL, NODO, PREFECTURE];
-        let entities: Vec<EntityId> = all.iter().map(|e| e.parse().unwrap()).collect();
-        let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir, &entities, KeyType::P256).unwrap();
-        let entities_toml: String = all
-            .iter()
-            .map(|e| format!("[[entities]]\nid = \"{e}\"\n"))
-            .collect();
-        let config = format!(
-            r#"
-[hub]
-name = "hub"
-listen = "127.0.0.1:0"
-data_dir = "data"
-
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/hub.crt"
-key = "pki/hub.key"
-
-[journal]
-checkpoint_interval = "100ms"
-
-{entities_toml}
-{REGISTRY}"#
-        );
-        let config_path = dir.path().join("snodo.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let hub = serve::start(Config::load(&config_path).unwrap(), Some(config_path))
-            .await
-            .unwrap();
-        let url = format!("https://127.0.0.1:{}", hub.addr.port());
-        let client = |entity: &str| {
-            let stem = entity.parse::<EntityId>().unwrap().file_stem();
-            let mut c = HubClientConfig::new(
-                url.clone(),
-                pki_dir.join("ca.crt"),
-                pki_dir.join(format!("{stem}.crt")),
-                pki_dir.join(format!("{stem}.key")),
-            );
-            c.retry = RetryPolicy {
-                attempts: 5,
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(500),
-            };
-            HubClient::new(&c).unwrap()
-        };
+        // The payments' registry names the prefectures too (creditors of fines' injunctions).
+        let (hub, url) =
+            common::service_hub(dir.path(), &[TURIN, PORTAL, NODO, PREFECTURE], REGISTRY).await;
+        let client = |entity: &str| common::service_client(dir.path(), &url, entity);
         let clock = Arc::new(ManualClock::new(NOTIFIED));
         let shared: SharedClock = clock.clone();
         let (stop, shutdown) = watch::channel(false);

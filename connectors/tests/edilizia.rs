@@ -3,13 +3,14 @@
 //! the portal as reference back offices, each with its own store and pull loop, on one
 //! `ManualClock` that carries the 90-day and 30-day terms.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use snodo_broker::cli::serve::{self, Running};
-use snodo_broker::config::Config;
+use snodo_broker::cli::serve::Running;
 use snodo_connectors::clock::SharedClock;
 use snodo_connectors::dispatch::PullConfig;
 use snodo_connectors::edilizia::documenti::sha256;
@@ -19,9 +20,8 @@ use snodo_connectors::edilizia::sportello::{
     self, ErroreSportello, Impostazioni, Pratica, Scadenza, Sportello,
 };
 use snodo_connectors::pagamenti::{Creditore, Impostazioni as NodoImpostazioni, Nodo};
-use snodo_connectors::{Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store};
+use snodo_connectors::{Dispatcher, ManualClock, Store};
 use snodo_envelopes::EntityId;
-use snodo_envelopes::pki::{self, KeyType};
 use snodo_schemas::formats::{
     CodiceBelfiore, CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Data, Elenco, Importo,
     PuntiBase,
@@ -151,55 +151,9 @@ impl Federation {
     async fn start() -> Federation {
         let dir = tempfile::tempdir().unwrap();
         // The payments' registry names the prefectures too (creditors of fines' injunctions).
-        let entities: Vec<EntityId> = [TURIN, PORTAL, NODO, PREFECTURE]
-            .iter()
-            .map(|e| e.parse().unwrap())
-            .collect();
-        let pki_dir = dir.path().join("pki");
-        pki::init(&pki_dir, &entities, KeyType::P256).unwrap();
-        let entities_toml: String = [TURIN, PORTAL, NODO, PREFECTURE]
-            .iter()
-            .map(|e| format!("[[entities]]\nid = \"{e}\"\n"))
-            .collect();
-        let config = format!(
-            r#"
-[hub]
-name = "hub"
-listen = "127.0.0.1:0"
-data_dir = "data"
-
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/hub.crt"
-key = "pki/hub.key"
-
-[journal]
-checkpoint_interval = "100ms"
-
-{entities_toml}
-{REGISTRY}"#
-        );
-        let config_path = dir.path().join("snodo.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let hub = serve::start(Config::load(&config_path).unwrap(), Some(config_path))
-            .await
-            .unwrap();
-        let url = format!("https://127.0.0.1:{}", hub.addr.port());
-        let client = |entity: &str| {
-            let stem = entity.parse::<EntityId>().unwrap().file_stem();
-            let mut c = HubClientConfig::new(
-                url.clone(),
-                pki_dir.join("ca.crt"),
-                pki_dir.join(format!("{stem}.crt")),
-                pki_dir.join(format!("{stem}.key")),
-            );
-            c.retry = RetryPolicy {
-                attempts: 5,
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(500),
-            };
-            HubClient::new(&c).unwrap()
-        };
+        let (hub, url) =
+            common::service_hub(dir.path(), &[TURIN, PORTAL, NODO, PREFECTURE], REGISTRY).await;
+        let client = |entity: &str| common::service_client(dir.path(), &url, entity);
         let clock = Arc::new(ManualClock::new(datetime!(2026-03-02 09:00 UTC)));
         let shared: SharedClock = clock.clone();
         let (stop, shutdown) = watch::channel(false);

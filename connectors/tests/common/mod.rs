@@ -193,3 +193,45 @@ pub fn push_client(pki: &Path, stem: &str, entity: &str) -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// A hub on 127.0.0.1 for a service's end-to-end test: a P-256 PKI for `entities` in
+/// `dir/pki`, the hub's data in `dir/data`, checkpoints every 100 ms, and `registry` (the
+/// service's `hub-services.toml`) as its services. Returns the hub and its URL.
+pub async fn service_hub(dir: &Path, entities: &[&str], registry: &str) -> (Running, String) {
+    let ids: Vec<EntityId> = entities.iter().map(|e| e.parse().unwrap()).collect();
+    pki::init(&dir.join("pki"), &ids, KeyType::P256).unwrap();
+    let entities_toml: String = entities
+        .iter()
+        .map(|e| format!("[[entities]]\nid = \"{e}\"\n"))
+        .collect();
+    let config = format!(
+        "[hub]\nname = \"hub\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"data\"\n\n\
+         [tls]\nca = \"pki/ca.crt\"\ncert = \"pki/hub.crt\"\nkey = \"pki/hub.key\"\n\n\
+         [journal]\ncheckpoint_interval = \"100ms\"\n\n{entities_toml}\n{registry}"
+    );
+    let path = dir.join("snodo.toml");
+    std::fs::write(&path, config).unwrap();
+    let hub = serve::start(Config::load(&path).unwrap(), Some(path))
+        .await
+        .unwrap();
+    let url = url(&hub);
+    (hub, url)
+}
+
+/// `entity`'s hub client (JSON) with the PKI of [`service_hub`] in `dir`, retrying quickly.
+pub fn service_client(dir: &Path, url: &str, entity: &str) -> HubClient {
+    let pki = dir.join("pki");
+    let stem = entity.parse::<EntityId>().unwrap().file_stem();
+    let mut c = HubClientConfig::new(
+        url.to_owned(),
+        pki.join("ca.crt"),
+        pki.join(format!("{stem}.crt")),
+        pki.join(format!("{stem}.key")),
+    );
+    c.retry = RetryPolicy {
+        attempts: 5,
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(500),
+    };
+    HubClient::new(&c).unwrap()
+}
