@@ -190,6 +190,40 @@ impl<V: Serialize + DeserializeOwned> Agenda<V> {
             }
         }
     }
+
+    /// Calls `act` with each deadline as it falls due on `clock`, until `shutdown`. A deadline
+    /// `act` fails on stays where it is (`act` removes what it applied) and is tried again a
+    /// second later; `what` names the deadlines in the log.
+    pub async fn serve<F, Fut, T, E>(
+        &self,
+        clock: &dyn Clock,
+        shutdown: Shutdown,
+        what: &str,
+        mut act: F,
+    ) where
+        F: FnMut(Deadline<V>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        loop {
+            match self.next_due(clock, shutdown.clone()).await {
+                Ok(None) => break,
+                Ok(Some(due)) => {
+                    for d in due {
+                        let key = d.key.clone();
+                        if let Err(e) = act(d).await {
+                            tracing::warn!(%what, %key, error = %e, "A deadline not applied yet.");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%what, error = %e, "Cannot read the agenda.");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

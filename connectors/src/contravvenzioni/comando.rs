@@ -1099,27 +1099,17 @@ impl Comando {
 
     /// Makes fines enforceable as their 61st day comes, on the clock, until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        loop {
-            match self
-                .scadenze
-                .next_due(self.clock.as_ref(), shutdown.clone())
-                .await
-            {
-                Ok(None) => break,
-                Ok(Some(due)) => {
-                    for d in due {
-                        if let Err(e) = self.aggrava(&d.key).await {
-                            tracing::warn!(fine = %d.key, error = %e, "Fine not yet made enforceable.");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot read the agenda of fines.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        self.scadenze
+            .serve(
+                self.clock.as_ref(),
+                shutdown,
+                "fines due for enforcement",
+                |d| {
+                    let c = self.clone();
+                    async move { c.aggrava(&d.key).await }
+                },
+            )
+            .await;
     }
 }
 

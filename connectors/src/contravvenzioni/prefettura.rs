@@ -512,27 +512,17 @@ impl Prefettura {
 
     /// Accepts appeals by silence as their 121st day comes, on the clock, until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        loop {
-            match self
-                .silenzi
-                .next_due(self.clock.as_ref(), shutdown.clone())
-                .await
-            {
-                Ok(None) => break,
-                Ok(Some(due)) => {
-                    for d in due {
-                        if let Err(e) = self.silenzio(&d.key).await {
-                            tracing::warn!(appeal = %d.key, error = %e, "Silence not yet recorded.");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Cannot read the agenda of appeals.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        }
+        self.silenzi
+            .serve(
+                self.clock.as_ref(),
+                shutdown,
+                "appeals due for silence",
+                |d| {
+                    let p = self.clone();
+                    async move { p.silenzio(&d.key).await }
+                },
+            )
+            .await;
     }
 }
 
