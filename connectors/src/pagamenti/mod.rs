@@ -947,6 +947,31 @@ impl Nodo {
     }
 }
 
+/// What a payer's role needs in `[adapter.data]` (each of the portal's roles that pays
+/// notices): which payment provider.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pagatore {
+    /// The payment provider (`pagopa:nodo` when absent).
+    #[serde(default = "default_nodo")]
+    pub nodo: String,
+}
+
+fn default_nodo() -> String {
+    "pagopa:nodo".into()
+}
+
+impl Pagatore {
+    /// The provider named by a payer's `[adapter.data]`.
+    ///
+    /// # Errors
+    /// A message naming the field at fault.
+    pub fn nodo_da(data: &serde_json::Value) -> Result<EntityId, String> {
+        let p: Pagatore = crate::back_office::data(data)?;
+        p.nodo.parse().map_err(|e| format!("nodo: {e}"))
+    }
+}
+
 /// `snodo-connector`'s entry: the provider with the data of its configuration
 /// (`[adapter.data]`: [`Impostazioni`]), and its task releasing ended activations.
 ///

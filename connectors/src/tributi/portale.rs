@@ -271,18 +271,8 @@ impl Portale {
     }
 }
 
-/// The portal's settings in `[adapter.data]`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Impostazioni {
-    /// The payment provider (`pagopa:nodo` when absent).
-    #[serde(default = "default_nodo")]
-    pub nodo: String,
-}
-
-fn default_nodo() -> String {
-    "pagopa:nodo".into()
-}
+/// The portal's settings in `[adapter.data]`: the payment provider.
+pub type Impostazioni = crate::pagamenti::Pagatore;
 
 /// `snodo-connector`'s entry: the portal's tax role with the data of its configuration.
 ///
@@ -292,11 +282,7 @@ pub fn install(
     ctx: &crate::adapter::reference::Context,
     builder: DispatcherBuilder,
 ) -> Result<crate::adapter::reference::Installed, String> {
-    let i: Impostazioni = crate::back_office::data(&ctx.data)?;
-    let nodo = i
-        .nodo
-        .parse::<EntityId>()
-        .map_err(|e| format!("nodo: {e}"))?;
+    let nodo = crate::pagamenti::Pagatore::nodo_da(&ctx.data)?;
     let p =
         Portale::open(ctx.client.clone(), ctx.store.clone(), nodo).map_err(|e| e.to_string())?;
     Ok((p.install(builder), Vec::new()))
