@@ -238,7 +238,7 @@ impl Sender {
                 let until = tokio::time::Instant::now() + patience;
                 loop {
                     if let Some(v) = answers.get(&id.to_string()).map_err(|e| e.to_string())? {
-                        return snodo_schemas::from_json(&v).map_err(|e| e.to_string());
+                        return kept::<R>(&v).map_err(|e| e.to_string());
                     }
                     if tokio::time::Instant::now() >= until {
                         return Err(format!(
@@ -249,6 +249,15 @@ impl Sender {
                 }
             }
         }
+    }
+}
+
+/// Reads an answer [`Answers`] kept, as `R`: an XML body is kept as its text, a JSON one as
+/// itself.
+fn kept<R: Payload>(v: &Value) -> Result<R, snodo_schemas::Error> {
+    match v {
+        Value::String(xml) => snodo_schemas::from_xml::<R>(xml),
+        v => snodo_schemas::from_json::<R>(v),
     }
 }
 
@@ -335,14 +344,15 @@ impl Handler for Answers {
                 tracing::debug!(envelope_id = %h.id, service = %h.service, action = %h.action, "A message about one of this office's positions; noted.");
                 return Ok(());
             };
-            let Body::Json(v) = &inbound.envelope.body else {
-                return Err(HandlerError::Reject(
-                    "answers are kept in their JSON form; an XML body came".into(),
-                ));
+            // Kept as it came: a JSON body as itself, an XML one as its text (a JSON string,
+            // which no message's JSON form is); [`kept`] reads either.
+            let kept = match &inbound.envelope.body {
+                Body::Json(v) => v.clone(),
+                Body::Xml(x) => Value::String(x.clone()),
             };
             effects
                 .update
-                .put(&self.tree, &to.to_string(), v)
+                .put(&self.tree, &to.to_string(), &kept)
                 .map_err(crate::service::retry)?;
             Ok(())
         })

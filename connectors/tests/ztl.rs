@@ -26,7 +26,7 @@ use snodo_connectors::service::Committer;
 use snodo_connectors::ztl::portale::{Portale, Vista};
 use snodo_connectors::ztl::ufficio::{Impostazioni, RegolaCategoria, Settore, Ufficio};
 use snodo_connectors::{Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store};
-use snodo_envelopes::EntityId;
+use snodo_envelopes::{EntityId, Format};
 use snodo_envelopes::pki::{self, KeyType};
 use snodo_schemas::formats::{
     CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Importo, Istante, Targa,
@@ -139,6 +139,11 @@ fn corpo(dir: &Path, hub: &Running, entity: &str) -> (Committer, HubClient, Stor
         initial: Duration::from_millis(50),
         max: Duration::from_millis(500),
     };
+    // Turin speaks XML: its answers reach the portal in that form and must be read as well
+    // as the JSON ones of the others.
+    if entity == TORINO {
+        c.format = Format::Xml;
+    }
     let client = HubClient::new(&c).unwrap();
     let store = Store::open(&dir.join(format!("state-{stem}"))).unwrap();
     (

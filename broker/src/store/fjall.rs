@@ -2,6 +2,7 @@
 //! journal, flush as an fsync of that journal. Writes are appends (no page rewritten per key)
 //! and memory is bounded by the block cache and the write buffers, whatever the store holds.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -56,6 +57,19 @@ impl FjallStore {
     }
 }
 
+/// The least key greater than every key starting with `prefix`; none when there is no such
+/// key (an empty prefix, or one of 0xff bytes only).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 impl Store for FjallStore {
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.data.get(key).map_err(backend)?.map(|v| v.to_vec()))
@@ -79,7 +93,11 @@ impl Store for FjallStore {
         if limit == 0 {
             return Ok(out);
         }
-        for item in self.data.range(start..) {
+        // Bounded above by the prefix's successor: an unbounded range would walk every
+        // tombstone after the prefix (other inboxes' acknowledged envelopes, say) before it
+        // found the first live key past it, and an empty inbox would cost the whole keyspace.
+        let end = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        for item in self.data.range((Bound::Included(start), end)) {
             let (k, v) = item.into_inner().map_err(backend)?;
             if !k.starts_with(prefix) {
                 break;
@@ -159,5 +177,27 @@ mod tests {
         assert_eq!(s.last(b"q/c").unwrap(), None);
         assert!(s.scan(b"q/a\0", None, 0).unwrap().is_empty());
         assert!(s.is_writable());
+    }
+
+    #[test]
+    fn a_scan_stays_within_its_prefix_whatever_its_last_bytes() {
+        assert_eq!(prefix_end(b"q/a\0"), Some(b"q/a\x01".to_vec()));
+        assert_eq!(prefix_end(b"q\xff\xff"), Some(b"r".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+        assert_eq!(prefix_end(b""), None);
+        let dir = tempfile::tempdir().unwrap();
+        let s = FjallStore::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        for k in [&b"a\xff"[..], b"a\xff\x00", b"a\xff\xff", b"b", b"\xff\xff\x01"] {
+            b.put(k.to_vec(), "v");
+        }
+        s.apply(b).unwrap();
+        let keys = |p: &[u8]| -> Vec<Vec<u8>> {
+            s.scan(p, None, 10).unwrap().into_iter().map(|(k, _)| k).collect()
+        };
+        assert_eq!(keys(b"a\xff").len(), 3);
+        assert_eq!(keys(b"a\xff\xff"), vec![b"a\xff\xff".to_vec()]);
+        assert_eq!(keys(b"\xff\xff"), vec![b"\xff\xff\x01".to_vec()]);
+        assert_eq!(keys(b"").len(), 5);
     }
 }

@@ -121,6 +121,10 @@ pub struct Anpr {
     clock: SharedClock,
     /// Positions by codice fiscale.
     posizioni: Tree<Posizione>,
+    /// Who may reside in each comune, `comune/cf`: every position's comune has its key here
+    /// (a key may outlive a move; the position is the truth). A comune's initial load
+    /// replaces its residents by walking this index, not every position of the country.
+    residenti: Tree<()>,
     /// Registrations by `comune/practice`.
     iscrizioni: Tree<Iscrizione>,
     /// The feed of each comune.
@@ -178,13 +182,22 @@ impl Anpr {
     ) -> Result<Arc<Anpr>, String> {
         let store = committer.store().clone();
         let s = |e: StoreError| e.to_string();
+        let posizioni: Tree<Posizione> = store.tree("anpr.posizioni").map_err(s)?;
+        let residenti: Tree<()> = store.tree("anpr.residenti").map_err(s)?;
+        if residenti.is_empty() {
+            // A store written before the index existed: build it once.
+            for (cf, p) in posizioni.scan("").map_err(s)? {
+                residenti.put(&residente(&p.comune, &cf), &()).map_err(s)?;
+            }
+        }
         Ok(Arc::new(Anpr {
             motorizzazione: dati
                 .motorizzazione
                 .parse()
                 .map_err(|e| format!("adapter.data.motorizzazione: {e}"))?,
             clock,
-            posizioni: store.tree("anpr.posizioni").map_err(s)?,
+            posizioni,
+            residenti,
             iscrizioni: store.tree("anpr.iscrizioni").map_err(s)?,
             feed: store.tree("anpr.feed").map_err(s)?,
             sospesi: store.tree("anpr.sospesi").map_err(s)?,
@@ -229,6 +242,14 @@ impl Anpr {
         pratica: &str,
     ) -> Result<Option<Iscrizione>, StoreError> {
         self.iscrizioni.get(&format!("{comune}/{pratica}"))
+    }
+
+    /// Writes `cf`'s position `p` in `o`, with its key in the residents' index.
+    fn scrivi(&self, o: &mut Outcome, cf: &str, p: &Posizione) -> Result<(), HandlerError> {
+        o.update.put(&self.posizioni, cf, p).map_err(retry)?;
+        o.update
+            .put(&self.residenti, &residente(&p.comune, cf), &())
+            .map_err(retry)
     }
 
     /// Applies batch `l`; `staged` holds the positions this same update already changed.
@@ -278,7 +299,7 @@ impl Anpr {
             if let Some(f) = &v.famiglia {
                 p.famiglia = Some(f.clone());
             }
-            o.update.put(&self.posizioni, cf, &p).map_err(retry)?;
+            self.scrivi(o, cf, &p)?;
             staged.insert(cf.to_owned(), p);
         }
         Ok(())
@@ -333,21 +354,19 @@ impl crate::residenza_cambio::Anpr for Anpr {
                 partenze.push(prev.comune.clone());
             }
             precedenti.push((cf.to_owned(), prev.clone()));
-            o.update
-                .put(
-                    &self.posizioni,
-                    cf,
-                    &Posizione {
-                        persona: p.persona.clone(),
-                        comune: r.comune.clone(),
-                        indirizzo: Some(r.indirizzo.clone()),
-                        famiglia: prev.and_then(|x| x.famiglia),
-                        dal: r.decorrenza,
-                        pratica: Some(r.pratica.clone()),
-                        cessata: None,
-                    },
-                )
-                .map_err(retry)?;
+            self.scrivi(
+                &mut o,
+                cf,
+                &Posizione {
+                    persona: p.persona.clone(),
+                    comune: r.comune.clone(),
+                    indirizzo: Some(r.indirizzo.clone()),
+                    famiglia: prev.and_then(|x| x.famiglia),
+                    dal: r.decorrenza,
+                    pratica: Some(r.pratica.clone()),
+                    cessata: None,
+                },
+            )?;
         }
         if let Provenienza::AltroComune { comune } = &r.provenienza
             && !partenze.contains(comune)
@@ -429,7 +448,7 @@ impl crate::residenza_cambio::Anpr for Anpr {
                 for (cf, prev) in &i.precedenti {
                     match prev {
                         Some(p) => {
-                            o.update.put(&self.posizioni, cf, p).map_err(retry)?;
+                            self.scrivi(&mut o, cf, p)?;
                             if p.comune != a.comune && !partenze.contains(&p.comune) {
                                 partenze.push(p.comune.clone());
                             }
@@ -500,6 +519,11 @@ impl crate::residenza_cambio::Anpr for Anpr {
         );
         Ok(o)
     }
+}
+
+/// The residents' index key of `cf` in `comune` (with `cf` empty: the comune's prefix).
+fn residente(comune: &CodiceIstat, cf: &str) -> String {
+    format!("{comune}/{cf}")
 }
 
 fn chiave(comune: &CodiceIstat, seq: u64) -> String {
@@ -660,10 +684,18 @@ impl crate::anagrafe_variazioni::Registro for Anpr {
         let nuovo = st.caricamento.as_ref().is_none_or(|x| x.al != k.al);
         if nuovo {
             // A new load replaces what the registry holds for the comune.
-            for (cf, p) in self.posizioni.scan("").map_err(retry)? {
-                if p.comune == k.comune {
-                    o.update.remove(&self.posizioni, &cf);
+            let prefisso = residente(&k.comune, "");
+            for (key, ()) in self.residenti.scan(&prefisso).map_err(retry)? {
+                let cf = &key[prefisso.len()..];
+                if self
+                    .posizioni
+                    .get(cf)
+                    .map_err(retry)?
+                    .is_some_and(|p| p.comune == k.comune)
+                {
+                    o.update.remove(&self.posizioni, cf);
                 }
+                o.update.remove(&self.residenti, &key);
             }
             st.caricamento = Some(Caricamento {
                 al: k.al.clone(),
@@ -688,9 +720,7 @@ impl crate::anagrafe_variazioni::Registro for Anpr {
                     pratica: None,
                     cessata: None,
                 };
-                o.update
-                    .put(&self.posizioni, cf, &posizione)
-                    .map_err(retry)?;
+                self.scrivi(&mut o, cf, &posizione)?;
                 staged.insert(cf.to_owned(), posizione);
             }
         }
