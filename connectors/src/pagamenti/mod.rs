@@ -330,6 +330,7 @@ impl Nodo {
                 nav: p.nav.clone(),
                 stato: StatoPosizione::Scaduta,
                 il: now.clone(),
+                rata: None,
             };
             effects.send(
                 typed::message(
@@ -437,6 +438,7 @@ impl Nodo {
             iuv: p.nav.iuv(),
             nav: p.nav.clone(),
             stato: p.stato,
+            rate: Vec::new(),
         };
         effects.send(typed::reply(self.sender.client(), inbound, &answer)?);
         Ok(())
@@ -714,6 +716,7 @@ impl Nodo {
                     iupd: p.dati.iupd.clone(),
                     ente: p.dati.ente.clone(),
                     nav: p.nav.clone(),
+                    rata: None,
                     iuv: p.nav.iuv(),
                     importo: p.dati.importo,
                     debitore: p.dati.debitore.clone(),

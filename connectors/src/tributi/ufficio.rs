@@ -737,6 +737,7 @@ impl Ufficio {
             causale: a.causale.clone(),
             trasferimenti: Elenco::new(vec![trasferimento])
                 .ok_or_else(|| sys("no transfer".into()))?,
+            rate: None,
         };
         let env = typed::message(
             self.sender.client(),
