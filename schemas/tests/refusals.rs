@@ -260,7 +260,11 @@ fn an_instalment_plan_that_does_not_hold_together_is_refused_at_the_field() {
     );
     let mut body = plan.clone();
     body["scadenza"] = json!("2026-11-30");
-    refused_at(&body, "/scadenza", "its last instalment's due date, 2026-12-16");
+    refused_at(
+        &body,
+        "/scadenza",
+        "its last instalment's due date, 2026-12-16",
+    );
     // An instalment that stops being payable before it is due.
     let mut body = plan.clone();
     body["rate"][0]["validita"] = json!("2026-06-15");
@@ -304,10 +308,11 @@ fn an_instalment_plan_that_does_not_hold_together_is_refused_at_the_field() {
     );
 
     // In XML, at the element and its line.
-    let xml = m
-        .json_to_xml_pretty(&plan)
-        .unwrap()
-        .replacen("<scadenza>2026-06-16</scadenza>", "<scadenza>2027-01-16</scadenza>", 1);
+    let xml = m.json_to_xml_pretty(&plan).unwrap().replacen(
+        "<scadenza>2026-06-16</scadenza>",
+        "<scadenza>2027-01-16</scadenza>",
+        1,
+    );
     let v = refused(m.validate_xml(&xml), Form::Xml);
     assert_eq!(v[0].at, "/posizione-crea/rate[2]/scadenza", "{v:?}");
     assert!(v[0].line.is_some(), "{v:?}");
