@@ -263,7 +263,7 @@ impl Opzione {
     }
 }
 
-/// A debt position as the provider keeps it (key: its NAV).
+/// A debt position as the provider keeps it (key: its NAV; in instalments, the first's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Posizione {
     /// The creditor's entity.
