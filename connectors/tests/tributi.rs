@@ -637,6 +637,330 @@ async fn a_violation_is_assessed_and_paid_after_an_activation_that_timed_out() {
     f.stop().await;
 }
 
+/// Waits until the tax office's notice `iupd` satisfies `f`, and returns it.
+async fn avviso_quando(
+    ufficio: &Ufficio,
+    iupd: &str,
+    what: &str,
+    f: impl Fn(&snodo_connectors::tributi::ufficio::Avviso) -> bool,
+) -> snodo_connectors::tributi::ufficio::Avviso {
+    common::eventually(10, what, || async {
+        ufficio.avviso(iupd).unwrap().filter(|a| f(a))
+    })
+    .await
+}
+
+/// Activates `nav` by card for `importo` and reports it paid at `il`.
+async fn paga_carta(f: &Federation, nav: &Nav, importo: Importo, il: &str) {
+    let token = f.attiva(nav, importo, Canale::Carta).await.unwrap();
+    let ok = f
+        .portale
+        .esito(
+            &token,
+            nav,
+            Risultato::Ok,
+            Canale::Carta,
+            Some(importo),
+            istante(il),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.stato, EsitoRegistrato::Pagato, "{ok:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_year_in_two_instalments_is_partially_paid_then_paid_and_the_tax_position_shows_both() {
+    let f = Federation::start().await;
+    f.ufficio
+        .registra(
+            &cf(CF),
+            building("A/1", 1000, true, "345"),
+            data("2019-05-10"),
+        )
+        .await
+        .unwrap();
+    // The year's notice: one debt position, June and December, €404 each, each its own NAV.
+    f.clock.set(datetime!(2026-06-01 09:00 UTC));
+    let avviso = f.ufficio.emetti_anno(&cf(CF), 2026).await.unwrap();
+    assert_eq!(avviso.importo, Importo::euro(808).unwrap());
+    assert_eq!(avviso.rate.len(), 2);
+    let acconto = avviso.rate[0].nav.clone().unwrap();
+    let saldo = avviso.rate[1].nav.clone().unwrap();
+    assert_ne!(acconto, saldo);
+    assert_eq!(avviso.nav.as_ref(), Some(&acconto));
+    let iupd = iupd_of(&f.ufficio, &acconto);
+    // The portal holds a notice per instalment.
+    for (nav, rata) in [(&acconto, Rata::Acconto), (&saldo, Rata::Saldo)] {
+        let Notifica::Avviso(n) = f.notifica(nav).await else {
+            panic!("not an instalment")
+        };
+        assert_eq!((n.rata, n.importo), (rata, Importo::euro(404).unwrap()));
+    }
+    // One position at the provider, reached by either notice.
+    let p = f.nodo.posizione(&saldo).unwrap().unwrap();
+    assert_eq!(
+        (p.nav.clone(), p.stato),
+        (acconto.clone(), StatoPosizione::Valida)
+    );
+    assert_eq!(p.dati.iupd, iupd);
+    for (nav, due) in [(&acconto, "2026-06-16"), (&saldo, "2026-12-16")] {
+        let v = f.portale.verifica(&cf(TURIN_CF), nav).await.unwrap();
+        let EsitoVerifica::Pagabile(x) = v.esito else {
+            panic!("{v:?}")
+        };
+        assert_eq!(
+            (x.importo, x.scadenza.as_str()),
+            (Importo::euro(404).unwrap(), due)
+        );
+    }
+    // The June instalment cannot be issued again on its own.
+    let e = f
+        .ufficio
+        .emetti_avviso(&cf(CF), 2026, Rata::Acconto)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("already asked for"), "{e}");
+
+    // June paid by card: a receipt for it, and the creditor hears "partially paid".
+    paga_carta(
+        &f,
+        &acconto,
+        Importo::euro(404).unwrap(),
+        "2026-06-10T10:00:00Z",
+    )
+    .await;
+    let a = avviso_quando(&f.ufficio, &iupd, "partially paid at the comune", |a| {
+        a.stato.as_ref().map(|s| s.0) == Some(StatoPosizione::ParzialmentePagata)
+    })
+    .await;
+    let a = if a.rate[0].versamento.is_some() {
+        a
+    } else {
+        avviso_quando(&f.ufficio, &iupd, "the June receipt", |a| {
+            a.rate[0].versamento.is_some()
+        })
+        .await
+    };
+    assert_eq!(
+        a.rate[0].versamento.as_ref().unwrap().rata,
+        Some(Rata::Acconto)
+    );
+    assert!(a.rate[1].versamento.is_none());
+    assert!(!a.pagato());
+    assert_eq!(
+        f.nodo.posizione(&acconto).unwrap().unwrap().stato,
+        StatoPosizione::ParzialmentePagata
+    );
+    // The tax position: €404 paid of €808, the June notice paid, December's due.
+    let pos = f.posizione(2026).await;
+    assert_eq!(pos.versamenti.len(), 1);
+    assert_eq!(
+        (pos.versamenti[0].importo, pos.versamenti[0].rata),
+        (Importo::euro(404).unwrap(), Some(Rata::Acconto))
+    );
+    assert_eq!(pos.versamenti[0].nav.as_ref(), Some(&acconto));
+    assert_eq!(pos.saldo.in_centesimi(), 40_400);
+    let emessi: Vec<(Nav, bool)> = pos
+        .avvisi
+        .iter()
+        .map(|a| (a.nav.clone(), a.pagato))
+        .collect();
+    assert_eq!(emessi, [(acconto.clone(), true), (saldo.clone(), false)]);
+    // Partially paid: it cannot be cancelled, and June cannot be paid twice.
+    let e = f.ufficio.annulla(&iupd, "emesso per errore").await.unwrap();
+    assert_eq!(
+        (e.stato, e.errore),
+        (
+            StatoPosizione::ParzialmentePagata,
+            Some(ErroreAvviso::ParzialmentePagato)
+        )
+    );
+    assert_eq!(
+        f.attiva(&acconto, Importo::euro(404).unwrap(), Canale::Carta)
+            .await,
+        Err(ErroreAvviso::GiaPagato)
+    );
+    // June's money settles now: the flow lists June only; the notice is not reported whole.
+    let flow = f
+        .nodo
+        .rendiconta(&Federation::turin(), data("2026-06-12"))
+        .await
+        .unwrap()
+        .expect("June to report");
+    assert_eq!(
+        flow.pagamenti
+            .iter()
+            .map(|p| p.iuv.clone())
+            .collect::<Vec<_>>(),
+        [acconto.iuv()]
+    );
+    avviso_quando(&f.ufficio, &iupd, "June reported", |a| {
+        a.rate[0].rendicontato
+    })
+    .await;
+    assert!(!f.ufficio.avviso(&iupd).unwrap().unwrap().rendicontato);
+
+    // December paid: the last receipt, and the creditor hears "paid".
+    f.clock.set(datetime!(2026-12-10 09:00 UTC));
+    paga_carta(
+        &f,
+        &saldo,
+        Importo::euro(404).unwrap(),
+        "2026-12-10T09:30:00Z",
+    )
+    .await;
+    let a = avviso_quando(&f.ufficio, &iupd, "paid at the comune", |a| {
+        a.stato.as_ref().map(|s| s.0) == Some(StatoPosizione::Pagata) && a.pagato()
+    })
+    .await;
+    assert_eq!(
+        a.rate[1].versamento.as_ref().unwrap().data.as_str(),
+        "2026-12-10"
+    );
+    assert_eq!(
+        f.nodo.posizione(&saldo).unwrap().unwrap().stato,
+        StatoPosizione::Pagata
+    );
+    let pos = f.posizione(2026).await;
+    assert_eq!(pos.versamenti.len(), 2);
+    assert_eq!(pos.saldo.in_centesimi(), 0);
+    assert!(pos.avvisi.iter().all(|a| a.pagato), "{:?}", pos.avvisi);
+    assert!(
+        pos.versamenti
+            .iter()
+            .any(|v| v.rata == Some(Rata::Saldo) && v.nav.as_ref() == Some(&saldo))
+    );
+    let e = f.ufficio.annulla(&iupd, "emesso per errore").await.unwrap();
+    assert_eq!(e.errore, Some(ErroreAvviso::GiaPagato));
+    // December settles: the position is reported, and so is the notice at the comune.
+    let flow = f
+        .nodo
+        .rendiconta(&Federation::turin(), data("2026-12-14"))
+        .await
+        .unwrap()
+        .expect("December to report");
+    assert_eq!(flow.pagamenti.len(), 1);
+    assert_eq!(flow.pagamenti.as_slice()[0].iuv, saldo.iuv());
+    assert_eq!(
+        f.nodo.posizione(&acconto).unwrap().unwrap().stato,
+        StatoPosizione::Rendicontata
+    );
+    avviso_quando(&f.ufficio, &iupd, "the notice reported", |a| a.rendicontato).await;
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unpaid_instalment_expires_alone_and_a_plan_that_does_not_hold_is_refused() {
+    let f = Federation::start().await;
+    f.ufficio
+        .registra(
+            &cf(CF),
+            building("A/1", 1000, true, "345"),
+            data("2019-05-10"),
+        )
+        .await
+        .unwrap();
+    f.clock.set(datetime!(2026-06-01 09:00 UTC));
+    let avviso = f.ufficio.emetti_anno(&cf(CF), 2026).await.unwrap();
+    let (acconto, saldo) = (
+        avviso.rate[0].nav.clone().unwrap(),
+        avviso.rate[1].nav.clone().unwrap(),
+    );
+    let iupd = iupd_of(&f.ufficio, &acconto);
+    // June not paid by the 16th: June is refused as expired, December is still payable and
+    // the position stays valid.
+    f.clock.set(datetime!(2026-06-17 08:00 UTC));
+    let v = f.portale.verifica(&cf(TURIN_CF), &acconto).await.unwrap();
+    assert_eq!(
+        v.esito,
+        EsitoVerifica::Errore {
+            errore: ErroreAvviso::Scaduto
+        }
+    );
+    assert_eq!(
+        f.attiva(&acconto, Importo::euro(404).unwrap(), Canale::Carta)
+            .await,
+        Err(ErroreAvviso::Scaduto)
+    );
+    let v = f.portale.verifica(&cf(TURIN_CF), &saldo).await.unwrap();
+    assert!(matches!(v.esito, EsitoVerifica::Pagabile(_)), "{v:?}");
+    assert_eq!(
+        f.nodo.posizione(&saldo).unwrap().unwrap().stato,
+        StatoPosizione::Valida
+    );
+    // Neither paid by 16 December: the position expires, and the comune hears it.
+    f.clock.set(datetime!(2026-12-17 08:00 UTC));
+    let v = f.portale.verifica(&cf(TURIN_CF), &saldo).await.unwrap();
+    assert_eq!(
+        v.esito,
+        EsitoVerifica::Errore {
+            errore: ErroreAvviso::Scaduto
+        }
+    );
+    avviso_quando(&f.ufficio, &iupd, "expired at the comune", |a| {
+        a.stato.as_ref().map(|s| s.0) == Some(StatoPosizione::Scaduta)
+    })
+    .await;
+    // Nothing paid: it can be cancelled.
+    let e = f.ufficio.annulla(&iupd, "sostituito").await.unwrap();
+    assert_eq!((e.stato, e.errore), (StatoPosizione::Invalida, None));
+
+    // Plans that do not hold together never reach the provider: the hub refuses the body,
+    // naming the field and what is wrong.
+    let url = format!("https://127.0.0.1:{}", f.hub.addr.port());
+    let comune = common::service_client(f.dir.path(), &url, TURIN);
+    let rata = |importo: u64, scadenza: &str| json!({"importo": importo, "scadenza": scadenza});
+    let good = json!({
+        "iupd": "IMU-RATE-PROVA",
+        "ente": TURIN_CF,
+        "debitore": {"codice_fiscale": CF, "denominazione": "Mario Rossi"},
+        "importo": 80_800,
+        "scadenza": "2027-12-16",
+        "causale": "IMU 2027",
+        "trasferimenti": [{
+            "indice": 1, "ente": TURIN_CF, "iban": "IT60X0542811101000000123456",
+            "importo": 80_800, "causale": "IMU 2027", "tassonomia": "9/0101101IM/"
+        }],
+        "rate": [rata(40_400, "2027-06-16"), rata(40_400, "2027-12-16")]
+    });
+    snodo_schemas::Catalog::global()
+        .validate_json("pagamenti", "posizione-crea", &good)
+        .unwrap();
+    for (rate, field, says) in [
+        (json!([rata(80_800, "2027-12-16")]), "/rate", ""),
+        (
+            json!([rata(40_400, "2027-06-16"), rata(40_000, "2027-12-16")]),
+            "/rate",
+            "sum to €804.00, not to the total €808.00",
+        ),
+        (
+            json!([rata(40_400, "2027-12-16"), rata(40_400, "2027-06-16")]),
+            "/rate/1/scadenza",
+            "not after instalment 1's 2027-12-16",
+        ),
+    ] {
+        let mut body = good.clone();
+        body["rate"] = rate;
+        let env = comune
+            .envelope(
+                Recipient::Entity(NODO.parse().unwrap()),
+                "pagamenti",
+                "posizione-crea",
+            )
+            .profile(snodo_envelopes::Profile::Request)
+            .json(body)
+            .build()
+            .unwrap();
+        let err = comune.submit(&env).await.unwrap_err();
+        assert_eq!(err.code(), Some("body-schema-invalid"), "{field}: {err}");
+        assert!(
+            err.to_string().contains(field) && err.to_string().contains(says),
+            "{field}: {err}"
+        );
+    }
+    f.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_variation_changes_the_next_calculation_and_a_report_becomes_an_email() {
     let f = Federation::start().await;

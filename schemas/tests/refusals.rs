@@ -223,6 +223,110 @@ fn rules_that_tie_fields_together_are_refused_at_the_field() {
 }
 
 #[test]
+fn an_instalment_plan_that_does_not_hold_together_is_refused_at_the_field() {
+    let m = message("pagamenti", "posizione-crea");
+    let plan = m.examples().remove(0);
+    // The sample is a year's tax in two instalments, June and December.
+    assert_eq!(plan["rate"].as_array().unwrap().len(), 2);
+    m.validate_json(&plan).unwrap();
+    let refused_at = |body: &Value, at: &str, says: &str| {
+        let v = refused(m.validate_json(body), Form::Json);
+        assert!(
+            v.iter().any(|v| v.at == at && v.problem.contains(says)),
+            "{at}: {says}: {v:?}"
+        );
+    };
+
+    // One instalment is no plan: 2 to 12.
+    let mut body = plan.clone();
+    body["rate"].as_array_mut().unwrap().pop();
+    refused_at(&body, "/rate", "");
+    // Amounts that do not sum to the total.
+    let mut body = plan.clone();
+    body["rate"][1]["importo"] = json!(40_000);
+    refused_at(&body, "/rate", "sum to €804.00, not to the total €808.00");
+    // An instalment of nothing.
+    let mut body = plan.clone();
+    body["rate"][0]["importo"] = json!(0);
+    body["rate"][1]["importo"] = json!(80_800);
+    refused_at(&body, "/rate/0/importo", "instalment 1 asks for nothing");
+    // Due dates that do not increase; the position due before its last instalment.
+    let mut body = plan.clone();
+    body["rate"][0]["scadenza"] = json!("2026-12-16");
+    refused_at(
+        &body,
+        "/rate/1/scadenza",
+        "instalment 2 is due on 2026-12-16, not after instalment 1's 2026-12-16",
+    );
+    let mut body = plan.clone();
+    body["scadenza"] = json!("2026-11-30");
+    refused_at(
+        &body,
+        "/scadenza",
+        "its last instalment's due date, 2026-12-16",
+    );
+    // An instalment that stops being payable before it is due.
+    let mut body = plan.clone();
+    body["rate"][0]["validita"] = json!("2026-06-15");
+    refused_at(&body, "/rate/0/validita", "before its due date 2026-06-16");
+    // Two transfers: each instalment says how much of each it pays, and per transfer the
+    // instalments make up the position's.
+    let mut body = plan.clone();
+    let mut second = body["trasferimenti"][0].clone();
+    second["indice"] = json!(2);
+    second["importo"] = json!(800);
+    body["trasferimenti"][0]["importo"] = json!(80_000);
+    body["trasferimenti"].as_array_mut().unwrap().push(second);
+    m.validate_json(&{
+        let mut b = body.clone();
+        b.as_object_mut().unwrap().remove("rate");
+        b
+    })
+    .unwrap();
+    refused_at(&body, "/rate/0", "the position has 2 transfers");
+    let transfers = body["trasferimenti"].clone();
+    let parts = |first: u64, second: u64| {
+        let mut t = transfers.clone();
+        t[0]["importo"] = json!(first);
+        t[1]["importo"] = json!(second);
+        t
+    };
+    body["rate"][0]["trasferimenti"] = parts(40_000, 400);
+    body["rate"][1]["trasferimenti"] = parts(40_000, 400);
+    m.validate_json(&body).unwrap();
+    body["rate"][1]["trasferimenti"] = parts(40_100, 300);
+    refused_at(
+        &body,
+        "/rate",
+        "the instalments give transfer 1 €801.00, the position €800.00",
+    );
+    body["rate"][1]["trasferimenti"] = parts(40_000, 300);
+    refused_at(
+        &body,
+        "/rate/1/trasferimenti",
+        "sum to €403.00, not to the total €404.00",
+    );
+
+    // In XML, at the element and its line.
+    let xml = m.json_to_xml_pretty(&plan).unwrap().replacen(
+        "<scadenza>2026-06-16</scadenza>",
+        "<scadenza>2027-01-16</scadenza>",
+        1,
+    );
+    let v = refused(m.validate_xml(&xml), Form::Xml);
+    assert_eq!(v[0].at, "/posizione-crea/rate[2]/scadenza", "{v:?}");
+    assert!(v[0].line.is_some(), "{v:?}");
+
+    // A change of the instalments is held to the same rules.
+    let m = message("pagamenti", "posizione-aggiorna");
+    let mut body = m.examples().remove(0);
+    m.validate_json(&body).unwrap();
+    body["rate"][0]["importo"] = json!(50_000);
+    let v = refused(m.validate_json(&body), Form::Json);
+    assert_eq!(v[0].at, "/rate", "{v:?}");
+}
+
+#[test]
 fn an_unknown_message_is_named() {
     let e = Catalog::global()
         .validate_json("residenza.cambio", "richiesta", &json!({}))

@@ -392,6 +392,7 @@ impl Comando {
                 tassonomia: "9/0201102IM/".into(),
             }])
             .ok_or_else(|| sys("no transfer"))?,
+            rate: None,
         };
         let env = typed::message(
             self.sender.client(),

@@ -299,6 +299,7 @@ impl Prefettura {
                 tassonomia: "9/0201102IM/".into(),
             }])
             .ok_or_else(|| sys("no transfer"))?,
+            rate: None,
         };
         let env = typed::message(
             self.sender.client(),

@@ -699,6 +699,7 @@ impl Sportello {
             causale,
             trasferimenti: Elenco::new(vec![trasferimento])
                 .ok_or_else(|| HandlerError::Reject("a position needs a transfer".into()))?,
+            rate: None,
         };
         effects.send(
             typed::message(

@@ -2,6 +2,13 @@
 //! position of each taxpayer (properties with their periods, notices, payments), calculations
 //! on the comune's rates of the year, variation declarations, discrepancy reports by e-mail,
 //! and instalments and assessed violations paid through the payment provider.
+//!
+//! The year's tax is issued either one instalment at a time ([`Ufficio::emetti_avviso`]: a
+//! debt position per instalment) or as one notice of the year in two instalments
+//! ([`Ufficio::emetti_anno`]: one debt position whose instalments, June and December, each
+//! have their own NAV and are paid and receipted on their own). The provider tells the office
+//! when a position becomes partially paid, paid or expired (`posizione-stato`); the tax
+//! position lists every instalment's notice and every payment either way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +16,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use snodo_envelopes::{EntityId, Profile};
-use snodo_schemas::formats::{CodiceFiscale, CodiceIstat, Data, Elenco, Importo, ImportoRelativo};
+use snodo_schemas::formats::{
+    CodiceFiscale, CodiceIstat, Data, Elenco, Importo, ImportoRelativo, Istante, Nav,
+};
 use snodo_schemas::services::dati::{Motivo, Periodo, Protocollo, Soggetto};
 use snodo_schemas::services::pagamenti::{
-    Iban, PosizioneAnnulla, PosizioneCrea, PosizioneCreata, PosizioneEsito, Rendicontazione,
-    Ricevuta, Trasferimento,
+    Iban, PosizioneAnnulla, PosizioneCrea, PosizioneCreata, PosizioneEsito, PosizioneStato,
+    RataPosizione, Rendicontazione, Ricevuta, StatoPosizione, Trasferimento,
 };
 use snodo_schemas::services::tributi_imu::{
     Accertamento, AvvisoEmesso, AvvisoPagamento, Calcolo, CalcoloEsito, CalcoloRichiesta, Immobile,
@@ -83,6 +92,26 @@ pub struct Titolarita {
     pub protocollo: Option<Protocollo>,
 }
 
+/// One instalment of a notice of the year, and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RataAvviso {
+    /// Which instalment of the year.
+    pub rata: Rata,
+    /// How much.
+    pub importo: Importo,
+    /// The last day.
+    pub scadenza: Data,
+    /// What for.
+    pub causale: String,
+    /// Its notice number, once the provider gave one.
+    pub nav: Option<Nav>,
+    /// Its payment, once the provider's receipt came.
+    pub versamento: Option<Versamento>,
+    /// True once a settlement flow reported it.
+    #[serde(default)]
+    pub rendicontato: bool,
+}
+
 /// A notice the office issued, and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Avviso {
@@ -90,23 +119,65 @@ pub struct Avviso {
     pub contribuente: CodiceFiscale,
     /// The tax year.
     pub anno: u16,
-    /// The instalment, or none for an assessment.
+    /// The instalment; none for an assessment or a notice of the year in instalments.
     pub rata: Option<Rata>,
     /// The assessment, when it is one.
     pub accertamento: Option<Accertamento>,
     /// How much.
     pub importo: Importo,
-    /// The last day.
+    /// The last day (in instalments, the last instalment's).
     pub scadenza: Data,
     /// What for.
     pub causale: String,
-    /// The notice number, once the provider gave one.
-    pub nav: Option<snodo_schemas::formats::Nav>,
-    /// The payment, once the provider's receipt came.
+    /// The notice number, once the provider gave one (in instalments, the first's).
+    pub nav: Option<Nav>,
+    /// The payment, once the provider's receipt came (in instalments, each has its own).
     pub versamento: Option<Versamento>,
-    /// True once a settlement flow reported it.
+    /// True once a settlement flow reported it (in instalments, all of them).
     #[serde(default)]
     pub rendicontato: bool,
+    /// Its instalments, for a notice of the year paid in instalments, each with its own
+    /// notice number and payment; none for a single notice.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate: Vec<RataAvviso>,
+    /// The position's state as the provider last told it (`posizione-stato`), and when.
+    #[serde(default)]
+    pub stato: Option<(StatoPosizione, Istante)>,
+}
+
+impl Avviso {
+    /// True once every payment it asks for was made (its receipts came).
+    #[must_use]
+    pub fn pagato(&self) -> bool {
+        if self.rate.is_empty() {
+            self.versamento.is_some()
+        } else {
+            self.rate.iter().all(|r| r.versamento.is_some())
+        }
+    }
+
+    /// Takes the provider's word that its position is now `stato` at `il`, unless it told a
+    /// later state already (messages may cross): true when taken.
+    fn prende_stato(&mut self, stato: StatoPosizione, il: &Istante) -> bool {
+        // How far along the payments a state is, for states told at the same instant.
+        let avanzamento = |s: StatoPosizione| match s {
+            StatoPosizione::ParzialmentePagata => 1,
+            StatoPosizione::Pagata => 2,
+            StatoPosizione::Rendicontata => 3,
+            _ => 0,
+        };
+        let nuovo = match &self.stato {
+            None => true,
+            Some((s, quando)) => {
+                il.datetime() > quando.datetime()
+                    || (il.datetime() == quando.datetime() && avanzamento(stato) >= avanzamento(*s))
+            }
+        };
+        if nuovo {
+            self.stato = Some((stato, il.clone()));
+        }
+        nuovo
+    }
 }
 
 /// Why an office operation failed.
@@ -119,6 +190,10 @@ pub enum ErroreUfficio {
     /// Nothing is due for that instalment.
     #[error("nothing is due for the {0:?} instalment of {1}")]
     NienteDovuto(Rata, u16),
+    /// The year's tax was issued already another way (an instalment alone, or the notice of
+    /// the year in instalments): this notice would ask for it twice.
+    #[error("the tax of {1} is already asked for by notice {0}")]
+    GiaEmesso(String, u16),
     /// The store, the hub or the provider failed.
     #[error("{0}")]
     Sistema(String),
@@ -225,7 +300,11 @@ impl Ufficio {
                 "posizione-creata",
                 Route::handler(self, Ufficio::on_creata),
             )
-            .route("pagamenti", "posizione-stato", answers.clone())
+            .route(
+                "pagamenti",
+                "posizione-stato",
+                Route::handler(self, Ufficio::on_stato),
+            )
             .route("pagamenti", "posizione-esito", answers)
     }
 
@@ -425,7 +504,9 @@ impl Ufficio {
             if let Some(v) = &a.versamento {
                 versamenti.push(v.clone());
             }
-            if let Some(nav) = &a.nav {
+            if a.rate.is_empty()
+                && let Some(nav) = &a.nav
+            {
                 avvisi.push(AvvisoEmesso {
                     causale: a.causale.clone(),
                     nav: nav.clone(),
@@ -433,6 +514,21 @@ impl Ufficio {
                     scadenza: a.scadenza,
                     pagato: a.versamento.is_some(),
                 });
+            }
+            // A notice of the year: each instalment is a notice of its own, paid or due.
+            for r in &a.rate {
+                if let Some(v) = &r.versamento {
+                    versamenti.push(v.clone());
+                }
+                if let Some(nav) = &r.nav {
+                    avvisi.push(AvvisoEmesso {
+                        causale: r.causale.clone(),
+                        nav: nav.clone(),
+                        importo: r.importo,
+                        scadenza: r.scadenza,
+                        pagato: r.versamento.is_some(),
+                    });
+                }
             }
         }
         let dovuto = calcolo
@@ -589,9 +685,34 @@ impl Ufficio {
                 r.iupd
             )));
         };
+        let data = Data::from_date(r.pagato_il.datetime().date())
+            .ok_or_else(|| HandlerError::Reject("a payment day outside 0–9999".into()))?;
+        if !a.rate.is_empty() {
+            // A notice of the year: the receipt closes the instalment it names.
+            let Some(rata) = a.rate.iter_mut().find(|x| x.nav.as_ref() == Some(&r.nav)) else {
+                return Err(HandlerError::Reject(format!(
+                    "a receipt for notice {}, which is none of position {}'s instalments",
+                    r.nav, r.iupd
+                )));
+            };
+            if rata.versamento.is_none() {
+                rata.versamento = Some(Versamento {
+                    data,
+                    importo: r.importo,
+                    rata: Some(rata.rata),
+                    accertamento: None,
+                    nav: Some(r.nav.clone()),
+                });
+                let tutte = a.pagato();
+                effects
+                    .update
+                    .put(&self.avvisi, &r.iupd, &a)
+                    .map_err(service::retry)?;
+                tracing::info!(iupd = %r.iupd, nav = %r.nav, all_paid = tutte, "Receipt taken; the instalment is closed.");
+            }
+            return Ok(());
+        }
         if a.versamento.is_none() {
-            let data = Data::from_date(r.pagato_il.datetime().date())
-                .ok_or_else(|| HandlerError::Reject("a payment day outside 0–9999".into()))?;
             a.versamento = Some(Versamento {
                 data,
                 importo: r.importo,
@@ -615,18 +736,33 @@ impl Ufficio {
     ) -> Result<(), HandlerError> {
         let flow: Rendicontazione = service::read(inbound)?;
         let mut own = 0usize;
+        let listed = |nav: Option<&Nav>| {
+            nav.is_some_and(|n| flow.pagamenti.iter().any(|p| p.iuv == n.iuv()))
+        };
         for (k, mut a) in self.avvisi.scan("").map_err(service::retry)? {
-            if a.nav
-                .as_ref()
-                .is_some_and(|n| flow.pagamenti.iter().any(|p| p.iuv == n.iuv()))
-            {
+            if a.rate.is_empty() {
+                if !listed(a.nav.as_ref()) {
+                    continue;
+                }
                 own += 1;
                 a.rendicontato = true;
-                effects
-                    .update
-                    .put(&self.avvisi, &k, &a)
-                    .map_err(service::retry)?;
+            } else {
+                // A notice of the year: each instalment is reported as its payment settles.
+                let mut any = false;
+                for r in a.rate.iter_mut().filter(|r| listed(r.nav.as_ref())) {
+                    own += 1;
+                    r.rendicontato = true;
+                    any = true;
+                }
+                if !any {
+                    continue;
+                }
+                a.rendicontato = a.rate.iter().all(|r| r.rendicontato);
             }
+            effects
+                .update
+                .put(&self.avvisi, &k, &a)
+                .map_err(service::retry)?;
         }
         if own == 0 {
             return Err(HandlerError::Decline(format!(
@@ -652,11 +788,53 @@ impl Ufficio {
             return Ok(());
         }
         a.nav = Some(c.nav.clone());
+        let portale = &self.impostazioni.portale;
+        if !a.rate.is_empty() {
+            // A notice of the year: each instalment's NAV, and a notice per instalment to the
+            // portal (the printed notice's slips).
+            for (r, numero) in a.rate.iter_mut().zip(1u8..) {
+                let Some(creata) = c
+                    .rate
+                    .iter()
+                    .find(|x| x.numero == numero && x.importo == r.importo)
+                else {
+                    return Err(HandlerError::Reject(format!(
+                        "position {}: the provider gave no notice for the {:?} instalment",
+                        c.iupd, r.rata
+                    )));
+                };
+                r.nav = Some(creata.nav.clone());
+                let avviso = AvvisoPagamento {
+                    contribuente: a.contribuente.clone(),
+                    comune: self.impostazioni.comune.clone(),
+                    anno: a.anno,
+                    rata: r.rata,
+                    importo: r.importo,
+                    scadenza: r.scadenza,
+                    nav: creata.nav.clone(),
+                };
+                effects.send(
+                    typed::message(
+                        self.sender.client(),
+                        portale,
+                        Profile::Oneway,
+                        Some(&c.iupd),
+                        None,
+                        &avviso,
+                    )
+                    .map_err(HandlerError::Reject)?,
+                );
+            }
+            effects
+                .update
+                .put(&self.avvisi, &c.iupd, &a)
+                .map_err(service::retry)?;
+            return Ok(());
+        }
         effects
             .update
             .put(&self.avvisi, &c.iupd, &a)
             .map_err(service::retry)?;
-        let portale = &self.impostazioni.portale;
         let env = if let Some(mut acc) = a.accertamento.clone() {
             acc.nav = c.nav.clone();
             typed::message(
@@ -687,6 +865,31 @@ impl Ufficio {
             )
         };
         effects.send(env.map_err(HandlerError::Reject)?);
+        Ok(())
+    }
+
+    /// Takes the provider's `posizione-stato`: the notice's position became partially paid,
+    /// paid or expired (what is paid is recorded from the receipts, not from this).
+    fn on_stato(&self, inbound: &Inbound, effects: &mut Effects) -> Result<(), HandlerError> {
+        let s: PosizioneStato = service::read(inbound)?;
+        let own = self.avvisi.contains(&s.iupd).map_err(service::retry)?;
+        typed::solo_proprie(own, &s.iupd, "tax office")?;
+        if inbound.sender() != &self.impostazioni.nodo {
+            return Err(HandlerError::Reject(format!(
+                "a position's state from {}, not from the payment provider",
+                inbound.sender()
+            )));
+        }
+        let Some(mut a) = self.avvisi.get(&s.iupd).map_err(service::retry)? else {
+            return Ok(());
+        };
+        if a.prende_stato(s.stato, &s.il) {
+            effects
+                .update
+                .put(&self.avvisi, &s.iupd, &a)
+                .map_err(service::retry)?;
+            tracing::info!(iupd = %s.iupd, nav = %s.nav, state = ?s.stato, "The notice's position changed state at the provider.");
+        }
         Ok(())
     }
 
@@ -737,6 +940,19 @@ impl Ufficio {
             causale: a.causale.clone(),
             trasferimenti: Elenco::new(vec![trasferimento])
                 .ok_or_else(|| sys("no transfer".into()))?,
+            // A notice of the year: its instalments, each of the one transfer's part.
+            rate: Elenco::new(
+                a.rate
+                    .iter()
+                    .map(|r| RataPosizione {
+                        importo: r.importo,
+                        scadenza: r.scadenza,
+                        validita: None,
+                        causale: Some(r.causale.clone()),
+                        trasferimenti: None,
+                    })
+                    .collect(),
+            ),
         };
         let env = typed::message(
             self.sender.client(),
@@ -762,17 +978,65 @@ impl Ufficio {
             .ok_or_else(|| sys(format!("notice {iupd} vanished")))
     }
 
+    /// The IUPD of `cf`'s notice of `anno` for `rata` (`None`: the notice of the year in
+    /// instalments).
+    fn iupd_imu(&self, cf: &CodiceFiscale, anno: u16, rata: Option<Rata>) -> String {
+        let nome = match rata {
+            Some(Rata::Acconto) => "acconto",
+            Some(Rata::Saldo) => "saldo",
+            Some(Rata::Unica) => "unica",
+            None => "rate",
+        };
+        format!(
+            "IMU-{}-{anno}-{nome}-{}",
+            self.impostazioni.comune,
+            cf.as_str()
+        )
+    }
+
+    /// Refuses to issue `iupd` when another notice already asks for the same tax: an
+    /// instalment alone against the notice of the year in instalments, or the reverse.
+    fn nessun_altro(
+        &self,
+        cf: &CodiceFiscale,
+        anno: u16,
+        iupd: &str,
+        altri: &[Option<Rata>],
+    ) -> Result<(), ErroreUfficio> {
+        if self
+            .avvisi
+            .contains(iupd)
+            .map_err(|e| ErroreUfficio::Sistema(e.to_string()))?
+        {
+            // Issued before: the same notice again.
+            return Ok(());
+        }
+        for altro in altri {
+            let other = self.iupd_imu(cf, anno, *altro);
+            if self
+                .avvisi
+                .contains(&other)
+                .map_err(|e| ErroreUfficio::Sistema(e.to_string()))?
+            {
+                return Err(ErroreUfficio::GiaEmesso(other, anno));
+            }
+        }
+        Ok(())
+    }
+
     /// Issues `cf`'s `rata` of `anno` on the tax position: a debt position at the provider
     /// and the notice to the portal. Returns the notice with its NAV.
     ///
     /// # Errors
-    /// [`ErroreUfficio`]: the calculation refused, nothing due, the provider unreachable.
+    /// [`ErroreUfficio`]: the calculation refused, nothing due, the year already issued as a
+    /// notice in instalments, the provider unreachable.
     pub async fn emetti_avviso(
         &self,
         cf: &CodiceFiscale,
         anno: u16,
         rata: Rata,
     ) -> Result<Avviso, ErroreUfficio> {
+        self.nessun_altro(cf, anno, &self.iupd_imu(cf, anno, Some(rata)), &[None])?;
         let c = self.calcola(cf, anno, &[])?;
         let (importo, scadenza) = match rata {
             Rata::Acconto => (c.acconto, c.scadenza_acconto),
@@ -787,11 +1051,7 @@ impl Ufficio {
             Rata::Saldo => "saldo",
             Rata::Unica => "unica",
         };
-        let iupd = format!(
-            "IMU-{}-{anno}-{nome}-{}",
-            self.impostazioni.comune,
-            cf.as_str()
-        );
+        let iupd = self.iupd_imu(cf, anno, Some(rata));
         let a = Avviso {
             contribuente: cf.clone(),
             anno,
@@ -803,6 +1063,69 @@ impl Ufficio {
             nav: None,
             versamento: None,
             rendicontato: false,
+            rate: Vec::new(),
+            stato: None,
+        };
+        self.pubblica(iupd, a).await
+    }
+
+    /// Issues `cf`'s tax of `anno` on the tax position as one notice in two instalments: one
+    /// debt position at the provider whose June and December instalments each have their
+    /// own NAV, and a notice per instalment to the portal. When one instalment is nothing
+    /// (the June one on a property bought late in the year, say), the other alone is issued,
+    /// as [`Ufficio::emetti_avviso`] does. Returns the notice, its instalments with their NAVs.
+    ///
+    /// # Errors
+    /// [`ErroreUfficio`]: the calculation refused, nothing due, an instalment of the year
+    /// already issued alone, the provider unreachable.
+    pub async fn emetti_anno(
+        &self,
+        cf: &CodiceFiscale,
+        anno: u16,
+    ) -> Result<Avviso, ErroreUfficio> {
+        let c = self.calcola(cf, anno, &[])?;
+        if c.imposta == Importo::ZERO {
+            return Err(ErroreUfficio::NienteDovuto(Rata::Unica, anno));
+        }
+        if c.acconto == Importo::ZERO {
+            return self.emetti_avviso(cf, anno, Rata::Saldo).await;
+        }
+        if c.saldo == Importo::ZERO {
+            return self.emetti_avviso(cf, anno, Rata::Acconto).await;
+        }
+        let iupd = self.iupd_imu(cf, anno, None);
+        self.nessun_altro(
+            cf,
+            anno,
+            &iupd,
+            &[Some(Rata::Acconto), Some(Rata::Saldo), Some(Rata::Unica)],
+        )?;
+        let comune = &self.impostazioni.denominazione;
+        let rata = |rata, nome: &str, importo, scadenza| RataAvviso {
+            rata,
+            importo,
+            scadenza,
+            causale: format!("IMU {anno} {nome} {comune}"),
+            nav: None,
+            versamento: None,
+            rendicontato: false,
+        };
+        let a = Avviso {
+            contribuente: cf.clone(),
+            anno,
+            rata: None,
+            accertamento: None,
+            importo: c.imposta,
+            scadenza: c.scadenza_saldo,
+            causale: format!("IMU {anno} {comune}"),
+            nav: None,
+            versamento: None,
+            rendicontato: false,
+            rate: vec![
+                rata(Rata::Acconto, "acconto", c.acconto, c.scadenza_acconto),
+                rata(Rata::Saldo, "saldo", c.saldo, c.scadenza_saldo),
+            ],
+            stato: None,
         };
         self.pubblica(iupd, a).await
     }
@@ -841,7 +1164,7 @@ impl Ufficio {
             totale,
             motivi,
             // Replaced by the provider's NAV before it is sent.
-            nav: snodo_schemas::formats::Nav::new(0, 0).ok_or_else(|| sys("NAV".into()))?,
+            nav: Nav::new(0, 0).ok_or_else(|| sys("NAV".into()))?,
             scadenza,
         };
         let iupd = format!(
@@ -860,6 +1183,8 @@ impl Ufficio {
             nav: None,
             versamento: None,
             rendicontato: false,
+            rate: Vec::new(),
+            stato: None,
         };
         self.pubblica(iupd, a).await
     }

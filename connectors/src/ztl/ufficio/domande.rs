@@ -302,6 +302,7 @@ impl Ufficio {
             causale,
             trasferimenti: Elenco::new(vec![trasferimento])
                 .ok_or_else(|| ServiceError::Message("a position needs a transfer".into()))?,
+            rate: None,
         })
     }
 
