@@ -417,6 +417,40 @@ pub struct Engine {
     waiters: Arc<Waiters>,
     /// Woken when a group commit put something in the outbox that nobody is publishing.
     outbox: Arc<tokio::sync::Notify>,
+    /// Woken when a group commit put envelopes in an inbox (for long polls).
+    inboxes: Arc<Inboxes>,
+}
+
+/// A signal per inbox, woken once a group commit has put envelopes in it: what a lease that
+/// found the inbox empty waits on (`GET /v1/inbox?wait=`).
+#[derive(Debug, Default)]
+pub struct Inboxes {
+    signals: Mutex<HashMap<Vec<u8>, Arc<tokio::sync::Notify>>>,
+}
+
+impl Inboxes {
+    /// The signal of `recipient`'s inbox.
+    #[must_use]
+    pub fn signal(&self, recipient: &str) -> Arc<tokio::sync::Notify> {
+        let mut signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+        signals
+            .entry(keys::queue_prefix(recipient))
+            .or_default()
+            .clone()
+    }
+
+    /// Wakes whoever waits on the inboxes of these queue prefixes.
+    fn wake(&self, prefixes: &[Vec<u8>]) {
+        if prefixes.is_empty() {
+            return;
+        }
+        let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
+        for p in prefixes {
+            if let Some(n) = signals.get(p) {
+                n.notify_waiters();
+            }
+        }
+    }
 }
 
 impl Engine {
@@ -439,9 +473,11 @@ impl Engine {
         let (tx, rx) = std::sync::mpsc::sync_channel(16 * MAX_GROUP);
         let waiters: Arc<Waiters> = Arc::default();
         let outbox = Arc::new(tokio::sync::Notify::new());
+        let inboxes = Arc::new(Inboxes::default());
         let mut writer = Writer {
             outbox: outbox.clone(),
             outbox_dirty: false,
+            inboxes: inboxes.clone(),
             store: store.clone(),
             hub,
             notices,
@@ -461,6 +497,7 @@ impl Engine {
             store,
             waiters,
             outbox,
+            inboxes,
         })
     }
 
@@ -529,6 +566,12 @@ impl Engine {
             out.push(load_outbound(self.store.as_ref(), seq, &value)?);
         }
         Ok(out)
+    }
+
+    /// The signal of `recipient`'s inbox, woken when a group commit put envelopes in it.
+    #[must_use]
+    pub fn inbox_signal(&self, recipient: &str) -> Arc<tokio::sync::Notify> {
+        self.inboxes.signal(recipient)
     }
 
     /// Wakes when the engine put envelopes in the outbox that no request is publishing.
@@ -854,6 +897,8 @@ struct Group<'a> {
     store: &'a dyn Store,
     batch: Batch,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The queue prefixes of the inboxes this group put envelopes in.
+    arrivals: Vec<Vec<u8>>,
 }
 
 impl<'a> Group<'a> {
@@ -862,6 +907,7 @@ impl<'a> Group<'a> {
             store,
             batch: Batch::default(),
             overlay: HashMap::new(),
+            arrivals: Vec::new(),
         }
     }
 
@@ -873,6 +919,11 @@ impl<'a> Group<'a> {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        if let Some(inbox) = keys::queue_of(&key)
+            && !self.arrivals.iter().any(|a| a == inbox)
+        {
+            self.arrivals.push(inbox.to_vec());
+        }
         self.overlay.insert(key.clone(), Some(value.clone()));
         self.batch.put(key, value);
     }
@@ -942,6 +993,8 @@ struct Writer {
     outbox: Arc<tokio::sync::Notify>,
     /// The group put envelopes in the outbox that no request will publish.
     outbox_dirty: bool,
+    /// Woken for the inboxes a group put envelopes in.
+    inboxes: Arc<Inboxes>,
 }
 
 impl Writer {
@@ -1073,9 +1126,13 @@ impl Writer {
                 tracing::error!(error = %e, "Sweep failed.");
             }
         }
+        let arrivals = std::mem::take(&mut g.arrivals);
         let result = self.commit(g, accepted_any, now);
         match result {
-            Ok(checkpoint) => self.answer(replies, checkpoint.as_ref()),
+            Ok(checkpoint) => {
+                self.answer(replies, checkpoint.as_ref());
+                self.inboxes.wake(&arrivals);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
                 self.state = before;

@@ -512,6 +512,29 @@ async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_onc
     hub.shutdown().await.unwrap();
 }
 
+both_transports!(a_long_poll_answers_with_what_arrives_while_it_waits);
+async fn a_long_poll_answers_with_what_arrives_while_it_waits(transport: Transport) {
+    let t = TestHub::on(transport);
+    let hub = t.start().await;
+    let anpr = t.client(ANPR);
+    // Nothing arrives: the poll ends empty.
+    assert!(anpr.inbox(&hub, "?wait=300ms").await.is_empty());
+    // Something arrives while the inbox is polled: the poll hands it out. Without `wait`
+    // the same lease, asked before the submission, would have found the inbox empty.
+    let (inbox, accepted) = tokio::join!(anpr.inbox(&hub, "?wait=20s&lease=30s"), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        t.accepted(&hub, TURIN, ANPR).await
+    });
+    assert_eq!(inbox.len(), 1, "{inbox:?}");
+    assert_eq!(inbox[0]["envelope_id"], accepted.0.header.id.to_string());
+    // A wait that is not a duration is refused, naming it.
+    let r = anpr.get(&hub, "/v1/inbox?wait=soon").await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["code"], "bad-parameter");
+    assert!(r.json()["detail"].as_str().unwrap().contains("wait"));
+    hub.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_openapi() {
     let t = TestHub::new("");

@@ -496,14 +496,32 @@ impl HubClient {
     /// # Errors
     /// [`ClientError`] when the hub cannot be reached or refuses.
     pub async fn lease(&self, limit: usize, lease: Duration) -> Result<Vec<Delivery>, ClientError> {
-        let url = format!(
+        self.lease_waiting(limit, lease, Duration::ZERO).await
+    }
+
+    /// As [`HubClient::lease`], and when the inbox is empty the hub holds the request for up
+    /// to `wait` (its `limits.max_wait` at most) and answers as soon as envelopes arrive: a
+    /// long poll, which costs the hub nothing while the inbox stays empty.
+    ///
+    /// # Errors
+    /// As [`HubClient::lease`].
+    pub async fn lease_waiting(
+        &self,
+        limit: usize,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, ClientError> {
+        let mut url = format!(
             "{}/v1/inbox?limit={limit}&lease={}ms",
             self.inner.base,
             lease.as_millis()
         );
+        if !wait.is_zero() {
+            url.push_str(&format!("&wait={}ms", wait.as_millis()));
+        }
         let what = "GET /v1/inbox";
         let reply = self
-            .with_retries(what, Duration::ZERO, || self.inner.http.get(&url))
+            .with_retries(what, wait, || self.inner.http.get(&url))
             .await?;
         let inbox: WireInbox =
             serde_json::from_slice(&reply.body).map_err(|e| ClientError::Protocol {

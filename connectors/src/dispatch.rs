@@ -335,7 +335,9 @@ pub struct PullConfig {
     pub batch: usize,
     /// How long each lease lasts: the longest one envelope may take to process.
     pub lease: Duration,
-    /// How long to wait when the inbox is empty.
+    /// How long to wait when the inbox is empty: the hub holds the lease request that long
+    /// and answers as soon as envelopes arrive (a long poll); a hub that answers at once
+    /// with nothing makes the loop pause for the rest of it.
     pub idle: Duration,
 }
 
@@ -562,8 +564,9 @@ impl Dispatcher {
                     () = crate::shutdown::stopped(shutdown.clone()) => break,
                 }
             }
+            let asked = tokio::time::Instant::now();
             let batch = tokio::select! {
-                r = self.client.lease(config.batch, config.lease) => r,
+                r = self.client.lease_waiting(config.batch, config.lease, config.idle) => r,
                 () = crate::shutdown::stopped(shutdown.clone()) => break,
             };
             let deliveries = match batch {
@@ -582,7 +585,7 @@ impl Dispatcher {
                     self.drain_outbox().await;
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(config.idle) => {}
+                    () = tokio::time::sleep_until(asked + config.idle) => {}
                     () = crate::shutdown::stopped(shutdown.clone()) => break,
                 }
                 continue;

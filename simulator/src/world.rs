@@ -252,9 +252,9 @@ impl World {
         let shared: SharedClock = clock.clone();
         let (stop, shutdown) = watch::channel(false);
         let mut tasks = Vec::new();
-        // Idle pulls of every inbox cost the hub: the more comuni, the slower each polls; the
-        // few national and provincial bodies, which everyone waits for, poll briskly.
-        let idle = Duration::from_millis((fed.comuni.len() as u64).clamp(50, 1500));
+        // Every inbox is long-polled: the hub answers as soon as envelopes arrive, and an
+        // idle body costs it one request per `idle`.
+        let idle = Duration::from_secs(5);
         let pull = PullConfig {
             batch: 32,
             lease: Duration::from_secs(60),
@@ -272,14 +272,6 @@ impl World {
                     .map_err(err)
                     .with_context(|| format!("{entity}'s dispatcher"))?,
             );
-            let pull = if entity.class() == "comune" {
-                pull
-            } else {
-                PullConfig {
-                    idle: Duration::from_millis(50),
-                    ..pull
-                }
-            };
             let (stop, rx) = watch::channel(false);
             let task = tokio::spawn(Dispatcher::run_pull(d.clone(), pull, rx));
             loops.insert(

@@ -1,6 +1,7 @@
 //! `GET /v1/inbox` (lease the caller's next envelopes), `POST /v1/inbox/ack` and `/nack`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, Query, State};
@@ -19,6 +20,9 @@ pub struct LeaseQuery {
     limit: Option<usize>,
     /// Lease them for this long (`30s`; default and cap from the configuration).
     lease: Option<String>,
+    /// When the inbox is empty, wait up to this long (`20s`; capped by `limits.max_wait`)
+    /// for envelopes to arrive before answering with none: a long poll.
+    wait: Option<String>,
 }
 
 /// The envelopes handed out.
@@ -63,13 +67,51 @@ pub async fn lease(
         })?,
     }
     .clamp(std::time::Duration::from_secs(1), limits.lease_max);
-    let envelopes = match &hub.transport {
-        Some(t) => crate::amqp::lease(&hub, t, &entity, limit, lease_for).await?,
-        None => hub.engine.lease(entity, limit, lease_for).await?,
+    let wait = match q.wait.as_deref() {
+        None => Duration::ZERO,
+        Some(w) => humantime::parse_duration(w).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-parameter",
+                format!("wait={w:?} is not a duration like 20s: {e}"),
+            )
+        })?,
+    }
+    .min(limits.max_wait);
+    let until = Instant::now() + wait;
+    let envelopes = loop {
+        // Listening before looking: an arrival between the look and the wait still wakes.
+        let signal = hub.engine.inbox_signal(entity.as_str());
+        let arrived = signal.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let envelopes = match &hub.transport {
+            Some(t) => crate::amqp::lease(&hub, t, &entity, limit, lease_for).await?,
+            None => hub.engine.lease(entity.clone(), limit, lease_for).await?,
+        };
+        let now = Instant::now();
+        if !envelopes.is_empty() || now >= until {
+            break envelopes;
+        }
+        // Arrivals wake the embedded queue's waiters; RabbitMQ's queues and envelopes whose
+        // lease ran out are looked at again every so often.
+        let again = if hub.transport.is_some() {
+            RECHECK_QUEUE
+        } else {
+            RECHECK_EXPIRED
+        };
+        let _ = tokio::time::timeout((until - now).min(again), arrived).await;
     };
     hub.metrics.leased(envelopes.len());
     Ok(Json(Inbox { envelopes }))
 }
+
+/// How often a long poll looks at a RabbitMQ queue again.
+const RECHECK_QUEUE: Duration = Duration::from_millis(100);
+
+/// How often a long poll looks at the embedded queue again without an arrival (envelopes
+/// come back when a lease runs out, which wakes nobody).
+const RECHECK_EXPIRED: Duration = Duration::from_secs(1);
 
 /// Acknowledges a leased envelope: it is delivered and will never be handed out again.
 ///

@@ -82,7 +82,8 @@ pub fn spec() -> Value {
                     "summary": "Lease the caller's next envelopes",
                     "parameters": [
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "default": 10 } },
-                        { "name": "lease", "in": "query", "description": "Lease duration, e.g. 30s.", "schema": { "type": "string" } }
+                        { "name": "lease", "in": "query", "description": "Lease duration, e.g. 30s.", "schema": { "type": "string" } },
+                        { "name": "wait", "in": "query", "description": "When the inbox is empty, wait up to this long (e.g. 20s, capped by limits.max_wait) for envelopes to arrive before answering with none.", "schema": { "type": "string" } }
                     ],
                     "responses": {
                         "200": { "description": "The envelopes, each with its lease.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Inbox" } } } },

@@ -97,6 +97,14 @@ pub fn queue(recipient: &str, seq: u64) -> Vec<u8> {
     join(b"q/", &[recipient.as_bytes(), &seq.to_be_bytes()])
 }
 
+/// The queue prefix ([`queue_prefix`]) of queue key `key`; none for any other key.
+#[must_use]
+pub fn queue_of(key: &[u8]) -> Option<&[u8]> {
+    let inbox = key.strip_prefix(b"q/".as_slice())?;
+    let cut = inbox.len().checked_sub(8)?;
+    (cut > 0 && inbox[cut - 1] == 0).then(|| &key[..2 + cut])
+}
+
 /// The amqp transport's outbox: an accepted envelope not yet confirmed by RabbitMQ.
 #[must_use]
 pub fn outbox(seq: u64) -> Vec<u8> {
@@ -195,4 +203,18 @@ pub const STATE: &[u8] = b"s/state";
 pub fn trailing_u64(key: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_key_names_its_inbox_and_no_other_key_does() {
+        let k = queue("comune:001272", 42);
+        assert_eq!(queue_of(&k), Some(queue_prefix("comune:001272").as_slice()));
+        assert_eq!(queue_of(&queue_prefix("comune:001272")), None);
+        assert_eq!(queue_of(&envelope(42)), None);
+        assert_eq!(queue_of(b"q/\0\0\0\0\0\0\0\0"), None);
+    }
 }
