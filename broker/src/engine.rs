@@ -34,6 +34,9 @@ const MAX_GROUP: usize = 1024;
 /// How often the engine sweeps expired leases and envelopes.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
+/// The most keys of one time index a sweep handles.
+const SWEEP_BATCH: usize = 4096;
+
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -440,13 +443,13 @@ impl Inboxes {
     }
 
     /// Wakes whoever waits on the inboxes of these queue prefixes.
-    fn wake(&self, prefixes: &[Vec<u8>]) {
-        if prefixes.is_empty() {
+    fn wake<'a>(&self, prefixes: impl ExactSizeIterator<Item = &'a Vec<u8>>) {
+        if prefixes.len() == 0 {
             return;
         }
         let signals = self.signals.lock().unwrap_or_else(|e| e.into_inner());
         for p in prefixes {
-            if let Some(n) = signals.get(p) {
+            if let Some(n) = signals.get(p.as_slice()) {
                 n.notify_waiters();
             }
         }
@@ -478,6 +481,8 @@ impl Engine {
             outbox: outbox.clone(),
             outbox_dirty: false,
             inboxes: inboxes.clone(),
+            swept: [i64::MIN; 3],
+            heads: HashMap::new(),
             store: store.clone(),
             hub,
             notices,
@@ -897,8 +902,11 @@ struct Group<'a> {
     store: &'a dyn Store,
     batch: Batch,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
-    /// The queue prefixes of the inboxes this group put envelopes in.
-    arrivals: Vec<Vec<u8>>,
+    /// The inboxes (queue prefixes) this group put envelopes in, with the lowest sequence
+    /// number put in each.
+    arrivals: HashMap<Vec<u8>, u64>,
+    /// Where this group's takes leave each inbox's head (see [`Writer::heads`]).
+    head_moves: Vec<(Vec<u8>, u64)>,
 }
 
 impl<'a> Group<'a> {
@@ -907,7 +915,8 @@ impl<'a> Group<'a> {
             store,
             batch: Batch::default(),
             overlay: HashMap::new(),
-            arrivals: Vec::new(),
+            arrivals: HashMap::new(),
+            head_moves: Vec::new(),
         }
     }
 
@@ -919,10 +928,9 @@ impl<'a> Group<'a> {
     }
 
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        if let Some(inbox) = keys::queue_of(&key)
-            && !self.arrivals.iter().any(|a| a == inbox)
-        {
-            self.arrivals.push(inbox.to_vec());
+        if let (Some(inbox), Some(seq)) = (keys::queue_of(&key), keys::trailing_u64(&key)) {
+            let lowest = self.arrivals.entry(inbox.to_vec()).or_insert(seq);
+            *lowest = (*lowest).min(seq);
         }
         self.overlay.insert(key.clone(), Some(value.clone()));
         self.batch.put(key, value);
@@ -995,6 +1003,13 @@ struct Writer {
     outbox_dirty: bool,
     /// Woken for the inboxes a group put envelopes in.
     inboxes: Arc<Inboxes>,
+    /// Where each time index's sweep starts next (see [`Writer::due`]).
+    swept: [i64; 3],
+    /// Per inbox (queue prefix), a sequence number below which it holds nothing: a take
+    /// starts there instead of walking the keys of every envelope taken before (deleted,
+    /// until the store compacts them). Known once the inbox was taken from; lowered by any
+    /// envelope put back below it.
+    heads: HashMap<Vec<u8>, u64>,
 }
 
 impl Writer {
@@ -1127,11 +1142,21 @@ impl Writer {
             }
         }
         let arrivals = std::mem::take(&mut g.arrivals);
+        let head_moves = std::mem::take(&mut g.head_moves);
         let result = self.commit(g, accepted_any, now);
         match result {
             Ok(checkpoint) => {
+                for (inbox, head) in head_moves {
+                    let h = self.heads.entry(inbox).or_default();
+                    *h = (*h).max(head);
+                }
+                for (inbox, seq) in &arrivals {
+                    if let Some(h) = self.heads.get_mut(inbox) {
+                        *h = (*h).min(*seq);
+                    }
+                }
                 self.answer(replies, checkpoint.as_ref());
-                self.inboxes.wake(&arrivals);
+                self.inboxes.wake(arrivals.keys());
             }
             Err(e) => {
                 tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
@@ -1351,7 +1376,12 @@ impl Writer {
     ) -> Result<Vec<Taken>, EngineError> {
         let mut out = Vec::new();
         let prefix = keys::queue_prefix(recipient.as_str());
-        let mut after: Option<Vec<u8>> = None;
+        let head = self.heads.get(&prefix).copied().unwrap_or(0);
+        let mut after = head
+            .checked_sub(1)
+            .map(|h| keys::queue(recipient.as_str(), h));
+        // The last envelope this take passed: all before it are taken.
+        let mut passed = None;
         while out.len() < limit {
             let page = self.store.scan(&prefix, after.as_deref(), limit.max(16))?;
             if page.is_empty() {
@@ -1362,12 +1392,13 @@ impl Writer {
                 if out.len() >= limit {
                     break;
                 }
-                if g.is_deleted(&qkey) {
-                    continue;
-                }
                 let Some(seq) = keys::trailing_u64(&qkey) else {
                     continue;
                 };
+                passed = Some(seq);
+                if g.is_deleted(&qkey) {
+                    continue;
+                }
                 let rec = self.record(g, seq)?;
                 g.delete(qkey);
                 if rec
@@ -1400,6 +1431,9 @@ impl Writer {
                 );
                 out.push((token, rec, raw, attempts));
             }
+        }
+        if let Some(seq) = passed {
+            g.head_moves.push((prefix, seq + 1));
         }
         Ok(out)
     }
@@ -1667,20 +1701,38 @@ impl Writer {
         Ok(())
     }
 
+    /// The keys of time index `space` (`x/`, `w/`, `t/`: a big-endian time in ms first) due
+    /// at `now_ms`, a bounded number, from where the last sweep of it ended (`cursor`): keys
+    /// are never written with a time before the sweep that precedes them, and a range
+    /// bounded on both sides walks none of the deleted keys before or after it.
+    fn due(
+        &mut self,
+        space: &[u8],
+        cursor: usize,
+        now_ms: i64,
+    ) -> Result<Vec<Vec<u8>>, EngineError> {
+        let from_ms = self.swept[cursor].min(now_ms);
+        let from = if from_ms == i64::MIN {
+            space.to_vec()
+        } else {
+            [space, &from_ms.to_be_bytes()].concat()
+        };
+        let to = [space, &now_ms.saturating_add(1).to_be_bytes()].concat();
+        let found = self.store.scan_range(&from, &to, SWEEP_BATCH)?;
+        self.swept[cursor] = match found.last() {
+            Some((key, _)) if found.len() == SWEEP_BATCH => key
+                .get(2..10)
+                .and_then(|b| b.try_into().ok())
+                .map_or(from_ms, i64::from_be_bytes),
+            _ => now_ms,
+        };
+        Ok(found.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Returns expired leases to their inbox and expires envelopes past their `expires_at`.
     fn sweep(&mut self, g: &mut Group<'_>, now: OffsetDateTime) -> Result<(), EngineError> {
         let now_ms = unix_ms(now);
-        for (key, _) in self.store.scan(b"x/", None, 4096)? {
-            let Some(ms) = key
-                .get(2..10)
-                .and_then(|b| b.try_into().ok())
-                .map(i64::from_be_bytes)
-            else {
-                continue;
-            };
-            if ms > now_ms {
-                break;
-            }
+        for key in self.due(b"x/", 0, now_ms)? {
             let token = String::from_utf8_lossy(&key[11..]).into_owned();
             g.delete(key);
             let lkey = keys::lease(&token);
@@ -1696,17 +1748,7 @@ impl Writer {
                 );
             }
         }
-        for (key, _) in self.store.scan(b"w/", None, 4096)? {
-            let Some(ms) = key
-                .get(2..10)
-                .and_then(|b| b.try_into().ok())
-                .map(i64::from_be_bytes)
-            else {
-                continue;
-            };
-            if ms > now_ms {
-                break;
-            }
+        for key in self.due(b"w/", 1, now_ms)? {
             g.delete(key.clone());
             let (Some(seq), Some(recipient)) = (
                 keys::trailing_u64(&key),
@@ -1717,17 +1759,7 @@ impl Writer {
             let recipient = String::from_utf8_lossy(recipient).into_owned();
             g.put(keys::queue(&recipient, seq), Vec::new());
         }
-        for (key, _) in self.store.scan(b"t/", None, 4096)? {
-            let Some(ms) = key
-                .get(2..10)
-                .and_then(|b| b.try_into().ok())
-                .map(i64::from_be_bytes)
-            else {
-                continue;
-            };
-            if ms > now_ms {
-                break;
-            }
+        for key in self.due(b"t/", 2, now_ms)? {
             g.delete(key.clone());
             let Some(seq) = keys::trailing_u64(&key) else {
                 continue;

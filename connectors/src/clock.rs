@@ -1,13 +1,14 @@
 //! Clocks: the system clock, and a manual clock that tests advance by hand so that terms of
 //! days (a 45-day check, a 10-day notice) run in milliseconds; both wake sleepers at a deadline.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use time::{Duration, OffsetDateTime};
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 
 /// A future that completes when a clock reaches a deadline.
 pub type Sleep<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
@@ -56,20 +57,24 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told: [`ManualClock::advance`] and [`ManualClock::set`] wake
-/// every sleeper whose deadline has come, in no particular order. Clones share one time.
+/// A clock that moves only when told to ([`ManualClock::advance`], [`ManualClock::set`]),
+/// waking the sleepers whose deadline has come, and only those: sleepers wait in deadline
+/// order, so a move costs what it wakes, however many wait for later (a simulation has
+/// thousands of terms pending). Clones share one time.
 #[derive(Clone)]
 pub struct ManualClock {
-    /// The current instant; sleepers watch it.
-    now: Arc<watch::Sender<OffsetDateTime>>,
+    inner: Arc<Mutex<Manual>>,
 }
 
-impl fmt::Debug for ManualClock {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ManualClock")
-            .field("now", &*self.now.borrow())
-            .finish()
-    }
+/// The time of a [`ManualClock`] and who waits on it.
+struct Manual {
+    now: OffsetDateTime,
+    /// By deadline, then by arrival.
+    sleepers: BTreeMap<(OffsetDateTime, u64), oneshot::Sender<()>>,
+    /// The next arrival number.
+    next: u64,
+    /// How many sleepers the last clean-up left: the next one comes at twice as many.
+    kept: usize,
 }
 
 impl ManualClock {
@@ -77,40 +82,83 @@ impl ManualClock {
     #[must_use]
     pub fn new(start: OffsetDateTime) -> Self {
         ManualClock {
-            now: Arc::new(watch::Sender::new(start)),
+            inner: Arc::new(Mutex::new(Manual {
+                now: start,
+                sleepers: BTreeMap::new(),
+                next: 0,
+                kept: 0,
+            })),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Manual> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Moves the clock forward by `by` (a negative duration is ignored: time does not go back).
     pub fn advance(&self, by: Duration) {
         if by > Duration::ZERO {
-            self.now.send_modify(|t| *t = t.saturating_add(by));
+            let to = self.now().saturating_add(by);
+            self.set(to);
         }
     }
 
     /// Moves the clock to `to`, if that is not in its past.
     pub fn set(&self, to: OffsetDateTime) {
-        self.now.send_if_modified(|t| {
-            if to > *t {
-                *t = to;
-                true
-            } else {
-                false
+        let due = {
+            let mut m = self.lock();
+            if to <= m.now {
+                return;
             }
-        });
+            m.now = to;
+            // Everything at or before `to`: the rest stays.
+            let later = m.sleepers.split_off(&(to, u64::MAX));
+            std::mem::replace(&mut m.sleepers, later)
+        };
+        for (_, wake) in due {
+            let _ = wake.send(());
+        }
+    }
+}
+
+impl fmt::Debug for ManualClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.lock();
+        f.debug_struct("ManualClock")
+            .field("now", &m.now)
+            .field("sleepers", &m.sleepers.len())
+            .finish()
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        *self.now.borrow()
+        self.lock().now
     }
 
     fn sleep_until(&self, deadline: OffsetDateTime) -> Sleep<'_> {
-        let mut rx = self.now.subscribe();
+        let woken = {
+            let mut m = self.lock();
+            if m.now >= deadline {
+                None
+            } else {
+                // Sleepers given up (their future dropped) are cleared now and then.
+                if m.sleepers.len() >= 2 * m.kept.max(512) {
+                    m.sleepers.retain(|_, wake| !wake.is_closed());
+                    m.kept = m.sleepers.len();
+                }
+                let (tx, rx) = oneshot::channel();
+                let n = m.next;
+                m.next += 1;
+                m.sleepers.insert((deadline, n), tx);
+                Some(rx)
+            }
+        };
         Box::pin(async move {
-            // The sender lives as long as `self`, which outlives this future.
-            let _ = rx.wait_for(|t| *t >= deadline).await;
+            if let Some(rx) = woken {
+                // Sent when the deadline comes; dropped with the clock, which ends it too.
+                let _ = rx.await;
+            }
         })
     }
 }
@@ -138,6 +186,46 @@ mod tests {
             .expect("the term did not fire when its day came")
             .expect("the sleeper panicked");
         assert_eq!(clock.now(), datetime!(2027-04-15 09:00 UTC));
+    }
+
+    #[tokio::test]
+    async fn a_move_wakes_the_sleepers_it_reaches_and_leaves_the_later_ones_waiting() {
+        let clock = ManualClock::new(datetime!(2027-03-01 09:00 UTC));
+        let start = clock.now();
+        let mut later = Vec::new();
+        for day in 2..1000 {
+            let clock = clock.clone();
+            later.push(tokio::spawn(async move {
+                clock.sleep_until(start + Duration::days(day)).await;
+            }));
+        }
+        let soon = {
+            let clock = clock.clone();
+            tokio::spawn(async move { clock.sleep_until(start + Duration::days(1)).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        clock.advance(Duration::days(1));
+        tokio::time::timeout(std::time::Duration::from_secs(5), soon)
+            .await
+            .expect("the sleeper of day 1 did not wake")
+            .unwrap();
+        assert!(later.iter().all(|t| !t.is_finished()));
+        assert!(format!("{clock:?}").contains("sleepers: 998"), "{clock:?}");
+        clock.advance(Duration::days(997));
+        for t in later.drain(..997) {
+            tokio::time::timeout(std::time::Duration::from_secs(5), t)
+                .await
+                .expect("a due sleeper did not wake")
+                .unwrap();
+        }
+        assert!(!later[0].is_finished(), "day 999 woke on day 998");
+        // Sleepers given up are forgotten: 1,101 registered, all but the last 77 and day
+        // 999 cleared when the 1,024th came.
+        for _ in 0..1100 {
+            drop(clock.sleep_until(start + Duration::days(5000)));
+        }
+        let sleeping = format!("{clock:?}");
+        assert!(sleeping.contains("sleepers: 78 }"), "{sleeping}");
     }
 
     #[tokio::test]

@@ -26,8 +26,8 @@ use snodo_connectors::service::Committer;
 use snodo_connectors::ztl::portale::{Portale, Vista};
 use snodo_connectors::ztl::ufficio::{Impostazioni, RegolaCategoria, Settore, Ufficio};
 use snodo_connectors::{Dispatcher, HubClient, HubClientConfig, ManualClock, RetryPolicy, Store};
-use snodo_envelopes::{EntityId, Format};
 use snodo_envelopes::pki::{self, KeyType};
+use snodo_envelopes::{EntityId, Format};
 use snodo_schemas::formats::{
     CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Importo, Istante, Targa,
 };

@@ -110,6 +110,26 @@ impl Store for FjallStore {
         Ok(out)
     }
 
+    fn scan_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if limit == 0 || from >= to {
+            return Ok(out);
+        }
+        for item in self.data.range(from..to) {
+            let (k, v) = item.into_inner().map_err(backend)?;
+            out.push((k.to_vec(), v.to_vec()));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn last(&self, prefix: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
         match self.data.prefix(prefix).next_back() {
             Some(item) => {
@@ -188,16 +208,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FjallStore::open(dir.path()).unwrap();
         let mut b = Batch::default();
-        for k in [&b"a\xff"[..], b"a\xff\x00", b"a\xff\xff", b"b", b"\xff\xff\x01"] {
+        for k in [
+            &b"a\xff"[..],
+            b"a\xff\x00",
+            b"a\xff\xff",
+            b"b",
+            b"\xff\xff\x01",
+        ] {
             b.put(k.to_vec(), "v");
         }
         s.apply(b).unwrap();
         let keys = |p: &[u8]| -> Vec<Vec<u8>> {
-            s.scan(p, None, 10).unwrap().into_iter().map(|(k, _)| k).collect()
+            s.scan(p, None, 10)
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
         };
         assert_eq!(keys(b"a\xff").len(), 3);
         assert_eq!(keys(b"a\xff\xff"), vec![b"a\xff\xff".to_vec()]);
         assert_eq!(keys(b"\xff\xff"), vec![b"\xff\xff\x01".to_vec()]);
         assert_eq!(keys(b"").len(), 5);
+        let range = s.scan_range(b"a\xff\x00", b"b", 10).unwrap();
+        assert_eq!(range.len(), 2);
+        assert_eq!(s.scan_range(b"a\xff\x00", b"b", 1).unwrap().len(), 1);
+        assert!(s.scan_range(b"b", b"a", 10).unwrap().is_empty());
     }
 }

@@ -94,6 +94,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// Up to `limit` entries with keys from `from` (included) to `to` (excluded), in key
+    /// order. Bounded on both sides, it walks no deleted key outside them.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    fn scan_range(
+        &self,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
+
     /// The entry with the greatest key starting with `prefix`.
     ///
     /// # Errors
