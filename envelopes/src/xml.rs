@@ -127,50 +127,14 @@ fn body_len_hint(body: &Body) -> usize {
     }
 }
 
-/// One element of a parsed `ds:Signature`, kept as a small tree for structural checks.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Element {
-    /// Namespace URI, if the element is in one.
-    pub ns: Option<String>,
-    /// Local name.
-    pub name: String,
-    /// Attributes other than namespace declarations, unescaped.
-    pub attrs: Vec<(String, String)>,
-    /// Concatenated text content directly inside this element.
-    pub text: String,
-    /// Child elements in document order.
-    pub children: Vec<Element>,
-}
-
-impl Element {
-    /// True when this element is `local` in the XML-DSig namespace.
-    #[must_use]
-    pub fn is_dsig(&self, local: &str) -> bool {
-        self.ns.as_deref() == Some(DSIG_NS) && self.name == local
-    }
-
-    /// The value of attribute `name`.
-    #[must_use]
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The XML-DSig children named `local`.
-    pub fn dsig_children<'a>(&'a self, local: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.is_dsig(local))
-    }
-}
-
 /// A parsed XML envelope.
 #[derive(Debug)]
 pub struct Decoded {
     /// The envelope model.
     pub envelope: Envelope,
-    /// The `ds:Signature` that is the last child of the root, if any.
-    pub signature: Option<Element>,
+    /// Whether the last child of the root is a `ds:Signature` (its content is checked like the
+    /// rest of the document; its structure is judged on the tree libxmlsec1 verifies).
+    pub signed: bool,
     /// How many `ds:Signature` elements the whole document holds, wherever they are.
     pub signature_count: usize,
 }
@@ -194,12 +158,12 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
     }
     let mut p = Parser::new(text, limits);
     let envelope_start = p.prolog()?;
-    let (envelope, signature) = p.envelope(&envelope_start)?;
+    let (envelope, signed) = p.envelope(&envelope_start)?;
     p.epilog()?;
     let signature_count = p.signatures;
     Ok(Decoded {
         envelope,
-        signature,
+        signed,
         signature_count,
     })
 }
@@ -226,7 +190,7 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
         let (ns, event) = reader.read_resolved_event().map_err(|e| bad(&e))?;
         match event {
             Event::Start(ref s) | Event::Empty(ref s) => {
-                let ns = namespace(ns).map_err(|e| Error::InvalidBody(format!("XML body: {e}")))?;
+                let ns = Ns::of(ns).map_err(|e| Error::InvalidBody(format!("XML body: {e}")))?;
                 for a in s.attributes() {
                     let a = a.map_err(|e| bad(&e))?;
                     let (ans, _) = reader.resolve_attribute(a.key);
@@ -243,7 +207,7 @@ fn check_fragment_at(xml: &str, limits: &Limits, base_depth: usize) -> Result<us
                         )));
                     }
                 }
-                if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
+                if ns == Ns::Dsig && s.local_name().as_ref() == b"Signature" {
                     signatures += 1;
                 }
                 if matches!(event, Event::Start(_)) {
@@ -289,15 +253,39 @@ fn contains_cdata_end(raw: &[u8]) -> bool {
     raw.windows(3).any(|w| w == b"]]>")
 }
 
-fn namespace(r: ResolveResult<'_>) -> std::result::Result<Option<String>, String> {
-    match r {
-        ResolveResult::Bound(ns) => Ok(Some(String::from_utf8_lossy(ns.as_ref()).into_owned())),
-        ResolveResult::Unbound => Ok(None),
-        ResolveResult::Unknown(p) => Err(format!(
-            "prefix `{}` is not bound to a namespace",
-            String::from_utf8_lossy(&p)
-        )),
+/// The namespace of an element, as far as the envelope's rules need to tell them apart: no
+/// allocation per element, which the parser meets on every start tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ns {
+    /// No namespace.
+    None,
+    /// [`ENVELOPE_NS`].
+    Envelope,
+    /// [`DSIG_NS`].
+    Dsig,
+    /// Any other.
+    Other,
+}
+
+impl Ns {
+    fn of(r: ResolveResult<'_>) -> std::result::Result<Ns, String> {
+        match r {
+            ResolveResult::Bound(ns) => Ok(match ns.as_ref() {
+                b if b == ENVELOPE_NS.as_bytes() => Ns::Envelope,
+                b if b == DSIG_NS.as_bytes() => Ns::Dsig,
+                _ => Ns::Other,
+            }),
+            ResolveResult::Unbound => Ok(Ns::None),
+            ResolveResult::Unknown(p) => Err(unbound_prefix(&p)),
+        }
     }
+}
+
+fn unbound_prefix(prefix: &[u8]) -> String {
+    format!(
+        "prefix `{}` is not bound to a namespace",
+        String::from_utf8_lossy(prefix)
+    )
 }
 
 /// A pull parser over the envelope document that applies the hardening rules on every event.
@@ -311,7 +299,7 @@ struct Parser<'i> {
 
 /// One significant event: a start tag with its resolved namespace, an end tag, or text.
 enum Item<'i> {
-    Start(Option<String>, BytesStart<'i>, bool),
+    Start(Ns, BytesStart<'i>, bool),
     End,
     Text(Cow<'i, str>),
     Eof,
@@ -335,7 +323,7 @@ impl<'i> Parser<'i> {
     /// Reads the next event, refusing what the format forbids and keeping track of depth.
     fn next(&mut self) -> Result<Item<'i>> {
         let (ns, event) = match self.reader.read_resolved_event() {
-            Ok((ns, event)) => (namespace(ns), event),
+            Ok((ns, event)) => (Ns::of(ns), event),
             Err(e) => return Err(self.syntax(e)),
         };
         let (s, empty) = match event {
@@ -352,7 +340,7 @@ impl<'i> Parser<'i> {
                 });
             }
         }
-        if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" {
+        if ns == Ns::Dsig && s.local_name().as_ref() == b"Signature" {
             self.signatures += 1;
         }
         Ok(Item::Start(ns, s, empty))
@@ -433,24 +421,24 @@ impl<'i> Parser<'i> {
         loop {
             match self.next()? {
                 Item::Text(t) if is_xml_space(&t) => {}
-                Item::Start(ns, s, false) => return self.root(ns, s),
+                Item::Start(ns, s, false) => return self.root(Some(ns), s),
                 Item::Eof => return Err(Error::malformed_xml("no root element")),
                 _ => return Err(Error::malformed_xml("content before the root element")),
             }
         }
     }
 
-    fn root(&mut self, ns: Option<String>, s: BytesStart<'i>) -> Result<BytesStart<'i>> {
+    fn root(&mut self, ns: Option<Ns>, s: BytesStart<'i>) -> Result<BytesStart<'i>> {
         let ns = match ns {
-            Some(ns) => Some(ns),
+            Some(ns) => ns,
             None => {
                 // The very first event bypassed `next`: account for it here.
                 self.depth += 1;
                 let (r, _) = self.reader.resolve_element(s.name());
-                namespace(r).map_err(Error::malformed_xml)?
+                Ns::of(r).map_err(Error::malformed_xml)?
             }
         };
-        if ns.as_deref() != Some(ENVELOPE_NS) || s.local_name().as_ref() != b"Envelope" {
+        if ns != Ns::Envelope || s.local_name().as_ref() != b"Envelope" {
             return Err(Error::malformed_xml(format!(
                 "root element is `{}`, expected Envelope in namespace {ENVELOPE_NS}",
                 String::from_utf8_lossy(s.name().as_ref())
@@ -490,7 +478,8 @@ impl<'i> Parser<'i> {
         }
     }
 
-    fn envelope(&mut self, root: &BytesStart<'i>) -> Result<(Envelope, Option<Element>)> {
+    /// The envelope, and whether it is signed.
+    fn envelope(&mut self, root: &BytesStart<'i>) -> Result<(Envelope, bool)> {
         self.no_attributes(root, "Envelope")?;
         let header = match self.structural("Envelope")? {
             Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Header") => {
@@ -509,12 +498,13 @@ impl<'i> Parser<'i> {
             }
             _ => return Err(Error::malformed_xml("Header must be followed by Body")),
         };
-        let signature = match self.structural("Envelope")? {
-            Item::End => None,
-            Item::Start(ns, s, empty)
-                if ns.as_deref() == Some(DSIG_NS) && s.local_name().as_ref() == b"Signature" =>
-            {
-                let sig = self.element(ns, &s, empty)?;
+        let signed = match self.structural("Envelope")? {
+            Item::End => false,
+            Item::Start(Ns::Dsig, s, empty) if s.local_name().as_ref() == b"Signature" => {
+                self.attribute_values(&s)?;
+                if !empty {
+                    self.skip_content()?;
+                }
                 match self.structural("Envelope")? {
                     Item::End => {}
                     _ => {
@@ -523,7 +513,7 @@ impl<'i> Parser<'i> {
                         ));
                     }
                 }
-                Some(sig)
+                true
             }
             Item::Start(_, s, _) => {
                 return Err(Error::malformed_xml(format!(
@@ -533,11 +523,11 @@ impl<'i> Parser<'i> {
             }
             _ => return Err(Error::malformed_xml("unexpected content in Envelope")),
         };
-        Ok((Envelope { header, body }, signature))
+        Ok((Envelope { header, body }, signed))
     }
 
-    fn is_env(&self, ns: &Option<String>, s: &BytesStart<'_>, local: &[u8]) -> bool {
-        ns.as_deref() == Some(ENVELOPE_NS) && s.local_name().as_ref() == local
+    fn is_env(&self, ns: &Ns, s: &BytesStart<'_>, local: &[u8]) -> bool {
+        *ns == Ns::Envelope && s.local_name().as_ref() == local
     }
 
     fn no_attributes(&self, s: &BytesStart<'_>, what: &str) -> Result<()> {
@@ -560,7 +550,7 @@ impl<'i> Parser<'i> {
             match self.structural("Header")? {
                 Item::End => break,
                 Item::Start(ns, s, empty) => {
-                    if ns.as_deref() != Some(ENVELOPE_NS) {
+                    if ns != Ns::Envelope {
                         return Err(Error::malformed_xml(format!(
                             "header element `{}` is not in namespace {ENVELOPE_NS}",
                             String::from_utf8_lossy(s.name().as_ref())
@@ -653,13 +643,18 @@ impl<'i> Parser<'i> {
     /// envelope namespace (or none). A different default namespace in scope at `Body` would
     /// change what the body means once taken out, and would hide a `ds:Signature` in it.
     fn body_default_namespace(&self) -> Result<()> {
-        let (ns, _) = self.reader.resolve_element(quick_xml::name::QName(b"Body"));
-        match namespace(ns).map_err(Error::malformed_xml)? {
-            None => Ok(()),
-            Some(ns) if ns == ENVELOPE_NS => Ok(()),
-            Some(ns) => Err(Error::malformed_xml(format!(
-                "the default namespace in scope at Body is {ns}; it must be {ENVELOPE_NS} or none"
+        match self
+            .reader
+            .resolve_element(quick_xml::name::QName(b"Body"))
+            .0
+        {
+            ResolveResult::Unbound => Ok(()),
+            ResolveResult::Bound(ns) if ns.as_ref() == ENVELOPE_NS.as_bytes() => Ok(()),
+            ResolveResult::Bound(ns) => Err(Error::malformed_xml(format!(
+                "the default namespace in scope at Body is {}; it must be {ENVELOPE_NS} or none",
+                String::from_utf8_lossy(ns.as_ref())
             ))),
+            ResolveResult::Unknown(p) => Err(Error::malformed_xml(unbound_prefix(&p))),
         }
     }
 
@@ -677,37 +672,16 @@ impl<'i> Parser<'i> {
         Ok(())
     }
 
-    /// A whole element as a small tree (used for `ds:Signature`).
-    fn element(&mut self, ns: Option<String>, s: &BytesStart<'_>, empty: bool) -> Result<Element> {
-        let mut el = Element {
-            ns,
-            name: String::from_utf8_lossy(s.local_name().as_ref()).into_owned(),
-            ..Element::default()
-        };
-        for a in s.attributes() {
-            let a = a.map_err(|e| self.syntax(e))?;
-            let key = a.key.as_ref();
-            if key == b"xmlns" || key.starts_with(b"xmlns:") {
-                continue;
-            }
-            let value = a.unescape_value().map_err(|e| self.syntax(e))?;
-            if let Some(c) = forbidden_reference(&value) {
-                return Err(self.syntax(format!(
-                    "an attribute value refers to {c}, which XML does not allow"
-                )));
-            }
-            let value = value.into_owned();
-            el.attrs
-                .push((String::from_utf8_lossy(key).into_owned(), value));
-        }
-        if empty {
-            return Ok(el);
-        }
+    /// Reads up to the end of the element just started, with every rule of [`Parser::next`]
+    /// applied and attribute values checked, keeping nothing (used for `ds:Signature`, whose
+    /// structure is judged on libxml2's tree, the one libxmlsec1 verifies).
+    fn skip_content(&mut self) -> Result<()> {
+        let depth = self.depth;
         loop {
             match self.next()? {
-                Item::Text(t) => el.text.push_str(&t),
-                Item::Start(ns, s, empty) => el.children.push(self.element(ns, &s, empty)?),
-                Item::End => return Ok(el),
+                Item::Start(_, s, _) => self.attribute_values(&s)?,
+                Item::End if self.depth < depth => return Ok(()),
+                Item::Text(_) | Item::End => {}
                 Item::Eof => return Err(Error::malformed_xml("document ends inside Signature")),
             }
         }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use libxml::parser::{Parser as XmlParser, ParserOptions};
+use libxml::readonly::RoNode;
 use quick_xml::escape::escape;
 use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
 
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::signer::{Algorithm, Signer};
 use crate::trust::VerifiedCert;
-use crate::xml::{self, DSIG_NS, Element};
+use crate::xml::{self, DSIG_NS};
 
 /// Exclusive XML canonicalization 1.0 (without comments).
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -136,23 +137,37 @@ pub(crate) struct Parsed {
     pub(crate) leaf: Vec<u8>,
     pub(crate) intermediates: Vec<Vec<u8>>,
     pub(crate) envelope: Envelope,
+    /// libxml2's tree of the input: the one whose signature structure was checked, and the one
+    /// libxmlsec1 verifies.
+    doc: libxml::tree::Document,
 }
 
 /// Parses an XML envelope and checks that it carries exactly one signature, the last child of
 /// the root, that covers the whole document with allowed algorithms only.
+///
+/// The hardened parser judges the whole input and counts signatures wherever they are; the
+/// structure of the signature is then judged on libxml2's tree, with the attribute look-ups
+/// libxmlsec1 itself makes, so that what is checked is what gets verified.
 pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     let decoded = xml::decode(input, limits)?;
-    match (decoded.signature_count, &decoded.signature) {
+    match (decoded.signature_count, decoded.signed) {
         (0, _) => return Err(Error::SignatureMissing),
-        (1, Some(_)) => {}
-        (1, None) => {
+        (1, true) => {}
+        (1, false) => {
             return Err(Error::SignatureScope(
                 "the only Signature is not a child of Envelope".into(),
             ));
         }
         (n, _) => return Err(Error::MultipleSignatures(n)),
     }
-    let sig = decoded.signature.as_ref().ok_or(Error::SignatureMissing)?;
+    let doc = parse_libxml(input)?;
+    let sig = doc
+        .get_root_readonly()
+        .and_then(|root| root.get_last_element_child())
+        .filter(|last| is_dsig(*last, "Signature"))
+        .ok_or_else(|| {
+            Error::SignatureScope("Signature must be the last child of Envelope".into())
+        })?;
     let (algorithm, mut certs) = check_structure(sig)?;
     let leaf = certs.remove(0);
     Ok(Parsed {
@@ -160,12 +175,13 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         leaf,
         intermediates: certs,
         envelope: decoded.envelope,
+        doc,
     })
 }
 
 impl Parsed {
     /// Checks the signature with libxmlsec1 and the verified signer's key.
-    pub(crate) fn verify(self, input: &[u8], signer: &VerifiedCert) -> Result<Envelope> {
+    pub(crate) fn verify(self, signer: &VerifiedCert) -> Result<Envelope> {
         let key_alg = Algorithm::for_key(&signer.public_key)?;
         if key_alg != self.algorithm {
             return Err(Error::AlgorithmNotAllowed(format!(
@@ -174,14 +190,13 @@ impl Parsed {
                 key_alg.xmldsig_uri()
             )));
         }
-        let doc = parse_libxml(input)?;
         let slot = (signer.fingerprint, false);
         let key = take_key(slot, || {
             signer.public_key.public_key_to_pem().unwrap_or_default()
         })?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        let outcome = verify_envelope_signature(&ctx, &doc);
+        let outcome = verify_envelope_signature(&ctx, &self.doc);
         if let Some(key) = ctx.release_key() {
             return_key(slot, key);
         }
@@ -240,39 +255,83 @@ fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
         .map_err(|e| Error::malformed_xml(format!("libxml2: {e:?}")))
 }
 
+/// An element child of a `ds:Signature` node, by local name, and whether it is in the
+/// XML-DSig namespace.
+struct Child {
+    node: RoNode,
+    name: String,
+    dsig: bool,
+}
+
+/// The element children of `node`, in document order. Text and anything else between them is
+/// skipped, as libxmlsec1 skips it.
+fn children(node: RoNode) -> Vec<Child> {
+    std::iter::successors(node.get_first_element_child(), |c| {
+        c.get_next_element_sibling()
+    })
+    .map(|node| Child {
+        node,
+        name: node.get_name(),
+        dsig: in_dsig(node),
+    })
+    .collect()
+}
+
+fn in_dsig(node: RoNode) -> bool {
+    node.get_namespace()
+        .is_some_and(|ns| ns.get_href() == DSIG_NS)
+}
+
+fn is_dsig(node: RoNode, local: &str) -> bool {
+    in_dsig(node) && node.get_name() == local
+}
+
+/// True when `children` are exactly the XML-DSig elements `names`, in that order.
+fn exactly(children: &[Child], names: &[&str]) -> bool {
+    children.len() == names.len()
+        && children
+            .iter()
+            .zip(names)
+            .all(|(c, n)| c.dsig && c.name == *n)
+}
+
+fn names(children: &[Child]) -> Vec<&str> {
+    children.iter().map(|c| c.name.as_str()).collect()
+}
+
 /// Checks the `ds:Signature` tree: one `Reference URI=""` with the enveloped and exclusive-c14n
 /// transforms, SHA-256, an allowed signature method, and the signer certificate in `KeyInfo`.
 /// Returns the algorithm and the certificates (signer first).
-fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
-    let names: Vec<&str> = sig.children.iter().map(|c| c.name.as_str()).collect();
-    if sig
-        .children
-        .iter()
-        .any(|c| c.ns.as_deref() != Some(DSIG_NS))
-        || names != ["SignedInfo", "SignatureValue", "KeyInfo"]
-    {
+fn check_structure(sig: RoNode) -> Result<(Algorithm, Vec<Vec<u8>>)> {
+    let parts = children(sig);
+    if !exactly(&parts, &["SignedInfo", "SignatureValue", "KeyInfo"]) {
         return Err(Error::SignatureScope(format!(
-            "Signature must hold exactly SignedInfo, SignatureValue, KeyInfo; it holds {names:?}"
+            "Signature must hold exactly SignedInfo, SignatureValue, KeyInfo; it holds {:?}",
+            names(&parts)
         )));
     }
-    let signed_info = &sig.children[0];
-    let c14n = only(signed_info, "CanonicalizationMethod")?;
-    let c14n_alg = algorithm_attr(c14n)?;
+    let signed_info = children(parts[0].node);
+    if !exactly(
+        &signed_info,
+        &["CanonicalizationMethod", "SignatureMethod", "Reference"],
+    ) {
+        let references = signed_info
+            .iter()
+            .filter(|c| c.dsig && c.name == "Reference")
+            .count();
+        return Err(Error::SignatureScope(format!(
+            "SignedInfo must hold CanonicalizationMethod, SignatureMethod and one Reference and nothing else; it holds {references} Reference(s) in {:?}",
+            names(&signed_info)
+        )));
+    }
+    let c14n_alg = algorithm_attr(&signed_info[0])?;
     if c14n_alg != EXC_C14N {
-        return Err(Error::AlgorithmNotAllowed(c14n_alg.to_owned()));
+        return Err(Error::AlgorithmNotAllowed(c14n_alg));
     }
-    let algorithm =
-        Algorithm::from_xmldsig(algorithm_attr(only(signed_info, "SignatureMethod")?)?)?;
-    let references: Vec<&Element> = signed_info.dsig_children("Reference").collect();
-    if references.len() != 1 || signed_info.children.len() != 3 {
-        return Err(Error::SignatureScope(format!(
-            "SignedInfo must hold one Reference and nothing else; it holds {} Reference(s) in {} elements",
-            references.len(),
-            signed_info.children.len()
-        )));
-    }
-    let reference = references[0];
-    match reference.attr("URI") {
+    let algorithm = Algorithm::from_xmldsig(&algorithm_attr(&signed_info[1])?)?;
+    let reference = &signed_info[2];
+    // `xmlGetProp`, as libxmlsec1 reads it: the first attribute of that name, in any namespace.
+    match reference.node.get_property("URI").as_deref() {
         Some("") => {}
         Some(uri) => {
             return Err(Error::SignatureScope(format!(
@@ -285,38 +344,54 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
             ));
         }
     }
-    let transforms: Vec<&str> = match reference.dsig_children("Transforms").next() {
-        Some(t) => t
-            .children
-            .iter()
-            .map(algorithm_attr)
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
+    let reference = children(reference.node);
+    if !exactly(&reference, &["Transforms", "DigestMethod", "DigestValue"]) {
+        return Err(Error::SignatureScope(format!(
+            "Reference must hold Transforms, DigestMethod and DigestValue; it holds {:?}",
+            names(&reference)
+        )));
+    }
+    let transforms = children(reference[0].node)
+        .iter()
+        .map(|t| {
+            if t.dsig && t.name == "Transform" {
+                algorithm_attr(t)
+            } else {
+                Err(Error::SignatureScope(format!(
+                    "Reference transforms must be Transform elements; one is {}",
+                    t.name
+                )))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     if transforms != [ENVELOPED] && transforms != [ENVELOPED, EXC_C14N] {
         return Err(Error::SignatureScope(format!(
             "Reference transforms must be enveloped-signature then exclusive c14n; they are {transforms:?}"
         )));
     }
-    let digest = algorithm_attr(only(reference, "DigestMethod")?)?;
+    let digest = algorithm_attr(&reference[1])?;
     if digest != SHA256 {
-        return Err(Error::AlgorithmNotAllowed(digest.to_owned()));
+        return Err(Error::AlgorithmNotAllowed(digest));
     }
-    let key_info = &sig.children[2];
-    let x509 = match key_info.children.as_slice() {
-        [only] if only.is_dsig("X509Data") => only,
+    let key_info = children(parts[2].node);
+    let x509 = match key_info.as_slice() {
+        [only] if only.dsig && only.name == "X509Data" => only.node,
         _ => {
             return Err(Error::CertificateMissing(
                 "KeyInfo must hold exactly one X509Data with the signer certificate".into(),
             ));
         }
     };
-    let certs = x509
-        .children
+    let certs = children(x509)
         .iter()
-        .filter(|c| c.is_dsig("X509Certificate"))
+        .filter(|c| c.dsig && c.name == "X509Certificate")
         .map(|c| {
-            let b64: String = c.text.split_ascii_whitespace().collect();
+            if c.node.get_first_element_child().is_some() {
+                return Err(Error::CertificateMalformed(
+                    "X509Certificate must hold base64 text only".into(),
+                ));
+            }
+            let b64: String = c.node.get_content().split_ascii_whitespace().collect();
             STANDARD.decode(b64).map_err(|e| {
                 Error::CertificateMalformed(format!("X509Certificate is not base64: {e}"))
             })
@@ -330,22 +405,9 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
     Ok((algorithm, certs))
 }
 
-fn only<'a>(parent: &'a Element, local: &'static str) -> Result<&'a Element> {
-    let mut it = parent.dsig_children(local);
-    match (it.next(), it.next()) {
-        (Some(e), None) => Ok(e),
-        (None, _) => Err(Error::SignatureScope(format!(
-            "{} has no {local}",
-            parent.name
-        ))),
-        (Some(_), Some(_)) => Err(Error::SignatureScope(format!(
-            "{} has more than one {local}",
-            parent.name
-        ))),
-    }
-}
-
-fn algorithm_attr(e: &Element) -> Result<&str> {
-    e.attr("Algorithm")
+/// The `Algorithm` attribute, read as libxmlsec1 reads it (`xmlGetProp`).
+fn algorithm_attr(e: &Child) -> Result<String> {
+    e.node
+        .get_property("Algorithm")
         .ok_or_else(|| Error::SignatureScope(format!("{} has no Algorithm", e.name)))
 }

@@ -396,6 +396,25 @@ fn a_reference_to_an_element_instead_of_the_whole_document_is_out_of_scope() {
 }
 
 #[test]
+fn regression_a_prefixed_uri_before_the_reference_uri_is_the_one_libxmlsec1_follows() {
+    // libxmlsec1 reads `URI` (and `Algorithm`) with libxml2's `xmlGetProp`: the first attribute
+    // of that local name, whatever its namespace. A check that read the unprefixed one saw `""`
+    // where libxmlsec1 would digest only `#x`; the structure is now judged as libxmlsec1 reads it.
+    let fed = p256();
+    let doc = signed_xml(fed, &xml_envelope());
+    let forged = edit(
+        &doc,
+        "<ds:Reference URI=\"\"",
+        "<ds:Reference xmlns:f=\"urn:f\" f:URI=\"#x\" URI=\"\"",
+    );
+    let err = refused_xml(fed, &forged);
+    assert!(
+        matches!(&err, Error::SignatureScope(m) if m.contains("#x")),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_object_inside_the_signature_is_out_of_scope() {
     let fed = p256();
     let doc = signed_xml(fed, &xml_envelope());
