@@ -235,6 +235,12 @@ fn return_key(slot: ([u8; 32], bool), key: XmlSecKey) {
 
 /// Parses with libxml2 for libxmlsec1: no recovery, no network, no DTD loading, no entity
 /// substitution (the input has already been refused if it holds a DOCTYPE).
+///
+/// No encoding is imposed: the hardened parse has already found the input to be UTF-8 without a
+/// byte order mark and refused any declared encoding but UTF-8, which libxml2 reads natively;
+/// naming it would send every byte through libxml2's UTF-8 to UTF-8 converter. Short texts are
+/// kept inside their nodes (`compact`), which saves an allocation each and changes nothing that
+/// is read.
 fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
     let options = ParserOptions {
         recover: false,
@@ -246,9 +252,9 @@ fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
         no_net: true,
         no_implied: false,
         huge: false,
-        compact: false,
+        compact: true,
         ignore_enc: false,
-        encoding: Some("UTF-8"),
+        encoding: None,
     };
     XmlParser::default()
         .parse_string_with_options(input, options)
@@ -391,8 +397,14 @@ fn check_structure(sig: RoNode) -> Result<(Algorithm, Vec<Vec<u8>>)> {
                     "X509Certificate must hold base64 text only".into(),
                 ));
             }
-            let b64: String = c.node.get_content().split_ascii_whitespace().collect();
-            STANDARD.decode(b64).map_err(|e| {
+            let text = c.node.get_content();
+            // Line breaks in base64 are allowed (xmlsec1 writes them), and rare in ours.
+            let b64 = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+                std::borrow::Cow::Owned(text.split_ascii_whitespace().collect::<String>())
+            } else {
+                std::borrow::Cow::Borrowed(text.as_str())
+            };
+            STANDARD.decode(b64.as_bytes()).map_err(|e| {
                 Error::CertificateMalformed(format!("X509Certificate is not base64: {e}"))
             })
         })
