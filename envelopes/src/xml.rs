@@ -107,6 +107,10 @@ fn forbidden_char(s: &str) -> Option<String> {
 /// The first forbidden character that unescaping `text` brought in. Text that unescaping left
 /// as it was is a slice of the input, which the caller has checked whole with
 /// [`forbidden_char`]; only a reference (`&#1;`) can add a character, and then the text is new.
+#[expect(
+    clippy::ptr_arg,
+    reason = "whether unescaping borrowed or allocated is the point"
+)]
 fn forbidden_reference(text: &Cow<'_, str>) -> Option<String> {
     match text {
         Cow::Borrowed(_) => None,
