@@ -136,11 +136,21 @@ fn body_len_hint(body: &Body) -> usize {
 pub struct Decoded {
     /// The envelope model.
     pub envelope: Envelope,
-    /// Whether the last child of the root is a `ds:Signature` (its content is checked like the
-    /// rest of the document; its structure is judged on the tree libxmlsec1 verifies).
-    pub signed: bool,
+    /// What is kept of the `ds:Signature` that is the last child of the root, if there is one.
+    /// Its content is checked like the rest of the document; its structure is judged on the tree
+    /// libxmlsec1 verifies.
+    pub signature: Option<SignatureContent>,
     /// How many `ds:Signature` elements the whole document holds, wherever they are.
     pub signature_count: usize,
+}
+
+/// What the hardened parser keeps of an envelope's `ds:Signature`: what snodo itself reads.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SignatureContent {
+    /// The text of each `KeyInfo/X509Data/X509Certificate` (base64, unescaped), in document
+    /// order: the signer's certificate and its chain. libxmlsec1 never reads them (it is given
+    /// the key), so they are taken from the parser whose view snodo trusts for the header too.
+    pub certificates: Vec<String>,
 }
 
 /// Decodes an XML envelope, signed or not, without verifying anything cryptographic.
@@ -162,12 +172,12 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded> {
     }
     let mut p = Parser::new(text, limits);
     let envelope_start = p.prolog()?;
-    let (envelope, signed) = p.envelope(&envelope_start)?;
+    let (envelope, signature) = p.envelope(&envelope_start)?;
     p.epilog()?;
     let signature_count = p.signatures;
     Ok(Decoded {
         envelope,
-        signed,
+        signature,
         signature_count,
     })
 }
@@ -483,8 +493,8 @@ impl<'i> Parser<'i> {
         }
     }
 
-    /// The envelope, and whether it is signed.
-    fn envelope(&mut self, root: &BytesStart<'i>) -> Result<(Envelope, bool)> {
+    /// The envelope, and what is kept of its signature.
+    fn envelope(&mut self, root: &BytesStart<'i>) -> Result<(Envelope, Option<SignatureContent>)> {
         self.no_attributes(root, "Envelope")?;
         let header = match self.structural("Envelope")? {
             Item::Start(ns, s, empty) if self.is_env(&ns, &s, b"Header") => {
@@ -503,13 +513,15 @@ impl<'i> Parser<'i> {
             }
             _ => return Err(Error::malformed_xml("Header must be followed by Body")),
         };
-        let signed = match self.structural("Envelope")? {
-            Item::End => false,
+        let signature = match self.structural("Envelope")? {
+            Item::End => None,
             Item::Start(Ns::Dsig, s, empty) if s.local_name().as_ref() == b"Signature" => {
                 self.attribute_values(&s)?;
-                if !empty {
-                    self.skip_content()?;
-                }
+                let content = if empty {
+                    SignatureContent::default()
+                } else {
+                    self.signature_content()?
+                };
                 match self.structural("Envelope")? {
                     Item::End => {}
                     _ => {
@@ -518,7 +530,7 @@ impl<'i> Parser<'i> {
                         ));
                     }
                 }
-                true
+                Some(content)
             }
             Item::Start(_, s, _) => {
                 return Err(Error::malformed_xml(format!(
@@ -528,7 +540,7 @@ impl<'i> Parser<'i> {
             }
             _ => return Err(Error::malformed_xml("unexpected content in Envelope")),
         };
-        Ok((Envelope { header, body }, signed))
+        Ok((Envelope { header, body }, signature))
     }
 
     fn is_env(&self, ns: &Ns, s: &BytesStart<'_>, local: &[u8]) -> bool {
@@ -677,16 +689,46 @@ impl<'i> Parser<'i> {
         Ok(())
     }
 
-    /// Reads up to the end of the element just started, with every rule of [`Parser::next`]
-    /// applied and attribute values checked, keeping nothing (used for `ds:Signature`, whose
-    /// structure is judged on libxml2's tree, the one libxmlsec1 verifies).
-    fn skip_content(&mut self) -> Result<()> {
-        let depth = self.depth;
+    /// Reads up to the end of the `ds:Signature` just started, with every rule of
+    /// [`Parser::next`] applied and attribute values checked, keeping only the certificates.
+    fn signature_content(&mut self) -> Result<SignatureContent> {
+        /// Where the certificates are, below `Signature`.
+        const PATH: [&[u8]; 3] = [b"KeyInfo", b"X509Data", b"X509Certificate"];
+        let base = self.depth;
+        // How many levels of `PATH` the elements open now follow.
+        let mut on_path = 0;
+        let mut content = SignatureContent::default();
         loop {
             match self.next()? {
-                Item::Start(_, s, _) => self.attribute_values(&s)?,
-                Item::End if self.depth < depth => return Ok(()),
-                Item::Text(_) | Item::End => {}
+                Item::Start(ns, s, empty) => {
+                    self.attribute_values(&s)?;
+                    // 1 for a child of `Signature`; `next` counted a start tag, not an empty one.
+                    let level = self.depth - base + usize::from(empty);
+                    if on_path == PATH.len() {
+                        return Err(Error::CertificateMalformed(
+                            "X509Certificate must hold base64 text only".into(),
+                        ));
+                    }
+                    if level == on_path + 1
+                        && ns == Ns::Dsig
+                        && s.local_name().as_ref() == PATH[on_path]
+                    {
+                        if level == PATH.len() {
+                            content.certificates.push(String::new());
+                        }
+                        if !empty {
+                            on_path = level;
+                        }
+                    }
+                }
+                Item::End if self.depth < base => return Ok(content),
+                Item::End => on_path = on_path.min(self.depth - base),
+                Item::Text(t) if on_path == PATH.len() => {
+                    if let Some(cert) = content.certificates.last_mut() {
+                        cert.push_str(&t);
+                    }
+                }
+                Item::Text(_) => {}
                 Item::Eof => return Err(Error::malformed_xml("document ends inside Signature")),
             }
         }

@@ -150,16 +150,16 @@ pub(crate) struct Parsed {
 /// libxmlsec1 itself makes, so that what is checked is what gets verified.
 pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     let decoded = xml::decode(input, limits)?;
-    match (decoded.signature_count, decoded.signed) {
+    let content = match (decoded.signature_count, decoded.signature) {
         (0, _) => return Err(Error::SignatureMissing),
-        (1, true) => {}
-        (1, false) => {
+        (1, Some(content)) => content,
+        (1, None) => {
             return Err(Error::SignatureScope(
                 "the only Signature is not a child of Envelope".into(),
             ));
         }
         (n, _) => return Err(Error::MultipleSignatures(n)),
-    }
+    };
     let doc = parse_libxml(input)?;
     let sig = doc
         .get_root_readonly()
@@ -168,7 +168,12 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         .ok_or_else(|| {
             Error::SignatureScope("Signature must be the last child of Envelope".into())
         })?;
-    let (algorithm, mut certs) = check_structure(sig)?;
+    let algorithm = check_structure(sig, content.certificates.len())?;
+    let mut certs = content
+        .certificates
+        .iter()
+        .map(|text| decode_certificate(text))
+        .collect::<Result<Vec<_>>>()?;
     let leaf = certs.remove(0);
     Ok(Parsed {
         algorithm,
@@ -269,18 +274,38 @@ struct Child {
     dsig: bool,
 }
 
-/// The element children of `node`, in document order. Text and anything else between them is
-/// skipped, as libxmlsec1 skips it.
-fn children(node: RoNode) -> Vec<Child> {
-    std::iter::successors(node.get_first_element_child(), |c| {
-        c.get_next_element_sibling()
-    })
-    .map(|node| Child {
-        node,
-        name: node.get_name(),
-        dsig: in_dsig(node),
-    })
-    .collect()
+/// Reads the elements below one `ds:Signature` on libxml2's tree.
+struct SignatureTree {
+    /// The namespace declaration `Signature` itself is in (its URI checked): the elements below
+    /// almost always use the same one, recognised by its address without comparing URIs.
+    ns: libxml::bindings::xmlNsPtr,
+}
+
+impl SignatureTree {
+    fn of(sig: RoNode) -> Self {
+        SignatureTree {
+            ns: sig
+                .get_namespace()
+                .filter(|ns| ns.get_href() == DSIG_NS)
+                .map_or(std::ptr::null_mut(), |ns| ns.ns_ptr()),
+        }
+    }
+
+    /// The element children of `node`, in document order. Text and anything else between them
+    /// is skipped, as libxmlsec1 skips it.
+    fn children(&self, node: RoNode) -> Vec<Child> {
+        std::iter::successors(node.get_first_element_child(), |c| {
+            c.get_next_element_sibling()
+        })
+        .map(|node| Child {
+            node,
+            name: node.get_name(),
+            dsig: node.get_namespace().is_some_and(|ns| {
+                (!self.ns.is_null() && ns.ns_ptr() == self.ns) || ns.get_href() == DSIG_NS
+            }),
+        })
+        .collect()
+    }
 }
 
 fn in_dsig(node: RoNode) -> bool {
@@ -306,9 +331,11 @@ fn names(children: &[Child]) -> Vec<&str> {
 }
 
 /// Checks the `ds:Signature` tree: one `Reference URI=""` with the enveloped and exclusive-c14n
-/// transforms, SHA-256, an allowed signature method, and the signer certificate in `KeyInfo`.
-/// Returns the algorithm and the certificates (signer first).
-fn check_structure(sig: RoNode) -> Result<(Algorithm, Vec<Vec<u8>>)> {
+/// transforms, SHA-256, an allowed signature method, and `KeyInfo` with one `X509Data` holding
+/// the `certificates` certificates the hardened parser found there. Returns the algorithm.
+fn check_structure(sig: RoNode, certificates: usize) -> Result<Algorithm> {
+    let tree = SignatureTree::of(sig);
+    let children = |node| tree.children(node);
     let parts = children(sig);
     if !exactly(&parts, &["SignedInfo", "SignatureValue", "KeyInfo"]) {
         return Err(Error::SignatureScope(format!(
@@ -388,33 +415,33 @@ fn check_structure(sig: RoNode) -> Result<(Algorithm, Vec<Vec<u8>>)> {
             ));
         }
     };
-    let certs = children(x509)
+    // The certificates themselves are taken from the hardened parse (libxmlsec1 never reads
+    // them); both parsers must see as many.
+    let in_x509 = children(x509)
         .iter()
         .filter(|c| c.dsig && c.name == "X509Certificate")
-        .map(|c| {
-            if c.node.get_first_element_child().is_some() {
-                return Err(Error::CertificateMalformed(
-                    "X509Certificate must hold base64 text only".into(),
-                ));
-            }
-            let text = c.node.get_content();
-            // Line breaks in base64 are allowed (xmlsec1 writes them), and rare in ours.
-            let b64 = if text.bytes().any(|b| b.is_ascii_whitespace()) {
-                std::borrow::Cow::Owned(text.split_ascii_whitespace().collect::<String>())
-            } else {
-                std::borrow::Cow::Borrowed(text.as_str())
-            };
-            STANDARD.decode(b64.as_bytes()).map_err(|e| {
-                Error::CertificateMalformed(format!("X509Certificate is not base64: {e}"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if certs.is_empty() {
+        .count();
+    if in_x509 == 0 {
         return Err(Error::CertificateMissing(
             "X509Data holds no X509Certificate".into(),
         ));
     }
-    Ok((algorithm, certs))
+    if in_x509 != certificates {
+        return Err(Error::SignatureScope(format!(
+            "libxml2 finds {in_x509} certificate(s) in X509Data where the hardened parser finds {certificates}"
+        )));
+    }
+    Ok(algorithm)
+}
+
+/// The DER of a certificate given in base64, where line breaks are allowed (xmlsec1 writes them).
+fn decode_certificate(text: &str) -> Result<Vec<u8>> {
+    let decoded = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        STANDARD.decode(text.split_ascii_whitespace().collect::<String>())
+    } else {
+        STANDARD.decode(text)
+    };
+    decoded.map_err(|e| Error::CertificateMalformed(format!("X509Certificate is not base64: {e}")))
 }
 
 /// The `Algorithm` attribute, read as libxmlsec1 reads it (`xmlGetProp`).

@@ -414,7 +414,7 @@ proptest! {
         let decoded = xml::decode(doc.as_bytes(), &Limits::default())
             .map_err(|e| TestCaseError::fail(format!("{e}\n{doc}")))?;
         prop_assert_eq!(&decoded.envelope, &env, "{}", doc);
-        prop_assert!(!decoded.signed);
+        prop_assert!(decoded.signature.is_none());
         prop_assert_eq!(decoded.signature_count, 0);
     }
 
