@@ -18,6 +18,10 @@ use crate::signer::{Algorithm, Signer};
 use crate::trust::VerifiedCert;
 use crate::xml::{self, DSIG_NS};
 
+mod core_validation;
+
+use core_validation::SignatureNodes;
+
 /// Exclusive XML canonicalization 1.0 (without comments).
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 /// The enveloped-signature transform.
@@ -120,17 +124,6 @@ fn envelope_signature(doc: &libxml::tree::Document) -> Option<libxml::tree::Node
     (last.get_name() == "Signature" && ns.get_href() == DSIG_NS).then_some(last)
 }
 
-/// Verifies the envelope's own signature, never whichever `Signature` libxmlsec1 finds first.
-fn verify_envelope_signature(
-    ctx: &XmlSecSignatureContext,
-    doc: &libxml::tree::Document,
-) -> xmlsec::XmlSecResult<bool> {
-    match envelope_signature(doc) {
-        Some(node) => ctx.verify_node(&node),
-        None => Err(xmlsec::XmlSecError::NodeNotFound),
-    }
-}
-
 /// What an XML envelope claims before anything is trusted.
 pub(crate) struct Parsed {
     pub(crate) algorithm: Algorithm,
@@ -140,6 +133,8 @@ pub(crate) struct Parsed {
     /// libxml2's tree of the input: the one whose signature structure was checked, and the one
     /// libxmlsec1 verifies.
     doc: libxml::tree::Document,
+    /// The elements of the checked signature in `doc`.
+    nodes: SignatureNodes,
 }
 
 /// Parses an XML envelope and checks that it carries exactly one signature, the last child of
@@ -168,7 +163,7 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         .ok_or_else(|| {
             Error::SignatureScope("Signature must be the last child of Envelope".into())
         })?;
-    let algorithm = check_structure(sig, content.certificates.len())?;
+    let (algorithm, nodes) = check_structure(sig, content.certificates.len())?;
     let mut certs = content
         .certificates
         .iter()
@@ -181,6 +176,7 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         intermediates: certs,
         envelope: decoded.envelope,
         doc,
+        nodes,
     })
 }
 
@@ -201,7 +197,7 @@ impl Parsed {
         })?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        let outcome = verify_envelope_signature(&ctx, &self.doc);
+        let outcome = core_validation::verify(&mut ctx, &self.doc, &self.nodes);
         if let Some(key) = ctx.release_key() {
             return_key(slot, key);
         }
@@ -210,7 +206,7 @@ impl Parsed {
             Ok(false) => Err(Error::SignatureInvalid(
                 "the digest or the signature value does not match the document".into(),
             )),
-            Err(e) => Err(Error::SignatureInvalid(format!("libxmlsec1: {e}"))),
+            Err(step) => Err(Error::SignatureInvalid(format!("libxmlsec1 failed {step}"))),
         }
     }
 }
@@ -332,8 +328,9 @@ fn names(children: &[Child]) -> Vec<&str> {
 
 /// Checks the `ds:Signature` tree: one `Reference URI=""` with the enveloped and exclusive-c14n
 /// transforms, SHA-256, an allowed signature method, and `KeyInfo` with one `X509Data` holding
-/// the `certificates` certificates the hardened parser found there. Returns the algorithm.
-fn check_structure(sig: RoNode, certificates: usize) -> Result<Algorithm> {
+/// the `certificates` certificates the hardened parser found there. Returns the algorithm and
+/// the elements validation reads.
+fn check_structure(sig: RoNode, certificates: usize) -> Result<(Algorithm, SignatureNodes)> {
     let tree = SignatureTree::of(sig);
     let children = |node| tree.children(node);
     let parts = children(sig);
@@ -431,7 +428,14 @@ fn check_structure(sig: RoNode, certificates: usize) -> Result<Algorithm> {
             "libxml2 finds {in_x509} certificate(s) in X509Data where the hardened parser finds {certificates}"
         )));
     }
-    Ok(algorithm)
+    let nodes = SignatureNodes {
+        signed_info: parts[0].node,
+        c14n_method: signed_info[0].node,
+        signature_method: signed_info[1].node,
+        reference: signed_info[2].node,
+        signature_value: parts[1].node,
+    };
+    Ok((algorithm, nodes))
 }
 
 /// The DER of a certificate given in base64, where line breaks are allowed (xmlsec1 writes them).
