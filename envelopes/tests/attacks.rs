@@ -667,7 +667,7 @@ fn ten_thousand_nested_elements_are_too_deep() {
     .build()
     .unwrap_err();
     assert!(matches!(err, Error::TooDeep { limit: 64 }), "{err}");
-    // Inside the signature, whose elements the parser keeps as a tree.
+    // Inside the signature, which the parser checks in passing.
     let signed = signed_xml(fed, &xml_envelope());
     let in_signature = edit(
         &signed,
