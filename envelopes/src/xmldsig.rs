@@ -182,7 +182,7 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
 
 impl Parsed {
     /// Checks the signature with libxmlsec1 and the verified signer's key.
-    pub(crate) fn verify(self, signer: &VerifiedCert) -> Result<Envelope> {
+    pub(crate) fn verify(mut self, signer: &VerifiedCert) -> Result<Envelope> {
         let key_alg = Algorithm::for_key(&signer.public_key)?;
         if key_alg != self.algorithm {
             return Err(Error::AlgorithmNotAllowed(format!(
@@ -197,7 +197,7 @@ impl Parsed {
         })?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        let outcome = core_validation::verify(&mut ctx, &self.doc, &self.nodes);
+        let outcome = core_validation::verify(&mut ctx, &mut self.doc, &self.nodes);
         if let Some(key) = ctx.release_key() {
             return_key(slot, key);
         }
@@ -429,6 +429,7 @@ fn check_structure(sig: RoNode, certificates: usize) -> Result<(Algorithm, Signa
         )));
     }
     let nodes = SignatureNodes {
+        signature: sig,
         signed_info: parts[0].node,
         c14n_method: signed_info[0].node,
         signature_method: signed_info[1].node,

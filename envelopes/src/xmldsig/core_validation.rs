@@ -24,6 +24,8 @@ use xmlsec::bindings as ffi;
 /// The elements of a `ds:Signature` that validation reads, in libxml2's tree of the document.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct SignatureNodes {
+    /// `Signature`, the last child of the root.
+    pub(super) signature: RoNode,
     pub(super) signed_info: RoNode,
     pub(super) c14n_method: RoNode,
     pub(super) signature_method: RoNode,
@@ -35,14 +37,15 @@ pub(super) struct SignatureNodes {
 /// Core validation of the signature whose elements are `nodes`, in `doc`, with the key inserted in
 /// `ctx`: `Ok(true)` when the reference's digest and the signature value both match.
 ///
-/// `ctx` must be fresh (created, given its key, never used); it is spent afterwards.
+/// `ctx` must be fresh (created, given its key, never used); it is spent afterwards. `doc` is
+/// changed while SignedInfo is canonicalized (see [`RootSetAside`]) and put back as it was.
 ///
 /// # Errors
 /// What libxmlsec1 could not do (an unknown algorithm, a malformed value): the signature is then
 /// not valid either.
 pub(super) fn verify(
     ctx: &mut XmlSecSignatureContext,
-    doc: &Document,
+    doc: &mut Document,
     nodes: &SignatureNodes,
 ) -> Result<bool, &'static str> {
     let node = |n: RoNode| n.node_ptr().cast::<ffi::xmlNode>();
@@ -112,6 +115,16 @@ pub(super) fn verify(
         }
 
         // SignedInfo canonicalized into the signature method, then SignatureValue checked.
+        // Exclusive canonicalization of SignedInfo does not depend on anything above
+        // `Signature`, which is its point; libxml2 walks the whole document all the same, asking
+        // of each node whether it is in SignedInfo. The rest of the envelope is set aside
+        // meanwhile. A prefix list (`InclusiveNamespaces`) is the exception, which looks
+        // namespaces up in the ancestors: then the whole tree stays.
+        let _aside = if nodes.c14n_method.get_first_element_child().is_none() {
+            Some(RootSetAside::new(doc_ptr, node(nodes.signature))?)
+        } else {
+            None
+        };
         let first = ffi::xmlSecTransformGetDataType(
             (*d).transformCtx.first,
             ffi::xmlSecTransformMode_xmlSecTransformModePush,
@@ -147,16 +160,76 @@ pub(super) fn verify(
     }
 }
 
+/// The document's root element set aside for `Signature`, the root again once dropped.
+///
+/// Canonicalization still reads SignedInfo's elements where they are, with the namespace
+/// declarations they point to (which stay where they were, alive with the set-aside root).
+struct RootSetAside {
+    doc: *mut ffi::xmlDoc,
+    root: *mut ffi::xmlNode,
+    signature: *mut ffi::xmlNode,
+    /// What followed `Signature` (white space at most), to put it back before.
+    next: *mut ffi::xmlNode,
+}
+
+impl RootSetAside {
+    /// # Safety
+    /// `signature` is an element of `doc` below its root, and the two stay alive and untouched
+    /// by anyone else until the result is dropped.
+    unsafe fn new(
+        doc: *mut ffi::xmlDoc,
+        signature: *mut ffi::xmlNode,
+    ) -> Result<Self, &'static str> {
+        // SAFETY: as the caller promises; `xmlDocSetRootElement` unlinks `signature` and puts it
+        // in the root's place, returning the root, unlinked but whole.
+        unsafe {
+            let next = (*signature).next;
+            let root = ffi::xmlDocSetRootElement(doc, signature);
+            if root.is_null() {
+                return Err("setting the envelope aside");
+            }
+            Ok(RootSetAside {
+                doc,
+                root,
+                signature,
+                next,
+            })
+        }
+    }
+}
+
+impl Drop for RootSetAside {
+    fn drop(&mut self) {
+        // SAFETY: the root takes its place back (which unlinks `signature`), and `signature`
+        // goes back where it was among the root's children; the tree is then as it was parsed,
+        // and freed whole with the document.
+        unsafe {
+            ffi::xmlDocSetRootElement(self.doc, self.root);
+            if self.next.is_null() {
+                ffi::xmlAddChild(self.root, self.signature);
+            } else {
+                ffi::xmlAddPrevSibling(self.next, self.signature);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use xmlsec::{XmlSecKey, XmlSecKeyFormat};
 
+    use super::super::{DSIG_NS, ENVELOPED, EXC_C14N, Parsed, SHA256, parse, parse_libxml, sign};
     use super::*;
     use crate::pki::{self, KeyType};
     use crate::{EntityId, Envelope, Limits, Signer};
 
-    /// A signed envelope, parsed, and the public key of a second signer of `other` kind.
-    fn signed(kind: KeyType, other: KeyType) -> (super::super::Parsed, Vec<u8>, Vec<u8>) {
+    /// An envelope signed by `sign`, parsed, with its signer's public key and the public key of
+    /// another signer, of `other` kind.
+    fn signed_by(
+        kind: KeyType,
+        other: KeyType,
+        sign: impl FnOnce(&Envelope, &Signer) -> String,
+    ) -> (Parsed, Vec<u8>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let turin: EntityId = "comune:001272".parse().unwrap();
         pki::init(dir.path(), std::slice::from_ref(&turin), kind).unwrap();
@@ -174,8 +247,8 @@ mod tests {
         .json(serde_json::json!({"cf": "RSSMRA80A01L219X"}))
         .build()
         .unwrap();
-        let doc = super::super::sign(&env, &signer).unwrap();
-        let parsed = super::super::parse(doc.as_bytes(), &Limits::default()).unwrap();
+        let doc = sign(&env, &signer);
+        let parsed = parse(doc.as_bytes(), &Limits::default()).unwrap();
         let own = openssl::x509::X509::from_der(&parsed.leaf)
             .unwrap()
             .public_key()
@@ -189,36 +262,108 @@ mod tests {
         (parsed, own, other)
     }
 
-    fn check(parsed: &super::super::Parsed, pem: &[u8]) -> Result<bool, &'static str> {
+    fn signed(kind: KeyType, other: KeyType) -> (Parsed, Vec<u8>, Vec<u8>) {
+        signed_by(kind, other, |env, signer| sign(env, signer).unwrap())
+    }
+
+    fn check(parsed: &mut Parsed, pem: &[u8]) -> Result<bool, &'static str> {
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(XmlSecKey::from_memory(pem, XmlSecKeyFormat::Pem, None).unwrap());
-        verify(&mut ctx, &parsed.doc, &parsed.nodes)
+        let nodes = parsed.nodes;
+        verify(&mut ctx, &mut parsed.doc, &nodes)
+    }
+
+    /// The names of the elements of `doc`, in document order.
+    fn elements(doc: &Document) -> Vec<String> {
+        fn walk(node: RoNode, out: &mut Vec<String>) {
+            out.push(node.get_name());
+            let mut child = node.get_first_element_child();
+            while let Some(c) = child {
+                walk(c, out);
+                child = c.get_next_element_sibling();
+            }
+        }
+        let mut out = Vec::new();
+        walk(doc.get_root_readonly().unwrap(), &mut out);
+        out
     }
 
     #[test]
     fn the_signers_key_validates_and_another_of_the_same_kind_does_not() {
-        let (parsed, own, other) = signed(KeyType::P256, KeyType::P256);
-        assert_eq!(check(&parsed, &own), Ok(true));
-        assert_eq!(check(&parsed, &other), Ok(false));
+        let (mut parsed, own, other) = signed(KeyType::P256, KeyType::P256);
+        let before = elements(&parsed.doc);
+        assert_eq!(check(&mut parsed, &own), Ok(true));
+        // The envelope set aside for SignedInfo is back where it was, and again for the second.
+        assert_eq!(elements(&parsed.doc), before);
+        assert_eq!(check(&mut parsed, &other), Ok(false));
+        assert_eq!(elements(&parsed.doc), before);
+        assert_eq!(check(&mut parsed, &own), Ok(true));
     }
 
     /// What `xmlSecKeyMatch` would have refused, libxmlsec1's signature transform refuses too:
     /// a key of another kind than the signature method's.
     #[test]
     fn a_key_of_another_kind_is_refused_when_set() {
-        let (parsed, _, rsa) = signed(KeyType::P256, KeyType::Rsa2048);
-        assert_eq!(check(&parsed, &rsa), Err("setting the key"));
+        let (mut parsed, _, rsa) = signed(KeyType::P256, KeyType::Rsa2048);
+        assert_eq!(check(&mut parsed, &rsa), Err("setting the key"));
     }
 
     #[test]
     fn a_context_is_used_once() {
-        let (parsed, own, _) = signed(KeyType::P256, KeyType::P256);
+        let (mut parsed, own, _) = signed(KeyType::P256, KeyType::P256);
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(XmlSecKey::from_memory(&own, XmlSecKeyFormat::Pem, None).unwrap());
-        assert_eq!(verify(&mut ctx, &parsed.doc, &parsed.nodes), Ok(true));
+        let nodes = parsed.nodes;
+        assert_eq!(verify(&mut ctx, &mut parsed.doc, &nodes), Ok(true));
         assert_eq!(
-            verify(&mut ctx, &parsed.doc, &parsed.nodes),
+            verify(&mut ctx, &mut parsed.doc, &nodes),
             Err("a used context, or one without a key")
         );
+    }
+
+    /// With a prefix list, exclusive canonicalization renders the listed prefixes declared
+    /// above SignedInfo: here `r`, on the root. That signature validates only if the root stays.
+    #[test]
+    fn a_prefix_list_naming_a_prefix_of_the_root_validates() {
+        let by_libxmlsec1 = |env: &Envelope, signer: &Signer| {
+            let template = format!(
+                concat!(
+                    "<ds:Signature xmlns:ds=\"{ns}\"><ds:SignedInfo>",
+                    "<ds:CanonicalizationMethod Algorithm=\"{c14n}\">",
+                    "<ec:InclusiveNamespaces xmlns:ec=\"{c14n}\" PrefixList=\"r\"/>",
+                    "</ds:CanonicalizationMethod>",
+                    "<ds:SignatureMethod Algorithm=\"{alg}\"/>",
+                    "<ds:Reference URI=\"\"><ds:Transforms>",
+                    "<ds:Transform Algorithm=\"{env}\"/><ds:Transform Algorithm=\"{c14n}\"/>",
+                    "</ds:Transforms><ds:DigestMethod Algorithm=\"{sha}\"/><ds:DigestValue/>",
+                    "</ds:Reference></ds:SignedInfo><ds:SignatureValue/>",
+                    "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate>",
+                    "</ds:X509Data></ds:KeyInfo></ds:Signature>"
+                ),
+                ns = DSIG_NS,
+                c14n = EXC_C14N,
+                alg = signer.algorithm.xmldsig_uri(),
+                env = ENVELOPED,
+                sha = SHA256,
+                cert = base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    &signer.cert_der
+                ),
+            );
+            let unsigned = crate::xml::encode_with_signature(env, &template).replacen(
+                "<Envelope xmlns=\"urn:snodo:envelope:1\"",
+                "<Envelope xmlns=\"urn:snodo:envelope:1\" xmlns:r=\"urn:r\"",
+                1,
+            );
+            let doc = parse_libxml(unsigned.as_bytes()).unwrap();
+            let mut ctx = XmlSecSignatureContext::new();
+            ctx.insert_key(
+                XmlSecKey::from_memory(&signer.key_pem, XmlSecKeyFormat::Pem, None).unwrap(),
+            );
+            ctx.sign_document(&doc).unwrap();
+            doc.to_string()
+        };
+        let (mut parsed, own, _) = signed_by(KeyType::P256, KeyType::P256, by_libxmlsec1);
+        assert_eq!(check(&mut parsed, &own), Ok(true));
     }
 }
