@@ -206,7 +206,9 @@ impl Parsed {
             Ok(false) => Err(Error::SignatureInvalid(
                 "the digest or the signature value does not match the document".into(),
             )),
-            Err(step) => Err(Error::SignatureInvalid(format!("libxmlsec1 failed {step}"))),
+            Err(step) => Err(Error::SignatureInvalid(format!(
+                "XML-DSig core validation failed: {step}"
+            ))),
         }
     }
 }

@@ -14,7 +14,10 @@
 //! crate does not wrap.
 #![allow(unsafe_code)]
 
-use std::ffi::c_void;
+use std::ffi::{c_uint, c_void};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 
 use libxml::readonly::RoNode;
 use libxml::tree::Document;
@@ -142,11 +145,11 @@ pub(super) fn verify(
         if executed < 0 {
             return Err("canonicalizing SignedInfo");
         }
-        if ffi::xmlSecTransformVerifyNodeContent(
-            method,
-            node(nodes.signature_value),
-            &raw mut (*d).transformCtx,
-        ) < 0
+        // SignatureValue, decoded here (what `xmlSecTransformVerifyNodeContent` does with a
+        // decoder that takes one character at a time), then checked.
+        let value = signature_value(nodes.signature_value)?;
+        let size = c_uint::try_from(value.len()).map_err(|_| "SignatureValue is too long")?;
+        if ffi::xmlSecTransformVerify(method, value.as_ptr(), size, &raw mut (*d).transformCtx) < 0
         {
             return Err("checking SignatureValue");
         }
@@ -158,6 +161,20 @@ pub(super) fn verify(
         };
         Ok(valid)
     }
+}
+
+/// The bytes of SignatureValue's base64 text (all of it, as `xmlNodeGetContent` gives it), with
+/// the white space libxmlsec1's decoder skips (space, tab, CR, LF) left out. Stricter than that
+/// decoder only in refusing non-canonical padding bits, which no signer writes.
+fn signature_value(node: RoNode) -> Result<Vec<u8>, &'static str> {
+    let text = node.get_content();
+    let b64: Vec<u8> = text
+        .bytes()
+        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .collect();
+    STANDARD
+        .decode(b64)
+        .map_err(|_| "decoding SignatureValue, which is not base64")
 }
 
 /// The document's root element set aside for `Signature`, the root again once dropped.
@@ -319,6 +336,16 @@ mod tests {
             verify(&mut ctx, &mut parsed.doc, &nodes),
             Err("a used context, or one without a key")
         );
+    }
+
+    #[test]
+    fn signature_values_are_base64_with_the_white_space_libxmlsec1_skips() {
+        let value = |text: &str| {
+            let doc = parse_libxml(format!("<v>{text}</v>").as_bytes()).unwrap();
+            signature_value(doc.get_root_readonly().unwrap())
+        };
+        assert_eq!(value("AAEC\r\n\tAwQ= "), Ok(vec![0, 1, 2, 3, 4]));
+        assert!(value("AAECAw!=").is_err());
     }
 
     /// With a prefix list, exclusive canonicalization renders the listed prefixes declared
