@@ -167,14 +167,14 @@ pub(super) fn verify(
 /// the white space libxmlsec1's decoder skips (space, tab, CR, LF) left out. Stricter than that
 /// decoder only in refusing non-canonical padding bits, which no signer writes.
 fn signature_value(node: RoNode) -> Result<Vec<u8>, &'static str> {
+    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
     let text = node.get_content();
-    let b64: Vec<u8> = text
-        .bytes()
-        .filter(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
-        .collect();
-    STANDARD
-        .decode(b64)
-        .map_err(|_| "decoding SignatureValue, which is not base64")
+    let decoded = if text.as_bytes().iter().any(space) {
+        STANDARD.decode(text.bytes().filter(|b| !space(b)).collect::<Vec<u8>>())
+    } else {
+        STANDARD.decode(text)
+    };
+    decoded.map_err(|_| "decoding SignatureValue, which is not base64")
 }
 
 /// The document's root element set aside for `Signature`, the root again once dropped.
