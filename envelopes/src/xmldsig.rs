@@ -247,7 +247,9 @@ fn return_key(slot: ([u8; 32], bool), key: XmlSecKey) {
 fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
     let options = ParserOptions {
         recover: false,
-        no_def_dtd: true,
+        // Not `true`: for XML the `libxml` crate passes this as flag 4, which is libxml2's
+        // XML_PARSE_DTDLOAD (load the external subset), not "no default DTD" (an HTML option).
+        no_def_dtd: false,
         no_error: true,
         no_warning: true,
         pedantic: false,
