@@ -6,7 +6,6 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use libxml::parser::{Parser as XmlParser, ParserOptions};
 use libxml::readonly::RoNode;
 use quick_xml::escape::escape;
 use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
@@ -19,6 +18,7 @@ use crate::trust::VerifiedCert;
 use crate::xml::{self, DSIG_NS};
 
 mod core_validation;
+mod parser_context;
 
 use core_validation::SignatureNodes;
 
@@ -236,34 +236,15 @@ fn return_key(slot: ([u8; 32], bool), key: XmlSecKey) {
     });
 }
 
-/// Parses with libxml2 for libxmlsec1: no recovery, no network, no DTD loading, no entity
-/// substitution (the input has already been refused if it holds a DOCTYPE).
+/// Parses with libxml2 for libxmlsec1 ([`parser_context`]): no recovery, no network, no DTD
+/// loading, no entity substitution (the input has already been refused if it holds a DOCTYPE).
 ///
 /// No encoding is imposed: the hardened parse has already found the input to be UTF-8 without a
 /// byte order mark and refused any declared encoding but UTF-8, which libxml2 reads natively;
-/// naming it would send every byte through libxml2's UTF-8 to UTF-8 converter. Short texts are
-/// kept inside their nodes (`compact`), which saves an allocation each and changes nothing that
-/// is read.
+/// naming it would send every byte through libxml2's UTF-8 to UTF-8 converter.
 fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
-    let options = ParserOptions {
-        recover: false,
-        // Not `true`: for XML the `libxml` crate passes this as flag 4, which is libxml2's
-        // XML_PARSE_DTDLOAD (load the external subset), not "no default DTD" (an HTML option).
-        no_def_dtd: false,
-        no_error: true,
-        no_warning: true,
-        pedantic: false,
-        no_blanks: false,
-        no_net: true,
-        no_implied: false,
-        huge: false,
-        compact: true,
-        ignore_enc: false,
-        encoding: None,
-    };
-    XmlParser::default()
-        .parse_string_with_options(input, options)
-        .map_err(|e| Error::malformed_xml(format!("libxml2: {e:?}")))
+    parser_context::parse(input)
+        .ok_or_else(|| Error::malformed_xml("libxml2 does not find a well-formed document"))
 }
 
 /// An element child of a `ds:Signature` node, by local name, and whether it is in the
