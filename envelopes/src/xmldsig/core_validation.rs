@@ -109,7 +109,17 @@ pub(super) fn verify(
             ffi::xmlSecDSigReferenceCtxDestroy(reference);
             return Err("keeping the reference context");
         }
-        if ffi::xmlSecDSigReferenceCtxProcessNode(reference, node(nodes.reference)) < 0 {
+        // Its transforms are enveloped-signature then a canonicalization ([`check_structure`]
+        // admits no others): the digest of the document without `Signature`, whose nodes
+        // libxml2 would still walk (with their attributes and namespaces) only to be told they
+        // are left out. `Signature` is taken out of the tree meanwhile: the same nodes are
+        // canonicalized, and the enveloped transform has nothing left to remove.
+        //
+        // [`check_structure`]: super::check_structure
+        let aside = SignatureSetAside::new(node(nodes.signature));
+        let processed = ffi::xmlSecDSigReferenceCtxProcessNode(reference, node(nodes.reference));
+        drop(aside);
+        if processed < 0 {
             return Err("processing the Reference");
         }
         if (*reference).status != ffi::xmlSecDSigStatus_xmlSecDSigStatusSucceeded {
@@ -175,6 +185,47 @@ fn signature_value(node: RoNode) -> Result<Vec<u8>, &'static str> {
         STANDARD.decode(text)
     };
     decoded.map_err(|_| "decoding SignatureValue, which is not base64")
+}
+
+/// `Signature` taken out of the document, back where it was once dropped.
+struct SignatureSetAside {
+    signature: *mut ffi::xmlNode,
+    parent: *mut ffi::xmlNode,
+    /// What followed `Signature` (white space at most), to put it back before.
+    next: *mut ffi::xmlNode,
+}
+
+impl SignatureSetAside {
+    /// # Safety
+    /// `signature` is an element of a document below its root, and both stay alive and
+    /// untouched by anyone else until the result is dropped.
+    unsafe fn new(signature: *mut ffi::xmlNode) -> Self {
+        // SAFETY: as the caller promises; `xmlUnlinkNode` takes `signature`, whole, out of its
+        // parent's children (it stays in the document's keeping: `doc` is unchanged).
+        unsafe {
+            let aside = SignatureSetAside {
+                signature,
+                parent: (*signature).parent,
+                next: (*signature).next,
+            };
+            ffi::xmlUnlinkNode(signature);
+            aside
+        }
+    }
+}
+
+impl Drop for SignatureSetAside {
+    fn drop(&mut self) {
+        // SAFETY: `signature` goes back among its parent's children where it was, and the tree
+        // is as it was parsed.
+        unsafe {
+            if self.next.is_null() {
+                ffi::xmlAddChild(self.parent, self.signature);
+            } else {
+                ffi::xmlAddPrevSibling(self.next, self.signature);
+            }
+        }
+    }
 }
 
 /// The document's root element set aside for `Signature`, the root again once dropped.
