@@ -1,17 +1,25 @@
 //! XML-DSig core validation of an envelope's signature through libxmlsec1, one step at a time:
 //! the steps `xmlSecDSigCtxVerify` takes, for the one structure [`super::check_structure`]
-//! admits, except the look-up of the key.
+//! admits, with the calls of libxmlsec1's public API that its own
+//! `xmlSecDSigCtxProcessSignatureNode` (1.2.37) makes, which the `xmlsec` crate does not wrap.
+//! What differs, and why each is the same verification:
 //!
-//! `xmlSecDSigCtxVerify` matches the key it is given against the signature method's needs
-//! (`xmlSecKeyMatch`). With OpenSSL 3, libxmlsec1 1.2 tells a public RSA key from a private one by
-//! reading its modulus, public and private exponents through `EVP_PKEY_get_bn_param`, each into a
-//! 2048-byte buffer: a tenth of the whole verification of a 1 KiB envelope. The key here is the
-//! one of the signer certificate that has just been verified, checked against the signature
-//! method by [`super::Parsed::verify`], and libxmlsec1's OpenSSL signature transform refuses a key
-//! of another kind when it is set; nothing else of the verification is left out or done by snodo
-//! instead of libxmlsec1. The functions called are libxmlsec1's public API, in the order and with
-//! the arguments of its own `xmlSecDSigCtxProcessSignatureNode` (1.2.37), which the `xmlsec`
-//! crate does not wrap.
+//! - **No key match.** `xmlSecDSigCtxVerify` matches the key it is given against the signature
+//!   method's needs (`xmlSecKeyMatch`); with OpenSSL 3, libxmlsec1 1.2 tells a public RSA key from
+//!   a private one by reading its modulus and exponents through `EVP_PKEY_get_bn_param`, each
+//!   into a 2048-byte buffer: a tenth of the verification of a 1 KiB envelope. The key here is
+//!   the verified signer certificate's, checked against the signature method by
+//!   [`super::Parsed::verify`], and libxmlsec1's signature transform refuses a key of another
+//!   kind when it is set (pinned by a test).
+//! - **Fewer nodes walked.** libxml2 canonicalizes a node set by walking the whole document and
+//!   asking of every node whether it belongs. The reference's digest leaves `Signature` out
+//!   (enveloped transform): `Signature` is out of the tree while it is taken. SignedInfo's
+//!   exclusive canonicalization does not depend on what is above `Signature`: the rest of the
+//!   envelope is set aside while it is taken (unless a prefix list asks for namespaces declared
+//!   above, pinned by a test). The tree is put back as it was each time.
+//! - **SignatureValue decoded by the `base64` crate** (libxmlsec1's decoder takes one character
+//!   at a time), skipping the same white space; the value is then checked by libxmlsec1's
+//!   signature transform as before.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_uint, c_void};
