@@ -49,7 +49,8 @@ pub(super) struct SignatureNodes {
 /// `ctx`: `Ok(true)` when the reference's digest and the signature value both match.
 ///
 /// `ctx` must be fresh (created, given its key, never used); it is spent afterwards. `doc` is
-/// changed while SignedInfo is canonicalized (see [`RootSetAside`]) and put back as it was.
+/// changed while the reference and SignedInfo are canonicalized (see [`SignatureSetAside`] and
+/// [`RootSetAside`]) and put back as it was each time.
 ///
 /// # Errors
 /// What libxmlsec1 could not do (an unknown algorithm, a malformed value): the signature is then
