@@ -1,7 +1,9 @@
 //! Trust in signers: certificate chains to the federation CA, validity, revocation, and the
-//! entity a certificate names — with verified chains cached by fingerprint.
+//! entity a certificate names — with verified chains cached by certificate.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Borrow;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -75,15 +77,16 @@ impl VerifiedCert {
 
 /// The federation's trust anchors and revocation list, shared by every verification.
 ///
-/// Chain checks are done once per certificate and cached by fingerprint; validity and
+/// Chain checks are done once per certificate and cached by its DER encoding; validity and
 /// revocation are checked on every use (they change with time and with the list).
 pub struct TrustStore {
     /// The CA certificates that anchor every chain.
     store: X509Store,
     /// Serial numbers (upper-case hex) on the revocation list.
     revoked: HashSet<String>,
-    /// Chains already verified, by SHA-256 of the leaf's DER.
-    cache: Mutex<HashMap<[u8; 32], Arc<VerifiedCert>>>,
+    /// Chains already verified, found by the leaf's DER (which each holds): an exact match,
+    /// without a digest of the certificate on every envelope.
+    cache: Mutex<HashSet<ByDer>>,
 }
 
 impl std::fmt::Debug for TrustStore {
@@ -125,7 +128,7 @@ impl TrustStore {
         Ok(TrustStore {
             store: b.build(),
             revoked,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashSet::new()),
         })
     }
 
@@ -152,21 +155,20 @@ impl TrustStore {
         intermediates: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<Arc<VerifiedCert>> {
-        let fingerprint: [u8; 32] = sha256(der)?;
         let cached = self
             .cache
             .lock()
             .ok()
-            .and_then(|c| c.get(&fingerprint).cloned());
+            .and_then(|c| c.get(der).map(|c| c.0.clone()));
         let cert = match cached {
             Some(c) => c,
             None => {
-                let c = Arc::new(self.verify_chain(der, intermediates, fingerprint)?);
+                let c = Arc::new(self.verify_chain(der, intermediates, sha256(der)?)?);
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= CACHE_CAPACITY {
                         cache.clear();
                     }
-                    cache.insert(fingerprint, c.clone());
+                    cache.insert(ByDer(c.clone()));
                 }
                 c
             }
@@ -219,6 +221,30 @@ impl TrustStore {
         })
     }
 }
+
+/// A verified certificate in the cache, found by its DER encoding.
+struct ByDer(Arc<VerifiedCert>);
+
+impl Borrow<[u8]> for ByDer {
+    fn borrow(&self) -> &[u8] {
+        &self.0.der
+    }
+}
+
+// Hash and equality are those of the DER bytes, as `Borrow<[u8]>` requires.
+impl Hash for ByDer {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.der.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for ByDer {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.der == other.0.der
+    }
+}
+
+impl Eq for ByDer {}
 
 /// The identity a certificate's subjectAltName URI gives: exactly one `urn:snodo:` URI.
 ///

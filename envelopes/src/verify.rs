@@ -133,7 +133,7 @@ impl Verifier {
                     .trust
                     .verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
                 let algorithm = parsed.algorithm;
-                (parsed.verify(input, &signer)?, signer, algorithm)
+                (parsed.verify(&signer)?, signer, algorithm)
             }
             Format::Json => {
                 let parsed = jws::parse(input, &self.limits)?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use libxml::parser::{Parser as XmlParser, ParserOptions};
+use libxml::readonly::RoNode;
 use quick_xml::escape::escape;
 use xmlsec::{XmlSecKey, XmlSecKeyFormat, XmlSecSignatureContext};
 
@@ -15,7 +15,12 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::signer::{Algorithm, Signer};
 use crate::trust::VerifiedCert;
-use crate::xml::{self, DSIG_NS, Element};
+use crate::xml::{self, DSIG_NS};
+
+mod core_validation;
+mod parser_context;
+
+use core_validation::SignatureNodes;
 
 /// Exclusive XML canonicalization 1.0 (without comments).
 pub const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
@@ -119,53 +124,65 @@ fn envelope_signature(doc: &libxml::tree::Document) -> Option<libxml::tree::Node
     (last.get_name() == "Signature" && ns.get_href() == DSIG_NS).then_some(last)
 }
 
-/// Verifies the envelope's own signature, never whichever `Signature` libxmlsec1 finds first.
-fn verify_envelope_signature(
-    ctx: &XmlSecSignatureContext,
-    doc: &libxml::tree::Document,
-) -> xmlsec::XmlSecResult<bool> {
-    match envelope_signature(doc) {
-        Some(node) => ctx.verify_node(&node),
-        None => Err(xmlsec::XmlSecError::NodeNotFound),
-    }
-}
-
 /// What an XML envelope claims before anything is trusted.
 pub(crate) struct Parsed {
     pub(crate) algorithm: Algorithm,
     pub(crate) leaf: Vec<u8>,
     pub(crate) intermediates: Vec<Vec<u8>>,
     pub(crate) envelope: Envelope,
+    /// libxml2's tree of the input: the one whose signature structure was checked, and the one
+    /// libxmlsec1 verifies.
+    doc: libxml::tree::Document,
+    /// The elements of the checked signature in `doc`.
+    nodes: SignatureNodes,
 }
 
 /// Parses an XML envelope and checks that it carries exactly one signature, the last child of
 /// the root, that covers the whole document with allowed algorithms only.
+///
+/// The hardened parser judges the whole input and counts signatures wherever they are; the
+/// structure of the signature is then judged on libxml2's tree, with the attribute look-ups
+/// libxmlsec1 itself makes, so that what is checked is what gets verified.
 pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     let decoded = xml::decode(input, limits)?;
-    match (decoded.signature_count, &decoded.signature) {
+    let content = match (decoded.signature_count, decoded.signature) {
         (0, _) => return Err(Error::SignatureMissing),
-        (1, Some(_)) => {}
+        (1, Some(content)) => content,
         (1, None) => {
             return Err(Error::SignatureScope(
                 "the only Signature is not a child of Envelope".into(),
             ));
         }
         (n, _) => return Err(Error::MultipleSignatures(n)),
-    }
-    let sig = decoded.signature.as_ref().ok_or(Error::SignatureMissing)?;
-    let (algorithm, mut certs) = check_structure(sig)?;
+    };
+    let doc = parse_libxml(input)?;
+    let sig = doc
+        .get_root_readonly()
+        .and_then(|root| root.get_last_element_child())
+        .filter(|last| is_dsig(*last, "Signature"))
+        .ok_or_else(|| {
+            Error::SignatureScope("Signature must be the last child of Envelope".into())
+        })?;
+    let (algorithm, nodes) = check_structure(sig, content.certificates.len())?;
+    let mut certs = content
+        .certificates
+        .iter()
+        .map(|text| decode_certificate(text))
+        .collect::<Result<Vec<_>>>()?;
     let leaf = certs.remove(0);
     Ok(Parsed {
         algorithm,
         leaf,
         intermediates: certs,
         envelope: decoded.envelope,
+        doc,
+        nodes,
     })
 }
 
 impl Parsed {
     /// Checks the signature with libxmlsec1 and the verified signer's key.
-    pub(crate) fn verify(self, input: &[u8], signer: &VerifiedCert) -> Result<Envelope> {
+    pub(crate) fn verify(mut self, signer: &VerifiedCert) -> Result<Envelope> {
         let key_alg = Algorithm::for_key(&signer.public_key)?;
         if key_alg != self.algorithm {
             return Err(Error::AlgorithmNotAllowed(format!(
@@ -174,14 +191,13 @@ impl Parsed {
                 key_alg.xmldsig_uri()
             )));
         }
-        let doc = parse_libxml(input)?;
         let slot = (signer.fingerprint, false);
         let key = take_key(slot, || {
             signer.public_key.public_key_to_pem().unwrap_or_default()
         })?;
         let mut ctx = XmlSecSignatureContext::new();
         ctx.insert_key(key);
-        let outcome = verify_envelope_signature(&ctx, &doc);
+        let outcome = core_validation::verify(&mut ctx, &mut self.doc, &self.nodes);
         if let Some(key) = ctx.release_key() {
             return_key(slot, key);
         }
@@ -190,7 +206,9 @@ impl Parsed {
             Ok(false) => Err(Error::SignatureInvalid(
                 "the digest or the signature value does not match the document".into(),
             )),
-            Err(e) => Err(Error::SignatureInvalid(format!("libxmlsec1: {e}"))),
+            Err(step) => Err(Error::SignatureInvalid(format!(
+                "XML-DSig core validation failed: {step}"
+            ))),
         }
     }
 }
@@ -218,61 +236,117 @@ fn return_key(slot: ([u8; 32], bool), key: XmlSecKey) {
     });
 }
 
-/// Parses with libxml2 for libxmlsec1: no recovery, no network, no DTD loading, no entity
-/// substitution (the input has already been refused if it holds a DOCTYPE).
+/// Parses with libxml2 for libxmlsec1 ([`parser_context`]): no recovery, no network, no DTD
+/// loading, no entity substitution (the input has already been refused if it holds a DOCTYPE).
+///
+/// No encoding is imposed: the hardened parse has already found the input to be UTF-8 without a
+/// byte order mark and refused any declared encoding but UTF-8, which libxml2 reads natively;
+/// naming it would send every byte through libxml2's UTF-8 to UTF-8 converter.
 fn parse_libxml(input: &[u8]) -> Result<libxml::tree::Document> {
-    let options = ParserOptions {
-        recover: false,
-        no_def_dtd: true,
-        no_error: true,
-        no_warning: true,
-        pedantic: false,
-        no_blanks: false,
-        no_net: true,
-        no_implied: false,
-        huge: false,
-        compact: false,
-        ignore_enc: false,
-        encoding: Some("UTF-8"),
-    };
-    XmlParser::default()
-        .parse_string_with_options(input, options)
-        .map_err(|e| Error::malformed_xml(format!("libxml2: {e:?}")))
+    parser_context::parse(input)
+        .ok_or_else(|| Error::malformed_xml("libxml2 does not find a well-formed document"))
+}
+
+/// An element child of a `ds:Signature` node, by local name, and whether it is in the
+/// XML-DSig namespace.
+struct Child {
+    node: RoNode,
+    name: String,
+    dsig: bool,
+}
+
+/// Reads the elements below one `ds:Signature` on libxml2's tree.
+struct SignatureTree {
+    /// The namespace declaration `Signature` itself is in (its URI checked): the elements below
+    /// almost always use the same one, recognised by its address without comparing URIs.
+    ns: libxml::bindings::xmlNsPtr,
+}
+
+impl SignatureTree {
+    fn of(sig: RoNode) -> Self {
+        SignatureTree {
+            ns: sig
+                .get_namespace()
+                .filter(|ns| ns.get_href() == DSIG_NS)
+                .map_or(std::ptr::null_mut(), |ns| ns.ns_ptr()),
+        }
+    }
+
+    /// The element children of `node`, in document order. Text and anything else between them
+    /// is skipped, as libxmlsec1 skips it.
+    fn children(&self, node: RoNode) -> Vec<Child> {
+        std::iter::successors(node.get_first_element_child(), |c| {
+            c.get_next_element_sibling()
+        })
+        .map(|node| Child {
+            node,
+            name: node.get_name(),
+            dsig: node.get_namespace().is_some_and(|ns| {
+                (!self.ns.is_null() && ns.ns_ptr() == self.ns) || ns.get_href() == DSIG_NS
+            }),
+        })
+        .collect()
+    }
+}
+
+fn in_dsig(node: RoNode) -> bool {
+    node.get_namespace()
+        .is_some_and(|ns| ns.get_href() == DSIG_NS)
+}
+
+fn is_dsig(node: RoNode, local: &str) -> bool {
+    in_dsig(node) && node.get_name() == local
+}
+
+/// True when `children` are exactly the XML-DSig elements `names`, in that order.
+fn exactly(children: &[Child], names: &[&str]) -> bool {
+    children.len() == names.len()
+        && children
+            .iter()
+            .zip(names)
+            .all(|(c, n)| c.dsig && c.name == *n)
+}
+
+fn names(children: &[Child]) -> Vec<&str> {
+    children.iter().map(|c| c.name.as_str()).collect()
 }
 
 /// Checks the `ds:Signature` tree: one `Reference URI=""` with the enveloped and exclusive-c14n
-/// transforms, SHA-256, an allowed signature method, and the signer certificate in `KeyInfo`.
-/// Returns the algorithm and the certificates (signer first).
-fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
-    let names: Vec<&str> = sig.children.iter().map(|c| c.name.as_str()).collect();
-    if sig
-        .children
-        .iter()
-        .any(|c| c.ns.as_deref() != Some(DSIG_NS))
-        || names != ["SignedInfo", "SignatureValue", "KeyInfo"]
-    {
+/// transforms, SHA-256, an allowed signature method, and `KeyInfo` with one `X509Data` holding
+/// the `certificates` certificates the hardened parser found there. Returns the algorithm and
+/// the elements validation reads.
+fn check_structure(sig: RoNode, certificates: usize) -> Result<(Algorithm, SignatureNodes)> {
+    let tree = SignatureTree::of(sig);
+    let children = |node| tree.children(node);
+    let parts = children(sig);
+    if !exactly(&parts, &["SignedInfo", "SignatureValue", "KeyInfo"]) {
         return Err(Error::SignatureScope(format!(
-            "Signature must hold exactly SignedInfo, SignatureValue, KeyInfo; it holds {names:?}"
+            "Signature must hold exactly SignedInfo, SignatureValue, KeyInfo; it holds {:?}",
+            names(&parts)
         )));
     }
-    let signed_info = &sig.children[0];
-    let c14n = only(signed_info, "CanonicalizationMethod")?;
-    let c14n_alg = algorithm_attr(c14n)?;
+    let signed_info = children(parts[0].node);
+    if !exactly(
+        &signed_info,
+        &["CanonicalizationMethod", "SignatureMethod", "Reference"],
+    ) {
+        let references = signed_info
+            .iter()
+            .filter(|c| c.dsig && c.name == "Reference")
+            .count();
+        return Err(Error::SignatureScope(format!(
+            "SignedInfo must hold CanonicalizationMethod, SignatureMethod and one Reference and nothing else; it holds {references} Reference(s) in {:?}",
+            names(&signed_info)
+        )));
+    }
+    let c14n_alg = algorithm_attr(&signed_info[0])?;
     if c14n_alg != EXC_C14N {
-        return Err(Error::AlgorithmNotAllowed(c14n_alg.to_owned()));
+        return Err(Error::AlgorithmNotAllowed(c14n_alg));
     }
-    let algorithm =
-        Algorithm::from_xmldsig(algorithm_attr(only(signed_info, "SignatureMethod")?)?)?;
-    let references: Vec<&Element> = signed_info.dsig_children("Reference").collect();
-    if references.len() != 1 || signed_info.children.len() != 3 {
-        return Err(Error::SignatureScope(format!(
-            "SignedInfo must hold one Reference and nothing else; it holds {} Reference(s) in {} elements",
-            references.len(),
-            signed_info.children.len()
-        )));
-    }
-    let reference = references[0];
-    match reference.attr("URI") {
+    let algorithm = Algorithm::from_xmldsig(&algorithm_attr(&signed_info[1])?)?;
+    let reference = &signed_info[2];
+    // `xmlGetProp`, as libxmlsec1 reads it: the first attribute of that name, in any namespace.
+    match reference.node.get_property("URI").as_deref() {
         Some("") => {}
         Some(uri) => {
             return Err(Error::SignatureScope(format!(
@@ -285,67 +359,84 @@ fn check_structure(sig: &Element) -> Result<(Algorithm, Vec<Vec<u8>>)> {
             ));
         }
     }
-    let transforms: Vec<&str> = match reference.dsig_children("Transforms").next() {
-        Some(t) => t
-            .children
-            .iter()
-            .map(algorithm_attr)
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-    };
+    let reference = children(reference.node);
+    if !exactly(&reference, &["Transforms", "DigestMethod", "DigestValue"]) {
+        return Err(Error::SignatureScope(format!(
+            "Reference must hold Transforms, DigestMethod and DigestValue; it holds {:?}",
+            names(&reference)
+        )));
+    }
+    let transforms = children(reference[0].node)
+        .iter()
+        .map(|t| {
+            if t.dsig && t.name == "Transform" {
+                algorithm_attr(t)
+            } else {
+                Err(Error::SignatureScope(format!(
+                    "Reference transforms must be Transform elements; one is {}",
+                    t.name
+                )))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
     if transforms != [ENVELOPED] && transforms != [ENVELOPED, EXC_C14N] {
         return Err(Error::SignatureScope(format!(
             "Reference transforms must be enveloped-signature then exclusive c14n; they are {transforms:?}"
         )));
     }
-    let digest = algorithm_attr(only(reference, "DigestMethod")?)?;
+    let digest = algorithm_attr(&reference[1])?;
     if digest != SHA256 {
-        return Err(Error::AlgorithmNotAllowed(digest.to_owned()));
+        return Err(Error::AlgorithmNotAllowed(digest));
     }
-    let key_info = &sig.children[2];
-    let x509 = match key_info.children.as_slice() {
-        [only] if only.is_dsig("X509Data") => only,
+    let key_info = children(parts[2].node);
+    let x509 = match key_info.as_slice() {
+        [only] if only.dsig && only.name == "X509Data" => only.node,
         _ => {
             return Err(Error::CertificateMissing(
                 "KeyInfo must hold exactly one X509Data with the signer certificate".into(),
             ));
         }
     };
-    let certs = x509
-        .children
+    // The certificates themselves are taken from the hardened parse (libxmlsec1 never reads
+    // them); both parsers must see as many.
+    let in_x509 = children(x509)
         .iter()
-        .filter(|c| c.is_dsig("X509Certificate"))
-        .map(|c| {
-            let b64: String = c.text.split_ascii_whitespace().collect();
-            STANDARD.decode(b64).map_err(|e| {
-                Error::CertificateMalformed(format!("X509Certificate is not base64: {e}"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if certs.is_empty() {
+        .filter(|c| c.dsig && c.name == "X509Certificate")
+        .count();
+    if in_x509 == 0 {
         return Err(Error::CertificateMissing(
             "X509Data holds no X509Certificate".into(),
         ));
     }
-    Ok((algorithm, certs))
-}
-
-fn only<'a>(parent: &'a Element, local: &'static str) -> Result<&'a Element> {
-    let mut it = parent.dsig_children(local);
-    match (it.next(), it.next()) {
-        (Some(e), None) => Ok(e),
-        (None, _) => Err(Error::SignatureScope(format!(
-            "{} has no {local}",
-            parent.name
-        ))),
-        (Some(_), Some(_)) => Err(Error::SignatureScope(format!(
-            "{} has more than one {local}",
-            parent.name
-        ))),
+    if in_x509 != certificates {
+        return Err(Error::SignatureScope(format!(
+            "libxml2 finds {in_x509} certificate(s) in X509Data where the hardened parser finds {certificates}"
+        )));
     }
+    let nodes = SignatureNodes {
+        signature: sig,
+        signed_info: parts[0].node,
+        c14n_method: signed_info[0].node,
+        signature_method: signed_info[1].node,
+        reference: signed_info[2].node,
+        signature_value: parts[1].node,
+    };
+    Ok((algorithm, nodes))
 }
 
-fn algorithm_attr(e: &Element) -> Result<&str> {
-    e.attr("Algorithm")
+/// The DER of a certificate given in base64, where line breaks are allowed (xmlsec1 writes them).
+fn decode_certificate(text: &str) -> Result<Vec<u8>> {
+    let decoded = if text.bytes().any(|b| b.is_ascii_whitespace()) {
+        STANDARD.decode(text.split_ascii_whitespace().collect::<String>())
+    } else {
+        STANDARD.decode(text)
+    };
+    decoded.map_err(|e| Error::CertificateMalformed(format!("X509Certificate is not base64: {e}")))
+}
+
+/// The `Algorithm` attribute, read as libxmlsec1 reads it (`xmlGetProp`).
+fn algorithm_attr(e: &Child) -> Result<String> {
+    e.node
+        .get_property("Algorithm")
         .ok_or_else(|| Error::SignatureScope(format!("{} has no Algorithm", e.name)))
 }

@@ -396,6 +396,71 @@ fn a_reference_to_an_element_instead_of_the_whole_document_is_out_of_scope() {
 }
 
 #[test]
+fn regression_a_prefixed_uri_before_the_reference_uri_is_the_one_libxmlsec1_follows() {
+    // libxmlsec1 reads `URI` (and `Algorithm`) with libxml2's `xmlGetProp`: the first attribute
+    // of that local name, whatever its namespace. A check that read the unprefixed one saw `""`
+    // where libxmlsec1 would digest only `#x`; the structure is now judged as libxmlsec1 reads it.
+    let fed = p256();
+    let doc = signed_xml(fed, &xml_envelope());
+    let forged = edit(
+        &doc,
+        "<ds:Reference URI=\"\"",
+        "<ds:Reference xmlns:f=\"urn:f\" f:URI=\"#x\" URI=\"\"",
+    );
+    let err = refused_xml(fed, &forged);
+    assert!(
+        matches!(&err, Error::SignatureScope(m) if m.contains("#x")),
+        "{err}"
+    );
+}
+
+#[test]
+fn key_info_holds_one_x509_data_of_certificates_in_base64_text_only() {
+    let fed = p256();
+    let doc = signed_xml(fed, &xml_envelope());
+    let nested = edit(
+        &doc,
+        "</ds:X509Certificate>",
+        "<ds:X509Certificate>AA==</ds:X509Certificate></ds:X509Certificate>",
+    );
+    let err = refused_xml(fed, &nested);
+    assert!(
+        matches!(&err, Error::CertificateMalformed(m) if m.contains("text only")),
+        "{err}"
+    );
+    let not_base64 = edit(&doc, "<ds:X509Certificate>", "<ds:X509Certificate>!");
+    let err = refused_xml(fed, &not_base64);
+    assert!(matches!(err, Error::CertificateMalformed(_)), "{err}");
+    let two = edit(
+        &doc,
+        "</ds:KeyInfo>",
+        "<ds:X509Data><ds:X509Certificate>AA==</ds:X509Certificate></ds:X509Data></ds:KeyInfo>",
+    );
+    let err = refused_xml(fed, &two);
+    assert!(matches!(err, Error::CertificateMissing(_)), "{err}");
+    let none = edit(
+        &doc,
+        &doc[doc.find("<ds:X509Data>").unwrap()..doc.find("</ds:KeyInfo>").unwrap()],
+        "<ds:X509Data/>",
+    );
+    let err = refused_xml(fed, &none);
+    assert!(
+        matches!(&err, Error::CertificateMissing(m) if m.contains("no X509Certificate")),
+        "{err}"
+    );
+    // Line breaks in the base64, as xmlsec1 writes it, are fine (KeyInfo is outside the
+    // enveloped digest and SignedInfo, so this still verifies).
+    let (_, cert) = inner(&doc, "ds:X509Certificate");
+    let wrapped: String = cert
+        .as_bytes()
+        .chunks(64)
+        .map(|l| format!("{}\n", std::str::from_utf8(l).unwrap()))
+        .collect();
+    let rewrapped = edit(&doc, cert, &wrapped);
+    fed.verifier().verify(rewrapped.as_bytes()).unwrap();
+}
+
+#[test]
 fn an_object_inside_the_signature_is_out_of_scope() {
     let fed = p256();
     let doc = signed_xml(fed, &xml_envelope());
@@ -602,7 +667,7 @@ fn ten_thousand_nested_elements_are_too_deep() {
     .build()
     .unwrap_err();
     assert!(matches!(err, Error::TooDeep { limit: 64 }), "{err}");
-    // Inside the signature, whose elements the parser keeps as a tree.
+    // Inside the signature, which the parser checks in passing.
     let signed = signed_xml(fed, &xml_envelope());
     let in_signature = edit(
         &signed,
