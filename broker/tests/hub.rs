@@ -527,6 +527,19 @@ async fn a_long_poll_answers_with_what_arrives_while_it_waits(transport: Transpo
     });
     assert_eq!(inbox.len(), 1, "{inbox:?}");
     assert_eq!(inbox[0]["envelope_id"], accepted.0.header.id.to_string());
+    // A poll its client gave up on takes nothing: what arrives afterwards is the next
+    // poll's.
+    let gone = tokio::time::timeout(
+        Duration::from_millis(300),
+        anpr.inbox(&hub, "?wait=20s&lease=30s"),
+    )
+    .await;
+    assert!(gone.is_err(), "the poll was expected to be still waiting");
+    let (later, _) = t.accepted(&hub, TURIN, ANPR).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let next = anpr.inbox(&hub, "?wait=5s").await;
+    assert_eq!(next.len(), 1, "the abandoned poll took it: {next:?}");
+    assert_eq!(next[0]["envelope_id"], later.header.id.to_string());
     // A wait that is not a duration is refused, naming it.
     let r = anpr.get(&hub, "/v1/inbox?wait=soon").await;
     assert_eq!(r.status, 400);
