@@ -492,6 +492,7 @@ impl Engine {
             last_sweep: Instant::now(),
             waiters: waiters.clone(),
             requeue: Vec::new(),
+            unclaimed: Vec::new(),
         };
         std::thread::Builder::new()
             .name("snodo-engine".into())
@@ -644,7 +645,9 @@ impl Engine {
         }
     }
 
-    /// Leases up to `limit` envelopes of `recipient`'s inbox for `lease_for`.
+    /// Leases up to `limit` envelopes of `recipient`'s inbox for `lease_for`. Dropped before
+    /// it returns (a request its client gave up on), it leases nothing: what it took goes
+    /// back to the inbox at once instead of when the lease runs out.
     ///
     /// # Errors
     /// [`EngineError`] when the store fails.
@@ -656,12 +659,17 @@ impl Engine {
     ) -> Result<Vec<Leased>, EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Lease {
-            recipient,
+            recipient: recipient.clone(),
             limit,
             lease_for,
             reply,
         })?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        let mut claim = Claim {
+            rx,
+            jobs: self.tx.clone(),
+            holder: recipient,
+        };
+        (&mut claim.rx).await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Acknowledges (`ack`) or returns to the inbox (`!ack`) the envelope under `token`.
@@ -951,15 +959,45 @@ impl<'a> Group<'a> {
     }
 }
 
+/// The answer to a lease on its way. Dropped with the answer arrived but not taken, it hands
+/// the leased envelopes back (the writer hands back those it could not deliver at all).
+struct Claim {
+    rx: oneshot::Receiver<Result<Vec<Leased>, EngineError>>,
+    jobs: SyncSender<Job>,
+    holder: EntityId,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let Ok(Ok(leased)) = self.rx.try_recv() else {
+            return;
+        };
+        for l in leased {
+            let (reply, _) = oneshot::channel();
+            let settle = Job::Settle {
+                caller: self.holder.clone(),
+                token: l.lease,
+                ack: false,
+                reply,
+            };
+            if self.jobs.try_send(settle).is_err() {
+                tracing::warn!(entity = %self.holder, "An unclaimed lease was not handed back; it runs out.");
+            }
+        }
+    }
+}
+
 /// A reply to send once the group is durable.
 /// How the engine answers an acceptance.
 type AcceptReply = oneshot::Sender<Result<(Accepted, Option<Outbound>), EngineError>>;
 
 enum Reply {
     Accepted(AcceptReply, Result<AcceptOutcome, EngineError>),
+    /// What was leased, and to whom.
     Leased(
         oneshot::Sender<Result<Vec<Leased>, EngineError>>,
         Result<Vec<Leased>, EngineError>,
+        EntityId,
     ),
     Settled(
         oneshot::Sender<Result<(), EngineError>>,
@@ -998,6 +1036,9 @@ struct Writer {
     waiters: Arc<Waiters>,
     /// Responses whose waiting request went away: back to the requester's inbox next group.
     requeue: Vec<(String, u64)>,
+    /// Leases whose requester went away before the group was durable (a long poll its
+    /// client gave up on): handed back next group rather than held until they run out.
+    unclaimed: Vec<(EntityId, String)>,
     outbox: Arc<tokio::sync::Notify>,
     /// The group put envelopes in the outbox that no request will publish.
     outbox_dirty: bool,
@@ -1060,6 +1101,11 @@ impl Writer {
                 delivery("returned", 1, now),
             );
         }
+        for (holder, token) in std::mem::take(&mut self.unclaimed) {
+            if let Err(e) = self.settle(&mut g, &holder, &token, false, now) {
+                tracing::warn!(entity = %holder, error = %e, "An unclaimed lease was not handed back; it runs out.");
+            }
+        }
         for job in jobs {
             match job {
                 Job::Accept(sub, reply) => {
@@ -1091,8 +1137,11 @@ impl Writer {
                     lease_for,
                     reply,
                 } => {
-                    let r = self.lease(&mut g, &recipient, limit, lease_for, now);
-                    replies.push(Reply::Leased(reply, r));
+                    // Nobody would receive what a gone requester leases.
+                    if !reply.is_closed() {
+                        let r = self.lease(&mut g, &recipient, limit, lease_for, now);
+                        replies.push(Reply::Leased(reply, r, recipient));
+                    }
                 }
                 Job::Settle {
                     caller,
@@ -1884,8 +1933,11 @@ impl Writer {
                 Reply::Accepted(tx, Err(e)) => {
                     let _ = tx.send(Err(e));
                 }
-                Reply::Leased(tx, r) => {
-                    let _ = tx.send(r);
+                Reply::Leased(tx, r, holder) => {
+                    if let Err(Ok(leased)) = tx.send(r) {
+                        self.unclaimed
+                            .extend(leased.into_iter().map(|l| (holder.clone(), l.lease)));
+                    }
                 }
                 Reply::Settled(tx, r) => {
                     let _ = tx.send(r);
@@ -2024,7 +2076,7 @@ impl Writer {
                 Reply::Accepted(tx, _) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
-                Reply::Leased(tx, _) => {
+                Reply::Leased(tx, ..) => {
                     let _ = tx.send(Err(EngineError::Journal(msg.clone())));
                 }
                 Reply::Settled(tx, _) => {

@@ -549,6 +549,33 @@ async fn a_long_poll_answers_with_what_arrives_while_it_waits(transport: Transpo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_its_requester_gave_up_on_hands_its_envelopes_back_at_once() {
+    let t = TestHub::new("");
+    let hub = t.start().await;
+    let engine = &hub.hub.engine;
+    let anpr: EntityId = ANPR.parse().unwrap();
+    let client = t.client(ANPR);
+    let long = Duration::from_secs(600);
+    // Given up on before the writer answered, and after (the answer waiting unread): either
+    // way the next lease has the envelope, not a lease running out in ten minutes.
+    for given_up_after in [Duration::ZERO, Duration::from_millis(300)] {
+        let (env, _) = t.accepted(&hub, TURIN, ANPR).await;
+        {
+            let lease = engine.lease(anpr.clone(), 10, long);
+            tokio::pin!(lease);
+            assert!(futures_util::poll!(&mut lease).is_pending());
+            tokio::time::sleep(given_up_after).await;
+        }
+        let again = client.inbox(&hub, "?wait=5s&lease=600s").await;
+        assert_eq!(again.len(), 1, "after {given_up_after:?}: {again:?}");
+        assert_eq!(again[0]["envelope_id"], env.header.id.to_string());
+        let lease = again[0]["lease"].as_str().unwrap();
+        assert_eq!(client.ack(&hub, lease).await.status, 204);
+    }
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_metrics_and_openapi() {
     let t = TestHub::new("");
     let hub = t.start().await;

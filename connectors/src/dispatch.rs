@@ -55,6 +55,8 @@ pub const PROCESSED_TREE: &str = "snodo.processed";
 pub const OUTBOX_TREE: &str = "snodo.outbox";
 /// The longest pause of the pull loop after batches that could not be processed.
 const MAX_FAILURE_PAUSE: Duration = Duration::from_secs(30);
+/// How long past its wait a stopping pull loop waits for its last lease's answer.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a handler did not process an envelope.
 #[derive(Debug, thiserror::Error)]
@@ -565,9 +567,26 @@ impl Dispatcher {
                 }
             }
             let asked = tokio::time::Instant::now();
+            let lease = self
+                .client
+                .lease_waiting(config.batch, config.lease, config.idle);
+            tokio::pin!(lease);
             let batch = tokio::select! {
-                r = self.client.lease_waiting(config.batch, config.lease, config.idle) => r,
-                () = crate::shutdown::stopped(shutdown.clone()) => break,
+                r = &mut lease => r,
+                () = crate::shutdown::stopped(shutdown.clone()) => {
+                    // Dropped, the request could lose an answer on its way and hold its
+                    // envelopes until their lease ran out: it ends (within `idle` from a hub
+                    // that answers), and what it brings goes back unprocessed.
+                    let grace = config.idle + STOP_GRACE;
+                    if let Ok(Ok(deliveries)) = tokio::time::timeout(grace, lease).await {
+                        for d in deliveries {
+                            if let Err(e) = self.client.nack(&d.lease).await {
+                                tracing::warn!(envelope_id = %d.inbound.id(), error = %e, "Not returned; its lease will lapse.");
+                            }
+                        }
+                    }
+                    break;
+                }
             };
             let deliveries = match batch {
                 Ok(d) => d,

@@ -687,8 +687,12 @@ impl World {
     /// Stops every dispatcher and task and waits for them.
     pub async fn stop(self) {
         let _ = self.stop.send(true);
-        for (_, mut l) in self.loops.into_inner() {
+        let mut loops = self.loops.into_inner();
+        // All at once: each ends its long poll first.
+        for l in loops.values() {
             let _ = l.stop.send(true);
+        }
+        for l in loops.values_mut() {
             if let Some(t) = l.task.take() {
                 let _ = t.await;
             }
