@@ -3,7 +3,8 @@
 //! flushed here, in groups (one flush and one checkpoint signature for all the requests that
 //! arrived together). Nothing is answered before the flush that makes it durable.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +37,10 @@ const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The most keys of one time index a sweep handles.
 const SWEEP_BATCH: usize = 4096;
+/// An envelope with at least this many recipients has its record kept parsed...
+const WIDE_RECIPIENTS: usize = 16;
+/// ... among this many such records, the latest.
+const WIDE_KEPT: usize = 64;
 
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +302,7 @@ impl EnvelopeRecord {
 pub type RawEnvelope = (EnvelopeRecord, Option<Vec<u8>>);
 
 /// An envelope taken from a queue: lease token, record, exact bytes, attempts so far.
-type Taken = (String, EnvelopeRecord, Vec<u8>, u32);
+type Taken = (String, Arc<EnvelopeRecord>, Vec<u8>, u32);
 
 /// A lease as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -483,6 +488,7 @@ impl Engine {
             inboxes: inboxes.clone(),
             swept: [i64::MIN; 3],
             heads: HashMap::new(),
+            wide: RefCell::default(),
             store: store.clone(),
             hub,
             notices,
@@ -1051,6 +1057,10 @@ struct Writer {
     /// until the store compacts them). Known once the inbox was taken from; lowered by any
     /// envelope put back below it.
     heads: HashMap<Vec<u8>, u64>,
+    /// Records of envelopes with many recipients (events fanned out to every subscriber)
+    /// read lately: parsed once, not once per recipient's take and settle. Emptied when a
+    /// group fails (its sequence numbers are given again).
+    wide: RefCell<BTreeMap<u64, Arc<EnvelopeRecord>>>,
 }
 
 impl Writer {
@@ -1210,6 +1220,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
                 self.state = before;
+                self.wide.get_mut().clear();
                 self.fail(replies, &e);
             }
         }
@@ -1487,12 +1498,26 @@ impl Writer {
         Ok(out)
     }
 
-    fn record(&self, g: &Group<'_>, seq: u64) -> Result<EnvelopeRecord, EngineError> {
+    /// The record of envelope `seq` (records are never rewritten: one with many recipients
+    /// is kept parsed for the next of them).
+    fn record(&self, g: &Group<'_>, seq: u64) -> Result<Arc<EnvelopeRecord>, EngineError> {
+        if let Some(rec) = self.wide.borrow().get(&seq) {
+            return Ok(rec.clone());
+        }
         let rkey = keys::envelope(seq);
         let rec = g
             .get(&rkey)?
             .ok_or_else(|| StoreError::corrupt(&rkey, "envelope record missing"))?;
-        Ok(serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?)
+        let rec: Arc<EnvelopeRecord> =
+            Arc::new(serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?);
+        if rec.recipients.len() >= WIDE_RECIPIENTS {
+            let mut wide = self.wide.borrow_mut();
+            wide.insert(seq, rec.clone());
+            while wide.len() > WIDE_KEPT {
+                wide.pop_first();
+            }
+        }
+        Ok(rec)
     }
 
     fn lease(
@@ -1539,7 +1564,7 @@ impl Writer {
                 accepted_ms: snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
                     .map(unix_ms)
                     .unwrap_or_default(),
-                service: rec.service,
+                service: rec.service.clone(),
                 envelope: raw,
                 attempts,
             })
@@ -1697,7 +1722,7 @@ impl Writer {
         g: &mut Group<'_>,
         holder: &EntityId,
         token: &str,
-    ) -> Result<(Lease, EnvelopeRecord, u32), EngineError> {
+    ) -> Result<(Lease, Arc<EnvelopeRecord>, u32), EngineError> {
         let lkey = keys::lease(token);
         let lease: Lease = match g.get(&lkey)? {
             Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&lkey, e))?,

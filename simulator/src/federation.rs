@@ -238,6 +238,17 @@ impl Federation {
         })
     }
 
+    /// The comuni that follow the mobility news: the [`MAX_NEWS_COMUNI`] most populous.
+    #[must_use]
+    pub fn news_comuni(&self) -> Vec<EntityId> {
+        self.members
+            .iter()
+            .filter(|e| e.as_str().starts_with("comune:"))
+            .take(MAX_NEWS_COMUNI)
+            .cloned()
+            .collect()
+    }
+
     /// The hub configuration of one node, as `snodo.toml` text.
     ///
     /// The per-entity request rate is lifted: a simulation measures the hub, not the policy
@@ -281,10 +292,16 @@ impl Federation {
             writeln!(c, "[[entities]]\nid = \"{e}\"")?;
         }
         c.push('\n');
-        c.push_str(&registry()?);
+        c.push_str(&registry(&self.news_comuni())?);
         Ok(c)
     }
 }
+
+/// How many comuni follow the mobility news, the most populous first: the hub fans each
+/// event out to every subscriber, and in life the larger comuni and the provinces follow the
+/// region's roads while a village of two hundred souls does not. A run of this many comuni or
+/// fewer has every comune subscribed.
+pub const MAX_NEWS_COMUNI: usize = 60;
 
 /// The most hub nodes a run can have (each has a certificate in the PKI).
 pub const MAX_NODES: usize = 8;
@@ -304,12 +321,12 @@ fn toml_path(p: &Path) -> String {
 }
 
 /// The registry of every service: the connectors' registries merged by service (an action
-/// declared twice keeps its first declaration, which must agree), the subscriptions of all,
-/// and the bench's action.
+/// declared twice keeps its first declaration, which must agree), the subscriptions of all
+/// (with `news_comuni` for the comuni of the mobility news), and the bench's action.
 ///
 /// # Errors
 /// When a registry does not parse or two declarations of one action disagree.
-pub fn registry() -> anyhow::Result<String> {
+pub fn registry(news_comuni: &[EntityId]) -> anyhow::Result<String> {
     let mut services: BTreeMap<String, toml::Table> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut subscriptions: Vec<toml::Value> = Vec::new();
@@ -370,7 +387,8 @@ pub fn registry() -> anyhow::Result<String> {
                     }
                 }
                 ("subscriptions", toml::Value::Array(list)) => {
-                    for s in list {
+                    for mut s in list {
+                        news_subscribers(&mut s, news_comuni);
                         if !subscriptions.contains(&s) {
                             subscriptions.push(s);
                         }
@@ -397,13 +415,31 @@ pub fn registry() -> anyhow::Result<String> {
     Ok(toml::to_string(&doc)?)
 }
 
+/// In a subscription of the mobility news, `comune:*` becomes the comuni of `news_comuni`.
+fn news_subscribers(subscription: &mut toml::Value, news_comuni: &[EntityId]) {
+    let news =
+        subscription.get("service").and_then(toml::Value::as_str) == Some("mobilita.viabilita");
+    let Some(toml::Value::Array(subscribers)) = subscription.get_mut("subscribers") else {
+        return;
+    };
+    if news && subscribers.iter().any(|v| v.as_str() == Some("comune:*")) {
+        subscribers.retain(|v| v.as_str() != Some("comune:*"));
+        subscribers.extend(
+            news_comuni
+                .iter()
+                .map(|e| toml::Value::String(e.to_string())),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn the_registry_merges_every_service_once_and_the_hub_accepts_it() {
-        let text = registry().unwrap();
+        let news: Vec<EntityId> = vec!["comune:001272".parse().unwrap()];
+        let text = registry(&news).unwrap();
         let doc: toml::Table = text.parse().unwrap();
         let names: Vec<&str> = doc["services"]
             .as_array()

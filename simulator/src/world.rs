@@ -49,7 +49,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::comuni::{Comune, PROVINCES};
-use crate::federation::{ANPR, Federation, MOTOR_REGISTRY, PAYMENTS, PORTAL};
+use crate::federation::{ANPR, Federation, MAX_NEWS_COMUNI, MOTOR_REGISTRY, PAYMENTS, PORTAL};
 use crate::population::{Citizen, HOUSE_NUMBERS, STREETS};
 
 /// The most comuni that are creditors at the payment provider: a NAV's segregation code has
@@ -82,8 +82,9 @@ pub struct Municipio {
     pub edilizia: Arc<Sportello>,
     /// The traffic office, publishing its mobility news.
     pub viabilita: Arc<UfficioViabilita>,
-    /// Its board of the others' mobility news.
-    pub bacheca: Arc<Abbonato>,
+    /// Its board of the others' mobility news, if it follows them (the most populous do:
+    /// [`MAX_NEWS_COMUNI`]).
+    pub bacheca: Option<Arc<Abbonato>>,
     /// Whether it is a creditor at the payment provider.
     pub creditore: bool,
 }
@@ -602,13 +603,18 @@ impl World {
             let viabilita = Arc::new(
                 UfficioViabilita::open(c.clone(), ns.clone(), shared.clone()).map_err(err)?,
             );
-            let bacheca = Abbonato::open(&ns).map_err(err)?;
             let mut builder = anagrafe.install(Dispatcher::builder());
             builder = tributi.install(builder);
             builder = polizia.install(builder);
             builder = ztl.install(builder);
             builder = edilizia.install(builder);
-            builder = bacheca.install(builder);
+            let bacheca = if i < MAX_NEWS_COMUNI {
+                let b = Abbonato::open(&ns).map_err(err)?;
+                builder = b.install(builder);
+                Some(b)
+            } else {
+                None
+            };
             run(&id, builder, c, ns)?;
             comuni.insert(
                 info.istat.clone(),

@@ -43,17 +43,8 @@ pub async fn submit(
     let config = hub.config();
     let entity = caller.entity()?.to_string();
     hub.rate(&entity)?;
-    let wait = match q.wait.as_deref() {
-        None => None,
-        Some(w) => Some(humantime::parse_duration(w).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-parameter",
-                format!("wait={w:?} is not a duration like 5s: {e}"),
-            )
-        })?),
-    }
-    .map(|w| w.min(config.limits.max_wait));
+    let wait =
+        ApiError::duration("wait", q.wait.as_deref())?.map(|w| w.min(config.limits.max_wait));
     let limit = config.limits.max_envelope_bytes;
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,

@@ -94,6 +94,27 @@ impl ApiError {
     pub fn not_found(what: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", what)
     }
+
+    /// Query parameter `name` read as a duration (`30s`, `500ms`, `2m`), if given.
+    ///
+    /// # Errors
+    /// 400 `bad-parameter` naming the parameter and its value.
+    pub fn duration(
+        name: &str,
+        value: Option<&str>,
+    ) -> Result<Option<std::time::Duration>, ApiError> {
+        value
+            .map(|v| {
+                humantime::parse_duration(v).map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad-parameter",
+                        format!("{name}={v:?} is not a duration like 30s: {e}"),
+                    )
+                })
+            })
+            .transpose()
+    }
 }
 
 impl IntoResponse for ApiError {

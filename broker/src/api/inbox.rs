@@ -56,28 +56,12 @@ pub async fn lease(
         .limit
         .unwrap_or(10)
         .clamp(1, limits.inbox_max_batch as usize);
-    let lease_for = match q.lease.as_deref() {
-        None => limits.lease_default,
-        Some(l) => humantime::parse_duration(l).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-parameter",
-                format!("lease={l:?} is not a duration like 30s: {e}"),
-            )
-        })?,
-    }
-    .clamp(std::time::Duration::from_secs(1), limits.lease_max);
-    let wait = match q.wait.as_deref() {
-        None => Duration::ZERO,
-        Some(w) => humantime::parse_duration(w).map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-parameter",
-                format!("wait={w:?} is not a duration like 20s: {e}"),
-            )
-        })?,
-    }
-    .min(limits.max_wait);
+    let lease_for = ApiError::duration("lease", q.lease.as_deref())?
+        .unwrap_or(limits.lease_default)
+        .clamp(std::time::Duration::from_secs(1), limits.lease_max);
+    let wait = ApiError::duration("wait", q.wait.as_deref())?
+        .unwrap_or(Duration::ZERO)
+        .min(limits.max_wait);
     let until = Instant::now() + wait;
     let envelopes = loop {
         // Listening before looking: an arrival between the look and the wait still wakes.

@@ -174,14 +174,16 @@ fn shown(board: &Abbonato) -> Result<BTreeSet<(String, String, u32)>, String> {
         .collect())
 }
 
-/// Checks that every subscriber's board (the portal's, each comune's, each province's)
+/// Checks that every subscriber's board (the portal's, each following comune's, each province's)
 /// equals the publishers' current events, a subscriber's own aside, waiting for the hub's
 /// fan-out to arrive.
 pub async fn consistent(ctx: &Shared) {
     let w = &ctx.world;
     let mut boards: Vec<(String, &Abbonato)> = vec![(PORTAL.to_owned(), w.bacheca.as_ref())];
     for m in w.comuni.values() {
-        boards.push((m.entity.to_string(), m.bacheca.as_ref()));
+        if let Some(b) = &m.bacheca {
+            boards.push((m.entity.to_string(), b.as_ref()));
+        }
     }
     for p in w.province.values() {
         boards.push((p.entity.to_string(), p.bacheca.as_ref()));
