@@ -1,7 +1,7 @@
 //! Short simulations of the Piedmont federation through the library, each asserting every
 //! invariant: the embedded hub with partners failing and a rogue member, a spawned hub
 //! killed and restarted, two hub nodes over a RabbitMQ of the run's own that is restarted,
-//! and pure load in both encodings.
+//! the whole region (all 1,181 comuni), and pure load in both encodings.
 
 use std::path::Path;
 use std::time::Duration;
@@ -127,6 +127,25 @@ async fn two_nodes_over_rabbitmq_restarted_mid_run() {
         s.details["chaos_amqp_restart"].as_u64().unwrap() >= 1,
         "{:?}",
         s.details
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_whole_region_every_comune_and_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common(dir.path(), Placement::Embedded, None, 1);
+    c.comuni = None;
+    let mut a = args(c, Vec::new(), 14);
+    a.rate = 6.0;
+    a.inhabitants_per_citizen = 5_000;
+    let s = run::run(&a).await.unwrap();
+    assert_whole(&s);
+    assert_eq!(s.details["comuni"], 1181);
+    // Every comune's registry was loaded into ANPR, one conversation each.
+    assert!(
+        s.services["anagrafe.variazioni"].conversations_finished >= 1181,
+        "{:?}",
+        s.services.keys()
     );
 }
 
