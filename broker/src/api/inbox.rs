@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use snodo_envelopes::EntityId;
 
 use super::Caller;
 use super::error::ApiError;
@@ -70,7 +71,7 @@ pub async fn lease(
         tokio::pin!(arrived);
         arrived.as_mut().enable();
         let envelopes = match &hub.transport {
-            Some(t) => crate::amqp::lease(&hub, t, &entity, limit, lease_for).await?,
+            Some(t) => amqp_lease(&hub, t, &entity, limit, lease_for).await?,
             None => hub.engine.lease(entity.clone(), limit, lease_for).await?,
         };
         let now = Instant::now();
@@ -88,6 +89,29 @@ pub async fn lease(
     };
     hub.metrics.leased(envelopes.len());
     Ok(Json(Inbox { envelopes }))
+}
+
+/// Leases from RabbitMQ in a task of its own, which the request going away does not cut
+/// short (RabbitMQ's deliveries would stay unacknowledged on the channel): what it leased for
+/// a request that is gone goes back to the queue at once.
+async fn amqp_lease(
+    hub: &Arc<Hub>,
+    amqp: &Arc<crate::amqp::Amqp>,
+    entity: &EntityId,
+    limit: usize,
+    lease_for: Duration,
+) -> Result<Vec<Leased>, ApiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (hub, amqp, entity) = (hub.clone(), amqp.clone(), entity.clone());
+    tokio::spawn(async move {
+        let r = crate::amqp::lease(&hub, &amqp, &entity, limit, lease_for).await;
+        if let Err(Ok(leased)) = tx.send(r) {
+            for l in leased {
+                let _ = crate::amqp::settle(&hub, &amqp, &entity, &l.lease, false).await;
+            }
+        }
+    });
+    rx.await.map_err(|e| ApiError::internal(&e))?
 }
 
 /// How often a long poll looks at a RabbitMQ queue again.

@@ -22,7 +22,7 @@
 //!   signature transform as before.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_uint, c_void};
+use std::ffi::{c_int, c_uint, c_void};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -31,6 +31,22 @@ use libxml::readonly::RoNode;
 use libxml::tree::Document;
 use xmlsec::XmlSecSignatureContext;
 use xmlsec::bindings as ffi;
+
+unsafe extern "C" {
+    /// libxmlsec1's switch of its default error callback's output (`xmlsec/errors.h`), which
+    /// the `xmlsec` crate's bindings leave out.
+    fn xmlSecErrorsDefaultCallbackEnableOutput(enabled: c_int);
+}
+
+/// Stops libxmlsec1 printing its errors on standard error, once per process (libxmlsec1 is
+/// initialized by then: a context exists). A signature that does not verify is a refusal
+/// reported to its sender with its reason, not a line on the hub's console for every tampered
+/// envelope a partner sends.
+fn quiet() {
+    static QUIET: std::sync::Once = std::sync::Once::new();
+    // SAFETY: sets one flag of libxmlsec1's, read by its default error callback.
+    QUIET.call_once(|| unsafe { xmlSecErrorsDefaultCallbackEnableOutput(0) });
+}
 
 /// The elements of a `ds:Signature` that validation reads, in libxml2's tree of the document.
 #[derive(Clone, Copy, Debug)]
@@ -60,6 +76,7 @@ pub(super) fn verify(
     doc: &mut Document,
     nodes: &SignatureNodes,
 ) -> Result<bool, &'static str> {
+    quiet();
     let node = |n: RoNode| n.node_ptr().cast::<ffi::xmlNode>();
     let doc_ptr = doc.doc_ptr().cast::<ffi::xmlDoc>();
     // SAFETY: `ctx` wraps a live `xmlSecDSigCtx` that this function alone uses while it runs; the
