@@ -27,7 +27,7 @@ use crate::rabbit::PrivateRabbit;
 use crate::scenario::{
     Context, Log, contravvenzioni, edilizia, residenza, tributi, viabilita, ztl,
 };
-use crate::summary::{Progress, Summary};
+use crate::summary::{ENVELOPES_BY_SERVICE, Progress, Summary};
 use crate::world::World;
 
 /// `snodo-sim run` options.
@@ -405,7 +405,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
     s.details.insert("seed".into(), json!(seed));
     s.details.insert("nodes".into(), json!(nodes.len()));
     s.details
-        .insert("envelopes_by_service".into(), json!(deliveries.by_service));
+        .insert(ENVELOPES_BY_SERVICE.into(), json!(deliveries.by_service));
     s.details.insert("comuni".into(), json!(fed.comuni.len()));
     s.details
         .insert("citizens".into(), json!(ctx.citizens.len()));

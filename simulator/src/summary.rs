@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+/// The detail of a run holding its envelopes by hub service, printed as a table of its own.
+pub const ENVELOPES_BY_SERVICE: &str = "envelopes_by_service";
+
 /// One service's figures.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ServiceFigures {
@@ -139,6 +142,19 @@ impl Summary {
                 f.conversations_started, f.conversations_finished, f.p50_ms, f.p95_ms, f.p99_ms
             );
         }
+        // A run's envelopes, by the hub's service they were sent for (a conversation of one
+        // service may send envelopes of another: a building permit's fees are a payment).
+        let by_service = self
+            .details
+            .get(ENVELOPES_BY_SERVICE)
+            .and_then(serde_json::Value::as_object);
+        if let Some(by_service) = by_service {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "{:<28} {:>10}", "hub service", "envelopes");
+            for (name, n) in by_service {
+                let _ = writeln!(s, "{name:<28} {:>10}", n);
+            }
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
@@ -161,7 +177,9 @@ impl Summary {
             self.envelopes_per_sec, self.p50_ms, self.p95_ms, self.p99_ms
         );
         for (k, v) in &self.details {
-            let _ = writeln!(s, "{k}: {v}");
+            if k != ENVELOPES_BY_SERVICE {
+                let _ = writeln!(s, "{k}: {v}");
+            }
         }
         let _ = writeln!(
             s,
@@ -180,5 +198,36 @@ impl Summary {
             }
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_table_lists_conversations_and_envelopes_by_service() {
+        let mut s = Summary {
+            mode: "run".into(),
+            ..Summary::default()
+        };
+        s.services.insert(
+            "edilizia.permessi".into(),
+            ServiceFigures {
+                conversations_started: 3,
+                conversations_finished: 3,
+                ..ServiceFigures::default()
+            },
+        );
+        s.details.insert(
+            ENVELOPES_BY_SERVICE.into(),
+            serde_json::json!({"edilizia.permessi": 27, "pagamenti": 9}),
+        );
+        let t = s.table();
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert!(rows.contains(&vec!["edilizia.permessi", "27"]), "{t}");
+        assert!(rows.contains(&vec!["pagamenti", "9"]), "{t}");
+        assert!(!t.contains(ENVELOPES_BY_SERVICE), "{t}");
+        assert!(t.contains("invariants: all hold"), "{t}");
     }
 }
