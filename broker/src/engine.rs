@@ -540,7 +540,13 @@ impl Engine {
     ) -> Result<(Accepted, Option<Outbound>), EngineError> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Accept(submission, reply))?;
-        rx.await.map_err(|_| EngineError::Stopped)?
+        match rx.await.map_err(|_| EngineError::Stopped)?? {
+            Admitted::New(entry, checkpoint, outbound) => Ok((
+                Accepted::New(receipt(self.store.as_ref(), &entry, &checkpoint)?),
+                outbound,
+            )),
+            Admitted::Duplicate(r, outbound) => Ok((Accepted::Duplicate(*r), outbound)),
+        }
     }
 
     /// Makes `recording` durable: journal entries, notices, delivered markers, confirmed
@@ -993,10 +999,20 @@ impl Drop for Claim {
     }
 }
 
-/// A reply to send once the group is durable.
-/// How the engine answers an acceptance.
-type AcceptReply = oneshot::Sender<Result<(Accepted, Option<Outbound>), EngineError>>;
+/// How the engine answers an acceptance, once its group is durable.
+type AcceptReply = oneshot::Sender<Result<Admitted, EngineError>>;
 
+/// An acceptance made durable. A new envelope's receipt (its inclusion proof read from the
+/// store) is made by the requester's task, not by the engine thread, the hub's one serial
+/// stage.
+enum Admitted {
+    /// Accepted now, as `entry` under `checkpoint`.
+    New(Box<Entry>, Arc<SignedCheckpoint>, Option<Outbound>),
+    /// Accepted before: the original receipt.
+    Duplicate(Box<Receipt>, Option<Outbound>),
+}
+
+/// A reply to send once the group is durable.
 enum Reply {
     Accepted(AcceptReply, Result<AcceptOutcome, EngineError>),
     /// What was leased, and to whom.
@@ -1214,7 +1230,7 @@ impl Writer {
                         *h = (*h).min(*seq);
                     }
                 }
-                self.answer(replies, checkpoint.as_ref());
+                self.answer(replies, checkpoint.map(Arc::new).as_ref());
                 self.inboxes.wake(arrivals.keys());
             }
             Err(e) => {
@@ -1936,20 +1952,23 @@ impl Writer {
         Ok(checkpoint)
     }
 
-    fn answer(&mut self, replies: Vec<Reply>, checkpoint: Option<&SignedCheckpoint>) {
+    fn answer(&mut self, replies: Vec<Reply>, checkpoint: Option<&Arc<SignedCheckpoint>>) {
         let mut requeue = Vec::new();
         for reply in replies {
             match reply {
                 Reply::Accepted(tx, Ok(AcceptOutcome::New { entry, outbound })) => {
-                    let receipt = checkpoint
+                    let admitted = checkpoint
                         .ok_or_else(|| EngineError::Journal("no checkpoint was signed".into()))
-                        .and_then(|cp| self.receipt(&entry, cp));
-                    let _ = tx.send(receipt.map(|r| (Accepted::New(r), outbound.map(|o| *o))));
+                        .map(|cp| Admitted::New(entry, cp.clone(), outbound.map(|o| *o)));
+                    let _ = tx.send(admitted);
                 }
                 Reply::Accepted(tx, Ok(AcceptOutcome::Duplicate(seq))) => {
-                    let r = self
-                        .original_receipt(seq)
-                        .and_then(|r| Ok((Accepted::Duplicate(r), self.pending_outbound(seq)?)));
+                    let r = self.original_receipt(seq).and_then(|r| {
+                        Ok(Admitted::Duplicate(
+                            Box::new(r),
+                            self.pending_outbound(seq)?,
+                        ))
+                    });
                     let _ = tx.send(r);
                 }
                 Reply::Recorded(tx) => {
@@ -2052,25 +2071,6 @@ impl Writer {
     }
 
     /// The receipt of a newly accepted envelope: its entry, included under `checkpoint`.
-    fn receipt(
-        &self,
-        entry: &Entry,
-        checkpoint: &SignedCheckpoint,
-    ) -> Result<Receipt, EngineError> {
-        let store = self.store.as_ref();
-        let node = |l: u32, i: u64| {
-            store
-                .get(&keys::node(l, i))
-                .ok()
-                .flatten()
-                .and_then(|v| v.try_into().ok())
-        };
-        let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
-            .map_err(|e| EngineError::Journal(e.to_string()))?;
-        Receipt::new(entry, proof, checkpoint.clone())
-            .map_err(|e| EngineError::Journal(e.to_string()))
-    }
-
     /// The receipt first returned for envelope `seq`, rebuilt: its `accepted` entry under the
     /// first checkpoint that covers it (signed in the same group commit), with the same proof.
     fn original_receipt(&self, seq: u64) -> Result<Receipt, EngineError> {
@@ -2091,7 +2091,7 @@ impl Writer {
             .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
         let cp: SignedCheckpoint =
             serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
-        self.receipt(&entry, &cp)
+        receipt(store, &entry, &cp)
     }
 
     fn fail(&self, replies: Vec<Reply>, e: &EngineError) {
@@ -2164,6 +2164,25 @@ fn record_entry(
         detail: None,
         actor: actor.map(str::to_owned),
     }
+}
+
+/// The receipt of `entry` under `checkpoint`: its inclusion proof from the Merkle nodes in
+/// `store` (nodes of complete subtrees are never rewritten, so any thread may read them).
+fn receipt(
+    store: &dyn Store,
+    entry: &Entry,
+    checkpoint: &SignedCheckpoint,
+) -> Result<Receipt, EngineError> {
+    let node = |l: u32, i: u64| {
+        store
+            .get(&keys::node(l, i))
+            .ok()
+            .flatten()
+            .and_then(|v| v.try_into().ok())
+    };
+    let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
+        .map_err(|e| EngineError::Journal(e.to_string()))?;
+    Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
 }
 
 fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
