@@ -83,7 +83,7 @@ pub fn spec() -> Value {
                     "parameters": [
                         { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "default": 10 } },
                         { "name": "lease", "in": "query", "description": "Lease duration, e.g. 30s.", "schema": { "type": "string" } },
-                        { "name": "wait", "in": "query", "description": "When the inbox is empty, wait up to this long (e.g. 20s, capped by limits.max_wait) for envelopes to arrive before answering with none.", "schema": { "type": "string" } }
+                        { "name": "wait", "in": "query", "description": "When the inbox is empty, wait up to this long (e.g. 20s, capped by limits.max_wait) for envelopes to arrive before answering with none. A request its client gives up on leases nothing: what it took goes back to the inbox at once.", "schema": { "type": "string" } }
                     ],
                     "responses": {
                         "200": { "description": "The envelopes, each with its lease.", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Inbox" } } } },
