@@ -111,6 +111,10 @@ struct Args {
     /// store; the run's queues are deleted at the end.
     #[arg(long)]
     amqp: Option<String>,
+    /// Envelopes per request: 1 posts each to `/v1/envelopes`; more posts them together to
+    /// `/v1/envelopes/batch` (latency is then the batch's, counted for each envelope).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
 }
 
 /// The status of a plain-HTTP GET on 127.0.0.1:`port`, or `None` when nothing answers.
@@ -474,7 +478,12 @@ async fn main() -> anyhow::Result<()> {
         clients.push((sender, b.build()?));
     }
     let base = format!("https://127.0.0.1:{port}");
-    let url = format!("{base}/v1/envelopes");
+    let url = if args.batch > 1 {
+        format!("{base}/v1/envelopes/batch")
+    } else {
+        format!("{base}/v1/envelopes")
+    };
+    let per_request = args.batch.max(1);
     let media_type = args.format.media_type();
 
     // Workers: open their connection (a health request), wait for everyone, then submit.
@@ -493,42 +502,87 @@ async fn main() -> anyhow::Result<()> {
                 *r.errors.entry(format!("connect: {e}")).or_default() += 1;
             }
             gate.wait().await;
-            while let Some(body) = source.next().await {
-                let sent = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", media_type)
-                    .body(body)
-                    .send()
-                    .await;
-                match resp {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        *r.versions
-                            .entry(format!("{:?}", resp.version()))
-                            .or_default() += 1;
-                        match resp.bytes().await {
-                            Ok(_) if status == 202 => {
-                                let us = sent.elapsed().as_micros();
-                                r.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                                accepted.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(b) => {
-                                *r.errors.entry(error_key(status, &b)).or_default() += 1;
-                                failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                *r.errors
-                                    .entry(format!("reading the answer: {e}"))
-                                    .or_default() += 1;
-                                failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+            loop {
+                let mut bodies = Vec::with_capacity(per_request);
+                while bodies.len() < per_request {
+                    match source.next().await {
+                        Some(b) => bodies.push(b),
+                        None => break,
                     }
+                }
+                let n = bodies.len();
+                if n == 0 {
+                    break;
+                }
+                let sent = Instant::now();
+                let request = if per_request == 1 {
+                    client
+                        .post(&url)
+                        .header("content-type", media_type)
+                        .body(bodies.swap_remove(0))
+                } else {
+                    let items: Vec<serde_json::Value> = bodies
+                        .iter()
+                        .map(|b| {
+                            serde_json::json!({"media_type": media_type,
+                                               "envelope": String::from_utf8_lossy(b)})
+                        })
+                        .collect();
+                    client
+                        .post(&url)
+                        .json(&serde_json::json!({ "envelopes": items }))
+                };
+                let resp = match request.send().await {
+                    Ok(resp) => resp,
                     Err(e) => {
-                        *r.errors.entry(format!("request: {e}")).or_default() += 1;
+                        *r.errors.entry(format!("request: {e}")).or_default() += n;
+                        failed.fetch_add(n, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let status = resp.status().as_u16();
+                *r.versions
+                    .entry(format!("{:?}", resp.version()))
+                    .or_default() += 1;
+                let body = match resp.bytes().await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        *r.errors
+                            .entry(format!("reading the answer: {e}"))
+                            .or_default() += n;
+                        failed.fetch_add(n, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+                let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                // One status per envelope: the response's, or each result of a batch.
+                let statuses: Vec<(u16, String)> = if per_request > 1 && status == 200 {
+                    serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["results"].as_array().cloned())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|x| {
+                            let s = x["status"].as_u64().unwrap_or(0);
+                            let code = x["problem"]["code"].as_str().unwrap_or_default();
+                            (u16::try_from(s).unwrap_or(0), format!("{s} {code}"))
+                        })
+                        .collect()
+                } else {
+                    vec![(status, error_key(status, &body)); n]
+                };
+                for (s, key) in &statuses {
+                    if *s == 202 {
+                        r.latencies_us.push(us);
+                        accepted.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        *r.errors.entry(key.clone()).or_default() += 1;
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
+                }
+                if statuses.len() < n {
+                    *r.errors.entry("results missing".into()).or_default() += n - statuses.len();
+                    failed.fetch_add(n - statuses.len(), Ordering::Relaxed);
                 }
             }
             r
@@ -751,6 +805,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let summary = json!({
             "clients": args.clients,
+            "batch": per_request,
             "connections": connections,
             "envelopes": args.envelopes,
             "format": format!("{:?}", args.format),

@@ -512,6 +512,97 @@ async fn an_unacknowledged_lease_returns_the_envelope_and_nack_returns_it_at_onc
     hub.shutdown().await.unwrap();
 }
 
+both_transports!(a_batch_takes_each_envelope_through_the_pipeline_on_its_own);
+async fn a_batch_takes_each_envelope_through_the_pipeline_on_its_own(transport: Transport) {
+    let t = TestHub::on(transport);
+    let hub = t.start().await;
+    let turin = t.client(TURIN);
+    let item = |signed: &[u8], format: Format| {
+        json!({"media_type": format.media_type(),
+               "envelope": String::from_utf8(signed.to_vec()).unwrap()})
+    };
+    let cf = json!({"cf": "RSSMRA80A01L219X"});
+    let envelope = |format| {
+        t.envelope(
+            TURIN,
+            ANPR,
+            "residenza.cambio",
+            "richiesta",
+            cf.clone(),
+            format,
+        )
+    };
+    let (xml, xml_signed) = envelope(Format::Xml);
+    let (json_env, json_signed) = envelope(Format::Json);
+    // Changed after signing: refused alone, the others accepted.
+    let (_, signed) = envelope(Format::Xml);
+    let tampered = String::from_utf8(signed)
+        .unwrap()
+        .replace("RSSMRA80A01L219X", "RSSMRA80A01L219Y");
+    let a = turin
+        .post_json(
+            &hub,
+            "/v1/envelopes/batch",
+            json!({"envelopes": [item(&xml_signed, Format::Xml), item(&json_signed, Format::Json),
+                                 item(tampered.as_bytes(), Format::Xml)]}),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    let results = a.json()["results"].as_array().unwrap().clone();
+    assert_eq!(results.len(), 3);
+    for (r, (env, signed)) in results
+        .iter()
+        .zip([(&xml, &xml_signed), (&json_env, &json_signed)])
+    {
+        assert_eq!(r["status"], 202, "{r}");
+        assert_eq!(r["receipt"]["envelope_id"], env.header.id.to_string());
+        assert_eq!(
+            r["receipt"]["digest"],
+            hex::encode(openssl::sha::sha256(signed))
+        );
+    }
+    assert_eq!(results[2]["status"], 400, "{}", results[2]);
+    assert_eq!(results[2]["problem"]["code"], "signature-invalid");
+    assert!(results[2].get("receipt").is_none());
+    // Sent again, alone or in a batch: the original receipt, nothing delivered twice.
+    let again = turin
+        .post_json(
+            &hub,
+            "/v1/envelopes/batch",
+            json!({"envelopes": [item(&json_signed, Format::Json)]}),
+        )
+        .await;
+    let again = again.json()["results"][0].clone();
+    assert_eq!(again["status"], 200, "{again}");
+    assert_eq!(again["receipt"]["index"], results[1]["receipt"]["index"]);
+    let inbox = t.client(ANPR).inbox(&hub, "?limit=10&wait=2s").await;
+    let mut ids: Vec<&str> = inbox
+        .iter()
+        .map(|e| e["envelope_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![xml.header.id.to_string(), json_env.header.id.to_string()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    // A batch refused as a whole names why.
+    let r = turin
+        .post_json(&hub, "/v1/envelopes/batch", json!({"envelopes": []}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "batch-malformed".into()));
+    let r = turin
+        .post_json(&hub, "/v1/envelopes/batch", json!({"envelope": "x"}))
+        .await;
+    assert_eq!((r.status, r.code()), (400, "batch-malformed".into()));
+    assert!(r.json()["detail"].as_str().unwrap().contains("envelope"));
+    let many: Vec<_> = (0..101).map(|_| item(&json_signed, Format::Json)).collect();
+    let r = turin
+        .post_json(&hub, "/v1/envelopes/batch", json!({"envelopes": many}))
+        .await;
+    assert_eq!((r.status, r.code()), (413, "batch-too-large".into()));
+    assert!(r.json()["detail"].as_str().unwrap().contains("101"));
+    hub.shutdown().await.unwrap();
+}
+
 both_transports!(a_long_poll_answers_with_what_arrives_while_it_waits);
 async fn a_long_poll_answers_with_what_arrives_while_it_waits(transport: Transport) {
     let t = TestHub::on(transport);

@@ -117,18 +117,28 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let body = serde_json::to_vec(&Problem {
+impl ApiError {
+    fn as_problem(&self) -> Problem<'_> {
+        Problem {
             kind: format!("urn:snodo:problem:{}", self.code),
-            title,
+            title: self.status.canonical_reason().unwrap_or("Error"),
             status: self.status.as_u16(),
             code: self.code,
             detail: &self.detail,
             errors: &self.errors,
-        })
-        .unwrap_or_default();
+        }
+    }
+
+    /// The RFC 9457 problem document of this refusal, as the response body would hold it.
+    #[must_use]
+    pub fn problem(&self) -> serde_json::Value {
+        serde_json::to_value(self.as_problem()).unwrap_or_default()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.as_problem()).unwrap_or_default();
         let mut resp = (self.status, body).into_response();
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -1,5 +1,6 @@
 //! The hub's HTTP API: routes, the caller's identity, and the handlers of each resource.
 
+pub mod batch;
 pub mod envelopes;
 pub mod error;
 pub mod health;
@@ -44,6 +45,7 @@ impl Caller {
 pub fn app(hub: Arc<Hub>) -> Router {
     Router::new()
         .route("/v1/envelopes", post(envelopes::submit))
+        .route("/v1/envelopes/batch", post(batch::submit))
         .route("/v1/envelopes/{id}", get(envelopes::status))
         .route("/v1/inbox", get(inbox::lease))
         .route("/v1/inbox/ack", post(inbox::ack))

@@ -65,6 +65,42 @@ pub fn spec() -> Value {
                     }
                 }
             },
+            "/v1/envelopes/batch": {
+                "post": {
+                    "operationId": "submitBatch",
+                    "summary": "Submit several signed envelopes in one request",
+                    "description": "Up to 100 envelopes, each taken through the acceptance pipeline of POST /v1/envelopes on its own and counted against the caller's request rate as if sent alone: each is accepted (202, its receipt), recognised as a duplicate (200, the original receipt) or refused (its problem), whatever happens to the others. The digest in a receipt is of the envelope string's UTF-8 bytes.",
+                    "requestBody": {
+                        "required": true,
+                        "content": { "application/json": { "schema": {
+                            "type": "object", "required": ["envelopes"], "additionalProperties": false,
+                            "properties": { "envelopes": { "type": "array", "minItems": 1, "maxItems": 100, "items": {
+                                "type": "object", "required": ["media_type", "envelope"], "additionalProperties": false,
+                                "properties": {
+                                    "media_type": { "type": "string", "enum": ["application/xml", "application/jose+json"] },
+                                    "envelope": { "type": "string", "description": "The signed envelope, exactly as it would be sent alone." }
+                                }
+                            } } }
+                        } } }
+                    },
+                    "responses": {
+                        "200": { "description": "One result per envelope, in the order sent.", "content": { "application/json": { "schema": {
+                            "type": "object", "required": ["results"],
+                            "properties": { "results": { "type": "array", "items": {
+                                "type": "object", "required": ["status"],
+                                "properties": {
+                                    "status": { "type": "integer", "description": "202 accepted, 200 a duplicate, or the refusal's status." },
+                                    "receipt": { "$ref": "#/components/schemas/Receipt" },
+                                    "problem": { "$ref": "#/components/schemas/Problem" }
+                                }
+                            } } }
+                        } } } },
+                        "400": problem("The batch is not the JSON object described, or holds no envelope (batch-malformed)."),
+                        "413": problem("More than 100 envelopes (batch-too-large), or more bytes than the hub accepts (envelope-too-large)."),
+                        "429": problem("The caller has too many bytes in flight; see Retry-After.")
+                    }
+                }
+            },
             "/v1/envelopes/{id}": {
                 "get": {
                     "operationId": "getEnvelope",

@@ -1,0 +1,166 @@
+//! `POST /v1/envelopes/batch`: several signed envelopes in one request, each through the
+//! acceptance pipeline of `POST /v1/envelopes` on its own (accepted, a duplicate, or refused
+//! with its code), answered together. One request, one TLS record stream and one handler run
+//! for up to [`MAX_BATCH`] envelopes: what a partner with many messages to send (a registry feed,
+//! a night's notices) pays per envelope is the pipeline, not the request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::Caller;
+use super::error::ApiError;
+use crate::engine::Accepted;
+use crate::hub::{Hub, Outcome};
+use crate::journal::receipt::Receipt;
+
+/// The most envelopes one batch may hold.
+pub const MAX_BATCH: usize = 100;
+
+/// Body of `POST /v1/envelopes/batch`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// The envelopes, each as its exact signed text.
+    pub envelopes: Vec<Item>,
+}
+
+/// One envelope of a batch.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Item {
+    /// `application/xml` or `application/jose+json`, as the `Content-Type` of a single
+    /// submission.
+    pub media_type: String,
+    /// The signed envelope; its UTF-8 bytes are the bytes received, digested and journaled.
+    pub envelope: String,
+}
+
+/// The answer to a batch: one result per envelope, in the order sent.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// Each envelope's outcome.
+    pub results: Vec<ItemResult>,
+}
+
+/// One envelope's outcome: the status a single submission would have had, with its receipt
+/// (202 accepted, 200 a duplicate) or its problem (any refusal).
+#[derive(Debug, Serialize)]
+pub struct ItemResult {
+    /// 202, 200, or the refusal's status.
+    pub status: u16,
+    /// The receipt, when accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<Receipt>,
+    /// The refusal, as the problem document a single submission would have had.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<serde_json::Value>,
+}
+
+/// Submits a batch of signed envelopes.
+///
+/// # Errors
+/// An [`ApiError`] when the batch itself is refused (not JSON, empty, too many envelopes, too
+/// large); refusals of single envelopes are results.
+pub async fn submit(
+    State(hub): State<Arc<Hub>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Json<Results>, ApiError> {
+    let started = Instant::now();
+    let entity = caller.entity()?.to_string();
+    let limit = hub.config().limits.max_envelope_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "envelope-too-large",
+            format!("the batch is larger than {limit} bytes"),
+        )
+    })?;
+    let batch: Batch = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "batch-malformed",
+            format!(
+                "the batch is not {{\"envelopes\": [{{\"media_type\", \"envelope\"}}, …]}}: {e}"
+            ),
+        )
+    })?;
+    if batch.envelopes.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "batch-malformed",
+            "the batch holds no envelopes",
+        ));
+    }
+    if batch.envelopes.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch-too-large",
+            format!(
+                "the batch holds {} envelopes; at most {MAX_BATCH}",
+                batch.envelopes.len()
+            ),
+        ));
+    }
+    let _in_flight = hub.limiter.bytes(&entity, bytes.len()).map_err(|s| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-bytes-in-flight",
+            format!("{entity} has too many bytes in flight"),
+        )
+        .retry_after(s)
+    })?;
+    drop(bytes);
+    // Every envelope counts against the sender's request rate, as if sent alone; all of them
+    // go through the pipeline at once, so they share group commits.
+    let outcomes = batch.envelopes.into_iter().map(|item| {
+        let (hub, caller, entity) = (&hub, &caller, &entity);
+        async move {
+            hub.rate(entity)?;
+            hub.submit(
+                &caller.0,
+                Some(&item.media_type),
+                bytes::Bytes::from(item.envelope),
+                None,
+            )
+            .await
+        }
+    });
+    let outcomes = futures_util::future::join_all(outcomes).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let results = outcomes
+        .into_iter()
+        .map(|outcome| {
+            hub.metrics.latency(seconds);
+            let accepted = match outcome {
+                // Without `wait`, never answered: accepted all the same.
+                Ok(Outcome::Accepted(a) | Outcome::Answered(a, _)) => Ok(a),
+                Err(e) => Err(e),
+            };
+            match accepted {
+                Ok(Accepted::New(r)) => ItemResult {
+                    status: StatusCode::ACCEPTED.as_u16(),
+                    receipt: Some(r),
+                    problem: None,
+                },
+                Ok(Accepted::Duplicate(r)) => ItemResult {
+                    status: StatusCode::OK.as_u16(),
+                    receipt: Some(r),
+                    problem: None,
+                },
+                Err(e) => ItemResult {
+                    status: e.status.as_u16(),
+                    receipt: None,
+                    problem: Some(e.problem()),
+                },
+            }
+        })
+        .collect();
+    Ok(Json(Results { results }))
+}
