@@ -66,6 +66,8 @@ pub async fn serve_tls(
             },
             () = &mut stop => break,
         };
+        // Answers are small and awaited: none waits for an acknowledgement of the last.
+        let _ = tcp.set_nodelay(true);
         let acceptor = TlsAcceptor::from(hub.tls_config());
         let hub = hub.clone();
         let app = app.clone();
@@ -141,12 +143,24 @@ pub async fn serve_tls(
     Ok(())
 }
 
+/// The HTTP/2 flow-control window of one request's body, bytes.
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+/// The HTTP/2 flow-control window of one connection (its requests together), bytes.
+const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+
 async fn serve_connection<IO>(io: IO, app: Router, watcher: hyper_util::server::graceful::Watcher)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(app);
-    let builder = Builder::new(TokioExecutor::new());
+    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/2's default 64 KiB windows make a client wait for a window update in the middle of
+    // any larger body (a batch of envelopes); these hold a whole batch of 100, and bound what
+    // one connection may have buffered unread.
+    builder
+        .http2()
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %e, "Connection ended with an error.");
