@@ -274,6 +274,25 @@ impl Hub {
         })
     }
 
+    /// Counts `n` bytes in flight for `entity` until the guard is dropped.
+    ///
+    /// # Errors
+    /// `too-many-bytes-in-flight` (429) with the seconds to wait.
+    pub fn bytes_in_flight(
+        &self,
+        entity: &str,
+        n: usize,
+    ) -> Result<crate::limits::BytesGuard, ApiError> {
+        self.limiter.bytes(entity, n).map_err(|s| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-bytes-in-flight",
+                format!("{entity} has too many bytes in flight"),
+            )
+            .retry_after(s)
+        })
+    }
+
     /// The acceptance pipeline for `body` submitted by `caller` as `media_type`, waiting up to
     /// `wait` for the response when the envelope is a request.
     ///

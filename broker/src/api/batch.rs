@@ -108,14 +108,7 @@ pub async fn submit(
             ),
         ));
     }
-    let _in_flight = hub.limiter.bytes(&entity, bytes.len()).map_err(|s| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-bytes-in-flight",
-            format!("{entity} has too many bytes in flight"),
-        )
-        .retry_after(s)
-    })?;
+    let _in_flight = hub.bytes_in_flight(&entity, bytes.len())?;
     drop(bytes);
     // Every envelope counts against the sender's request rate, as if sent alone; all of them
     // go through the pipeline at once, so they share group commits.

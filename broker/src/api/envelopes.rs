@@ -59,14 +59,7 @@ pub async fn submit(
             return Err(e);
         }
     };
-    let _in_flight = hub.limiter.bytes(&entity, bytes.len()).map_err(|s| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too-many-bytes-in-flight",
-            format!("{entity} has too many bytes in flight"),
-        )
-        .retry_after(s)
-    })?;
+    let _in_flight = hub.bytes_in_flight(&entity, bytes.len())?;
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
