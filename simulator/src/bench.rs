@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Sending comuni, the most populous.
     #[arg(long, default_value_t = 8)]
     pub senders: usize,
+    /// Envelopes per request: 1 posts each to `/v1/envelopes`; more posts them together to
+    /// `/v1/envelopes/batch` (each envelope's latency is then its request's).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
 }
 
 /// Runs the bench and returns its summary.
@@ -78,10 +82,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
     let sent = pool.len();
     eprintln!(
         "snodo-sim bench: {sent} {:?} envelopes ({signed_size} B signed) signed in {:.1} s; \
-         {} clients on {} hub node(s)",
+         {} clients, {} envelope(s) per request, on {} hub node(s)",
         args.format,
         signing.as_secs_f64(),
         args.clients,
+        args.batch.max(1),
         urls.len()
     );
 
@@ -108,6 +113,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         pool,
         &urls,
         args.clients,
+        args.batch,
         args.duration,
         move |n, t| {
             if let Ok(mut s) = record.lock() {

@@ -160,8 +160,9 @@ pub struct Outcome {
 }
 
 /// Sends the pool to the hubs at `urls` (connections spread over them) from `clients`
-/// workers on as many TLS connections, for at most `duration`; calls `progress` every
-/// second with the count answered so far.
+/// workers on as many TLS connections, `batch` envelopes per request (more than one through
+/// `/v1/envelopes/batch`), for at most `duration`; calls `progress` every second with the
+/// count answered so far.
 ///
 /// # Errors
 /// When a TLS client cannot be built.
@@ -170,10 +171,12 @@ pub async fn drive(
     pool: Pool,
     urls: &[String],
     clients: usize,
+    batch: usize,
     duration: Duration,
     progress: impl Fn(usize, Duration) + Send + 'static,
 ) -> anyhow::Result<Outcome> {
     let clients = clients.max(1);
+    let batch = batch.max(1);
     let media_type = pool.format.media_type();
     let mut sources = Vec::new();
     let mut http = Vec::new();
@@ -195,7 +198,12 @@ pub async fn drive(
             .build()?;
         let source = sources[s].clone();
         let base = &urls[w % urls.len()];
-        let (url, health) = (format!("{base}/v1/envelopes"), format!("{base}/healthz"));
+        let url = if batch > 1 {
+            format!("{base}/v1/envelopes/batch")
+        } else {
+            format!("{base}/v1/envelopes")
+        };
+        let health = format!("{base}/healthz");
         let (gate, answered, stop) = (gate.clone(), answered.clone(), stop.clone());
         workers.spawn(async move {
             let mut o = Outcome::default();
@@ -204,41 +212,69 @@ pub async fn drive(
             }
             gate.wait().await;
             while !stop.load(Ordering::Relaxed) {
-                let Some(env) = source.0.get(source.1.fetch_add(1, Ordering::Relaxed)) else {
+                let first = source.1.fetch_add(batch, Ordering::Relaxed);
+                let Some(envs) = source.0.get(first..(first + batch).min(source.0.len())) else {
                     break;
                 };
+                if envs.is_empty() {
+                    break;
+                }
                 let sent = Instant::now();
-                let resp = client
-                    .post(&url)
-                    .header("content-type", media_type)
-                    .body(env.bytes.clone())
-                    .send()
-                    .await;
-                let result = match resp {
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        match resp.bytes().await {
-                            Ok(_) if status == 202 || status == 200 => Ok(()),
-                            Ok(body) => Err((error_key(status, &body), false)),
-                            Err(e) => Err((format!("reading the answer: {e}"), true)),
+                let request = if batch == 1 {
+                    client
+                        .post(&url)
+                        .header("content-type", media_type)
+                        .body(envs[0].bytes.clone())
+                } else {
+                    let items: Vec<serde_json::Value> = envs
+                        .iter()
+                        .map(|e| {
+                            serde_json::json!({"media_type": media_type,
+                                               "envelope": String::from_utf8_lossy(&e.bytes)})
+                        })
+                        .collect();
+                    client
+                        .post(&url)
+                        .json(&serde_json::json!({ "envelopes": items }))
+                };
+                // Each envelope's status, or why the request as a whole has none (and whether
+                // its envelopes' fate is then unknown).
+                let statuses: Result<Vec<(u16, String)>, (String, bool)> =
+                    match request.send().await {
+                        Ok(resp) => {
+                            let status = resp.status().as_u16();
+                            match resp.bytes().await {
+                                Ok(body) if batch > 1 && status == 200 => Ok(results(&body)),
+                                Ok(body) => Ok(vec![(status, error_key(status, &body))]),
+                                Err(e) => Err((format!("reading the answer: {e}"), true)),
+                            }
+                        }
+                        Err(e) => Err((format!("request: {e}"), true)),
+                    };
+                let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                match statuses {
+                    Ok(statuses) if statuses.len() == envs.len() => {
+                        for (env, (status, kind)) in envs.iter().zip(statuses) {
+                            if status == 202 || status == 200 {
+                                o.latencies_us.push(us);
+                                o.receipted.push(env.id);
+                            } else {
+                                *o.errors.entry(kind).or_default() += 1;
+                            }
                         }
                     }
-                    Err(e) => Err((format!("request: {e}"), true)),
-                };
-                match result {
-                    Ok(()) => {
-                        let us = sent.elapsed().as_micros();
-                        o.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
-                        o.receipted.push(env.id);
+                    Ok(_) => {
+                        *o.errors.entry("results missing".into()).or_default() += envs.len();
+                        o.unknown.extend(envs.iter().map(|e| e.id));
                     }
                     Err((kind, unknown)) => {
-                        *o.errors.entry(kind).or_default() += 1;
+                        *o.errors.entry(kind).or_default() += envs.len();
                         if unknown {
-                            o.unknown.push(env.id);
+                            o.unknown.extend(envs.iter().map(|e| e.id));
                         }
                     }
                 }
-                answered.fetch_add(1, Ordering::Relaxed);
+                answered.fetch_add(envs.len(), Ordering::Relaxed);
             }
             o
         });
@@ -272,6 +308,21 @@ pub async fn drive(
     monitor.abort();
     out.latencies_us.sort_unstable();
     Ok(out)
+}
+
+/// Each envelope's status in a batch's answer, with `HTTP <status> <problem code>`.
+fn results(body: &[u8]) -> Vec<(u16, String)> {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["results"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let status = u16::try_from(r["status"].as_u64().unwrap_or(0)).unwrap_or(0);
+            let code = r["problem"]["code"].as_str().unwrap_or_default();
+            (status, format!("HTTP {status} {code}"))
+        })
+        .collect()
 }
 
 /// `HTTP <status> <problem code>`.

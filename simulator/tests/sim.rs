@@ -176,9 +176,9 @@ async fn faults_that_cannot_act_are_refused_before_anything_starts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn bench_delivers_every_receipted_envelope_once_in_both_encodings() {
+async fn bench_delivers_every_receipted_envelope_once_in_both_encodings_and_in_batches() {
     let dir = tempfile::tempdir().unwrap();
-    for format in [Format::Json, Format::Xml] {
+    for (format, batch) in [(Format::Json, 1), (Format::Xml, 1), (Format::Json, 7)] {
         let b = BenchArgs {
             common: common(dir.path(), Placement::Embedded, None, 1),
             duration: Duration::from_secs(60),
@@ -187,6 +187,7 @@ async fn bench_delivers_every_receipted_envelope_once_in_both_encodings() {
             envelopes: 600,
             clients: 8,
             senders: 3,
+            batch,
         };
         let s = bench::run(&b).await.unwrap();
         assert!(s.ok(), "{format:?}: {:#?}", s.violations);
