@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// Envelopes signed before the clock starts.
     #[arg(long, default_value_t = 50_000)]
     pub envelopes: usize,
-    /// Concurrent requests (one TLS connection each).
+    /// Concurrent requests (one TLS connection each, bound to one sender: at least
+    /// `--senders`).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
     /// Sending comuni, the most populous.
@@ -53,6 +54,14 @@ pub struct BenchArgs {
 /// When the federation or the hub cannot be set up; violated invariants are in the summary.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
     let c = &args.common;
+    // Each client holds one sender's certificate and sends only its envelopes.
+    anyhow::ensure!(
+        args.clients >= args.senders,
+        "--clients {} is fewer than --senders {}: each client sends for one sender, so the \
+         others' envelopes would never be sent",
+        args.clients,
+        args.senders
+    );
     std::fs::create_dir_all(&c.data_dir)?;
     let fed = Federation::ensure(&c.data_dir, &c.csv, c.comuni, c.key_type)?;
     let run_dir = tempfile::Builder::new()
