@@ -189,6 +189,13 @@ async fn bench_delivers_every_receipted_envelope_once_in_both_encodings_and_in_b
             senders: 3,
             batch,
         };
+        // Fewer clients than senders would leave some senders' envelopes unsent.
+        let few = BenchArgs {
+            clients: 2,
+            ..b.clone()
+        };
+        let e = bench::run(&few).await.unwrap_err().to_string();
+        assert!(e.contains("fewer than --senders 3"), "{e}");
         let s = bench::run(&b).await.unwrap();
         assert!(s.ok(), "{format:?}: {:#?}", s.violations);
         assert_eq!(
