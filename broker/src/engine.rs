@@ -3,7 +3,6 @@
 //! flushed here, in groups (one flush and one checkpoint signature for all the requests that
 //! arrived together). Nothing is answered before the flush that makes it durable.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -488,7 +487,7 @@ impl Engine {
             inboxes: inboxes.clone(),
             swept: [i64::MIN; 3],
             heads: HashMap::new(),
-            wide: RefCell::default(),
+            wide: BTreeMap::new(),
             store: store.clone(),
             hub,
             notices,
@@ -1076,7 +1075,7 @@ struct Writer {
     /// Records of envelopes with many recipients (events fanned out to every subscriber)
     /// read lately: parsed once, not once per recipient's take and settle. Emptied when a
     /// group fails (its sequence numbers are given again).
-    wide: RefCell<BTreeMap<u64, Arc<EnvelopeRecord>>>,
+    wide: BTreeMap<u64, Arc<EnvelopeRecord>>,
 }
 
 impl Writer {
@@ -1236,7 +1235,7 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
                 self.state = before;
-                self.wide.get_mut().clear();
+                self.wide.clear();
                 self.fail(replies, &e);
             }
         }
@@ -1516,8 +1515,8 @@ impl Writer {
 
     /// The record of envelope `seq` (records are never rewritten: one with many recipients
     /// is kept parsed for the next of them).
-    fn record(&self, g: &Group<'_>, seq: u64) -> Result<Arc<EnvelopeRecord>, EngineError> {
-        if let Some(rec) = self.wide.borrow().get(&seq) {
+    fn record(&mut self, g: &Group<'_>, seq: u64) -> Result<Arc<EnvelopeRecord>, EngineError> {
+        if let Some(rec) = self.wide.get(&seq) {
             return Ok(rec.clone());
         }
         let rkey = keys::envelope(seq);
@@ -1527,10 +1526,9 @@ impl Writer {
         let rec: Arc<EnvelopeRecord> =
             Arc::new(serde_json::from_slice(&rec).map_err(|e| StoreError::corrupt(&rkey, e))?);
         if rec.recipients.len() >= WIDE_RECIPIENTS {
-            let mut wide = self.wide.borrow_mut();
-            wide.insert(seq, rec.clone());
-            while wide.len() > WIDE_KEPT {
-                wide.pop_first();
+            self.wide.insert(seq, rec.clone());
+            while self.wide.len() > WIDE_KEPT {
+                self.wide.pop_first();
             }
         }
         Ok(rec)
@@ -1734,7 +1732,7 @@ impl Writer {
     /// Ends the lease `token` held by `holder`: the lease, its envelope's record, and how many
     /// attempts the delivery has had.
     fn end_lease(
-        &self,
+        &mut self,
         g: &mut Group<'_>,
         holder: &EntityId,
         token: &str,
@@ -2070,7 +2068,6 @@ impl Writer {
         Ok(())
     }
 
-    /// The receipt of a newly accepted envelope: its entry, included under `checkpoint`.
     /// The receipt first returned for envelope `seq`, rebuilt: its `accepted` entry under the
     /// first checkpoint that covers it (signed in the same group commit), with the same proof.
     fn original_receipt(&self, seq: u64) -> Result<Receipt, EngineError> {

@@ -49,7 +49,7 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use crate::comuni::{Comune, PROVINCES};
-use crate::federation::{ANPR, Federation, MAX_NEWS_COMUNI, MOTOR_REGISTRY, PAYMENTS, PORTAL};
+use crate::federation::{ANPR, Federation, MOTOR_REGISTRY, PAYMENTS, PORTAL};
 use crate::population::{Citizen, HOUSE_NUMBERS, STREETS};
 
 /// The most comuni that are creditors at the payment provider: a NAV's segregation code has
@@ -83,7 +83,7 @@ pub struct Municipio {
     /// The traffic office, publishing its mobility news.
     pub viabilita: Arc<UfficioViabilita>,
     /// Its board of the others' mobility news, if it follows them (the most populous do:
-    /// [`MAX_NEWS_COMUNI`]).
+    /// [`crate::federation::MAX_NEWS_COMUNI`]).
     pub bacheca: Option<Arc<Abbonato>>,
     /// Whether it is a creditor at the payment provider.
     pub creditore: bool,
@@ -424,6 +424,8 @@ impl World {
             .filter_map(|c| CodiceIstat::parse(&c.istat).ok())
             .collect();
         let mut comuni = BTreeMap::new();
+        // The comuni of the mobility news are the registry's subscribers, no others.
+        let news = fed.news_comuni();
         for (i, info) in fed.comuni.iter().enumerate() {
             let id = entity(&info.entity())?;
             let ns = store.namespace(id.as_str());
@@ -608,7 +610,7 @@ impl World {
             builder = polizia.install(builder);
             builder = ztl.install(builder);
             builder = edilizia.install(builder);
-            let bacheca = if i < MAX_NEWS_COMUNI {
+            let bacheca = if news.contains(&id) {
                 let b = Abbonato::open(&ns).map_err(err)?;
                 builder = b.install(builder);
                 Some(b)
