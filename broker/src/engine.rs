@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::journal::checkpoint::{CheckpointSigner, SignedCheckpoint};
 use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
+use crate::journal::nodes::NodeCache;
 use crate::journal::receipt::Receipt;
 use crate::store::{Batch, Store, StoreError, keys};
 
@@ -40,6 +41,12 @@ const SWEEP_BATCH: usize = 4096;
 const WIDE_RECIPIENTS: usize = 16;
 /// ... among this many such records, the latest.
 const WIDE_KEPT: usize = 64;
+/// Checkpoint signatures take at most one part in this many of the writer's time: while more
+/// requests wait, the next checkpoint waits this many times the last signature's duration
+/// (receipts of the groups in between wait for it); once none wait, it is signed at once.
+const SIGN_SHARE: u32 = 5;
+/// The longest a receipt waits for its checkpoint because of [`SIGN_SHARE`].
+const SIGN_GAP_MAX: Duration = Duration::from_millis(10);
 
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -421,6 +428,8 @@ type Waiters = Mutex<HashMap<(String, Uuid), oneshot::Sender<Leased>>>;
 pub struct Engine {
     tx: SyncSender<Job>,
     store: Arc<dyn Store>,
+    /// Merkle nodes in memory, for the receipts built by requesters' tasks.
+    nodes: Arc<NodeCache>,
     waiters: Arc<Waiters>,
     /// Woken when a group commit put something in the outbox that nobody is publishing.
     outbox: Arc<tokio::sync::Notify>,
@@ -481,7 +490,12 @@ impl Engine {
         let waiters: Arc<Waiters> = Arc::default();
         let outbox = Arc::new(tokio::sync::Notify::new());
         let inboxes = Arc::new(Inboxes::default());
+        let nodes = Arc::new(NodeCache::default());
         let mut writer = Writer {
+            nodes: nodes.clone(),
+            held: Vec::new(),
+            sign_gap: Duration::ZERO,
+            carried: None,
             outbox: outbox.clone(),
             outbox_dirty: false,
             inboxes: inboxes.clone(),
@@ -506,6 +520,7 @@ impl Engine {
         Ok(Engine {
             tx,
             store,
+            nodes,
             waiters,
             outbox,
             inboxes,
@@ -541,7 +556,12 @@ impl Engine {
         self.send(Job::Accept(submission, reply))?;
         match rx.await.map_err(|_| EngineError::Stopped)?? {
             Admitted::New(entry, checkpoint, outbound) => Ok((
-                Accepted::New(receipt(self.store.as_ref(), &entry, &checkpoint)?),
+                Accepted::New(receipt(
+                    self.store.as_ref(),
+                    &self.nodes,
+                    &entry,
+                    &checkpoint,
+                )?),
                 outbound,
             )),
             Admitted::Duplicate(r, outbound) => Ok((Accepted::Duplicate(*r), outbound)),
@@ -919,6 +939,9 @@ impl Drop for Waiter {
 /// group see what earlier ones wrote.
 struct Group<'a> {
     store: &'a dyn Store,
+    nodes: &'a NodeCache,
+    /// The Merkle nodes this group wrote: kept in memory once it is durable.
+    new_nodes: Vec<(u32, u64, Hash)>,
     batch: Batch,
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// The inboxes (queue prefixes) this group put envelopes in, with the lowest sequence
@@ -929,9 +952,11 @@ struct Group<'a> {
 }
 
 impl<'a> Group<'a> {
-    fn new(store: &'a dyn Store) -> Self {
+    fn new(store: &'a dyn Store, nodes: &'a NodeCache) -> Self {
         Group {
             store,
+            nodes,
+            new_nodes: Vec::new(),
             batch: Batch::default(),
             overlay: HashMap::new(),
             arrivals: HashMap::new(),
@@ -955,6 +980,12 @@ impl<'a> Group<'a> {
         self.batch.put(key, value);
     }
 
+    /// Writes a key that nothing reads back before the group is durable (journal entries,
+    /// their indexes, histories): into the batch only, not the group's overlay.
+    fn put_unread(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.put(key, value);
+    }
+
     fn delete(&mut self, key: Vec<u8>) {
         self.overlay.insert(key.clone(), None);
         self.batch.delete(key);
@@ -965,8 +996,12 @@ impl<'a> Group<'a> {
     }
 
     fn node(&self, level: u32, index: u64) -> Option<Hash> {
-        let v = self.get(&keys::node(level, index)).ok()??;
-        v.try_into().ok()
+        let key = keys::node(level, index);
+        if let Some(v) = self.overlay.get(&key) {
+            return v.as_ref()?.as_slice().try_into().ok();
+        }
+        self.nodes
+            .get_or_read(level, index, || stored_node(self.store, level, index))
     }
 }
 
@@ -1076,15 +1111,36 @@ struct Writer {
     /// read lately: parsed once, not once per recipient's take and settle. Emptied when a
     /// group fails (its sequence numbers are given again).
     wide: BTreeMap<u64, Arc<EnvelopeRecord>>,
+    /// Merkle nodes in memory (see [`NodeCache`]).
+    nodes: Arc<NodeCache>,
+    /// Acceptances durable but not yet under a signed checkpoint: answered by the next one.
+    held: Vec<Reply>,
+    /// How long after a signature the next one waits while the hub is busy (see
+    /// [`SIGN_SHARE`]).
+    sign_gap: Duration,
+    /// A job received to see whether any waited: the first of the next group.
+    carried: Option<Job>,
 }
 
 impl Writer {
     fn run(&mut self, rx: &Receiver<Job>) {
         loop {
-            let first = match rx.recv_timeout(SWEEP_EVERY) {
+            let wait = if self.held.is_empty() {
+                SWEEP_EVERY
+            } else {
+                self.sign_gap
+                    .saturating_sub(self.last_checkpoint.elapsed())
+                    .min(SWEEP_EVERY)
+            };
+            let received = match self.carried.take() {
+                Some(job) => Ok(job),
+                None => rx.recv_timeout(wait),
+            };
+            let first = match received {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
+                    self.group(Vec::new(), rx, true);
                     if let Err(e) = self.store.flush() {
                         tracing::error!(error = %e, "Final flush failed.");
                     }
@@ -1100,7 +1156,7 @@ impl Writer {
             }
             let stop = jobs.iter().position(|j| matches!(j, Job::Stop(_)));
             let stop = stop.map(|i| jobs.remove(i));
-            self.group(jobs);
+            self.group(jobs, rx, stop.is_some());
             if let Some(Job::Stop(reply)) = stop {
                 if let Err(e) = self.store.flush() {
                     tracing::error!(error = %e, "Final flush failed.");
@@ -1111,14 +1167,15 @@ impl Writer {
         }
     }
 
-    /// One group commit.
-    fn group(&mut self, jobs: Vec<Job>) {
+    /// One group commit; the `last` one signs whatever is unsigned. `rx` tells whether more
+    /// requests wait (see [`SIGN_SHARE`]).
+    fn group(&mut self, jobs: Vec<Job>, rx: &Receiver<Job>, last: bool) {
         let store = self.store.clone();
-        let mut g = Group::new(store.as_ref());
+        let nodes = self.nodes.clone();
+        let mut g = Group::new(store.as_ref(), &nodes);
         let before = self.state.clone();
         let mut replies = Vec::with_capacity(jobs.len());
         let now = OffsetDateTime::now_utc();
-        let mut accepted_any = false;
         for (recipient, seq) in std::mem::take(&mut self.requeue) {
             self.enqueue(&mut g, &recipient, seq);
             g.put(
@@ -1135,7 +1192,6 @@ impl Writer {
             match job {
                 Job::Accept(sub, reply) => {
                     let r = self.accept(&mut g, sub, now, &mut replies);
-                    accepted_any |= matches!(r, Ok(AcceptOutcome::New { .. }));
                     replies.push(Reply::Accepted(reply, r));
                 }
                 Job::Queried { actor, query } => {
@@ -1217,9 +1273,36 @@ impl Writer {
         }
         let arrivals = std::mem::take(&mut g.arrivals);
         let head_moves = std::mem::take(&mut g.head_moves);
-        let result = self.commit(g, accepted_any, now);
+        let new_nodes = std::mem::take(&mut g.new_nodes);
+        let awaited = !self.held.is_empty()
+            || replies
+                .iter()
+                .any(|r| matches!(r, Reply::Accepted(_, Ok(_))));
+        let busy = !last && self.carried.is_none() && {
+            match rx.try_recv() {
+                Ok(job) => {
+                    self.carried = Some(job);
+                    true
+                }
+                Err(_) => false,
+            }
+        };
+        let result = self.commit(g, awaited, busy, last, now);
         match result {
             Ok(checkpoint) => {
+                self.nodes.extend(new_nodes);
+                let replies = if checkpoint.is_some() {
+                    let mut all = std::mem::take(&mut self.held);
+                    all.extend(replies);
+                    all
+                } else {
+                    // Receipts need a checkpoint covering their entry: the next one.
+                    let (held, now): (Vec<_>, Vec<_>) = replies
+                        .into_iter()
+                        .partition(|r| matches!(r, Reply::Accepted(_, Ok(_))));
+                    self.held.extend(held);
+                    now
+                };
                 for (inbox, head) in head_moves {
                     let h = self.heads.entry(inbox).or_default();
                     *h = (*h).max(head);
@@ -1236,6 +1319,7 @@ impl Writer {
                 tracing::error!(error = %e, "Group commit failed; nothing of it is acknowledged.");
                 self.state = before;
                 self.wide.clear();
+                self.nodes.clear();
                 self.fail(replies, &e);
             }
         }
@@ -1257,13 +1341,14 @@ impl Writer {
             .map_err(|e| EngineError::Journal(e.to_string()))?;
         for (level, index, hash) in nodes {
             g.put(keys::node(level, index), hash.to_vec());
+            g.new_nodes.push((level, index, hash));
         }
-        g.put(keys::journal(entry.index), bytes);
+        g.put_unread(keys::journal(entry.index), bytes);
         for k in crate::journal::query::index_keys(&entry) {
-            g.put(k, Vec::new());
+            g.put_unread(k, Vec::new());
         }
         if let Some(seq) = seq {
-            g.put(keys::history(seq, entry.index), Vec::new());
+            g.put_unread(keys::history(seq, entry.index), Vec::new());
         }
         self.state.journal_size += 1;
         Ok(entry)
@@ -1909,25 +1994,35 @@ impl Writer {
     }
 
     /// Signs a checkpoint when due, applies the group and flushes it.
+    /// Applies and flushes the group, with a signed checkpoint when one is due: receipts are
+    /// `awaited` (and either no more requests wait, the hub is not `busy`, or the last
+    /// signature is old enough), or the checkpoint interval or entry count is reached, or
+    /// this is the `last` group.
     fn commit(
         &mut self,
         mut g: Group<'_>,
-        accepted_any: bool,
+        awaited: bool,
+        busy: bool,
+        last: bool,
         now: OffsetDateTime,
     ) -> Result<Option<SignedCheckpoint>, EngineError> {
         let unsigned = self.state.journal_size - self.state.checkpoint_size;
+        let since = self.last_checkpoint.elapsed();
         let due = unsigned > 0
-            && (accepted_any
+            && (last
+                || (awaited && (!busy || since >= self.sign_gap))
                 || unsigned >= self.config.checkpoint_max_entries
-                || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
+                || since >= self.config.checkpoint_interval);
         let checkpoint = if due {
             let size = self.state.journal_size;
             let root = merkle::root(size, |l, i| g.node(l, i))
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
+            let signing = Instant::now();
             let signed = self
                 .hub
                 .sign(self.hub.checkpoint(size, root, now))
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
+            self.sign_gap = (signing.elapsed() * SIGN_SHARE).min(SIGN_GAP_MAX);
             g.put(
                 keys::checkpoint(size),
                 serde_json::to_vec(&signed).unwrap_or_default(),
@@ -2088,7 +2183,7 @@ impl Writer {
             .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
         let cp: SignedCheckpoint =
             serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
-        receipt(store, &entry, &cp)
+        receipt(store, &self.nodes, &entry, &cp)
     }
 
     fn fail(&self, replies: Vec<Reply>, e: &EngineError) {
@@ -2167,19 +2262,23 @@ fn record_entry(
 /// `store` (nodes of complete subtrees are never rewritten, so any thread may read them).
 fn receipt(
     store: &dyn Store,
+    nodes: &NodeCache,
     entry: &Entry,
     checkpoint: &SignedCheckpoint,
 ) -> Result<Receipt, EngineError> {
-    let node = |l: u32, i: u64| {
-        store
-            .get(&keys::node(l, i))
-            .ok()
-            .flatten()
-            .and_then(|v| v.try_into().ok())
-    };
+    let node = |l: u32, i: u64| nodes.get_or_read(l, i, || stored_node(store, l, i));
     let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
         .map_err(|e| EngineError::Journal(e.to_string()))?;
     Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
+}
+
+/// A Merkle node as the store holds it.
+fn stored_node(store: &dyn Store, level: u32, index: u64) -> Option<Hash> {
+    store
+        .get(&keys::node(level, index))
+        .ok()
+        .flatten()
+        .and_then(|v| v.try_into().ok())
 }
 
 fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {

@@ -7,12 +7,14 @@
 //!   consistency proofs and their verification; [`MemoryTree`] for tests and auditors.
 //! - [`entry`]: the entry and its one canonical encoding, whose bytes are the leaf.
 //! - [`checkpoint`]: the signed checkpoint text and the hub's [`CheckpointSigner`].
+//! - [`nodes`]: the Merkle nodes the hub keeps in memory.
 //! - [`receipt`]: the receipt the hub returns on acceptance, and its verification.
 //! - [`query`]: the secondary indexes of the stored journal and paged queries over them.
 
 pub mod checkpoint;
 pub mod entry;
 pub mod merkle;
+pub mod nodes;
 pub mod query;
 pub mod receipt;
 

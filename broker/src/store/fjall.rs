@@ -1,6 +1,6 @@
 //! The [`Store`] on fjall, a log-structured merge tree: one keyspace, atomic batches through its
 //! journal, flush as an fsync of that journal. Writes are appends (no page rewritten per key)
-//! and memory is bounded by the block cache and the write buffers, whatever the store holds.
+//! and memory is bounded by the block cache and the memtables, whatever the store holds.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -28,6 +28,11 @@ fn backend(e: fjall::Error) -> StoreError {
 
 /// The default size of the block cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The size at which the memtable is sealed and written out as a table in the background
+/// (fjall holds writes while four sealed ones wait). With fjall's default of 64 MiB, the
+/// memtables made two thirds of the hub's heap under a growing backlog (BENCHMARKS.md,
+/// section l).
+const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
 
 impl FjallStore {
     /// Opens (or creates) the store in `dir` with the default block cache.
@@ -51,7 +56,9 @@ impl FjallStore {
             .open()
             .map_err(backend)?;
         let data = db
-            .keyspace("hub", KeyspaceCreateOptions::default)
+            .keyspace("hub", || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
             .map_err(backend)?;
         Ok(FjallStore { db, data })
     }
