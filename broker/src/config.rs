@@ -166,10 +166,16 @@ pub struct HubConfig {
     /// Where the node keeps its store and journal; relative to the configuration file's directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
-    /// Bytes of the store's block cache (with its write buffers, the bulk of the hub's memory
+    /// Bytes of the store's block cache (with its memtables, the bulk of the hub's memory
     /// beyond the requests in flight). Default 64 MiB.
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
+    /// Bytes at which the store's memtable is written out as a table; up to five are held (the
+    /// active one and four being written). Smaller saves memory and costs compaction CPU:
+    /// 16 MiB keeps about 100 MiB less than the default 64 MiB, for about a quarter more CPU
+    /// per envelope (BENCHMARKS.md, section l). At least 1 MiB.
+    #[serde(default = "default_store_memtable")]
+    pub store_memtable: u64,
 }
 
 /// `[tls]`: PEM files; relative paths are relative to the configuration file's directory.
@@ -377,6 +383,9 @@ fn default_data_dir() -> PathBuf {
 fn default_store_cache() -> u64 {
     crate::store::fjall::DEFAULT_CACHE_BYTES
 }
+fn default_store_memtable() -> u64 {
+    crate::store::fjall::DEFAULT_MEMTABLE_BYTES
+}
 fn default_max_envelope_bytes() -> usize {
     snodo_envelopes::limits::DEFAULT_MAX_BYTES
 }
@@ -471,6 +480,7 @@ impl Default for HubConfig {
             plain_listen: None,
             data_dir: default_data_dir(),
             store_cache: default_store_cache(),
+            store_memtable: default_store_memtable(),
         }
     }
 }
@@ -1077,6 +1087,9 @@ impl Validator {
                 "hub.plain_listen",
                 format!("{} is also hub.listen", hub.listen),
             );
+        }
+        if hub.store_memtable < 1024 * 1024 {
+            self.push("hub.store_memtable", "must be at least 1048576 (1 MiB)");
         }
     }
 

@@ -332,6 +332,16 @@ fn the_amqp_transport_needs_a_url_from_the_file_or_snodo_amqp_url() {
         "transport.prefetch",
         "at least 1",
     );
+    // A memtable too small for the store to work with.
+    refused(
+        tmp.path(),
+        &GOOD.replace(
+            "listen = \"127.0.0.1:9443\"",
+            "listen = \"127.0.0.1:9443\"\nstore_memtable = 4096",
+        ),
+        "hub.store_memtable",
+        "at least 1048576",
+    );
     // Peers: https only, never this node itself.
     refused(
         tmp.path(),

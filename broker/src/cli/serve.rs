@@ -89,8 +89,12 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
     std::fs::create_dir_all(&store_dir)
         .with_context(|| format!("creating {}", store_dir.display()))?;
     let store = Arc::new(
-        FjallStore::open_with_cache(&store_dir, config.hub.store_cache)
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?,
+        FjallStore::open_with(
+            &store_dir,
+            config.hub.store_cache,
+            config.hub.store_memtable,
+        )
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?,
     );
     let tls_listener = server::bind(config.hub.listen, "HTTPS").await?;
     let plain_listener = match config.hub.plain_listen {

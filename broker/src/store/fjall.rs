@@ -28,11 +28,9 @@ fn backend(e: fjall::Error) -> StoreError {
 
 /// The default size of the block cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// The size at which the memtable is sealed and written out as a table in the background
-/// (fjall holds writes while four sealed ones wait). With fjall's default of 64 MiB, the
-/// memtables made two thirds of the hub's heap under a growing backlog (BENCHMARKS.md,
-/// section l).
-const MEMTABLE_BYTES: u64 = 16 * 1024 * 1024;
+/// The default size at which the memtable is sealed and written out as a table in the
+/// background (fjall holds writes while four sealed ones wait): fjall's own default.
+pub const DEFAULT_MEMTABLE_BYTES: u64 = 64 * 1024 * 1024;
 
 impl FjallStore {
     /// Opens (or creates) the store in `dir` with the default block cache.
@@ -41,14 +39,15 @@ impl FjallStore {
     /// [`StoreError::Backend`] when the directory cannot be used, for example because another
     /// hub process holds it.
     pub fn open(dir: &Path) -> StoreResult<Self> {
-        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+        Self::open_with(dir, DEFAULT_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES)
     }
 
-    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes`.
+    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes` and
+    /// memtables of `memtable_bytes`.
     ///
     /// # Errors
     /// As [`FjallStore::open`].
-    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> StoreResult<Self> {
+    pub fn open_with(dir: &Path, cache_bytes: u64, memtable_bytes: u64) -> StoreResult<Self> {
         let db = Database::builder(dir)
             .cache_size(cache_bytes)
             // The hub makes writes durable itself, once per group commit ([`Store::flush`]).
@@ -57,7 +56,7 @@ impl FjallStore {
             .map_err(backend)?;
         let data = db
             .keyspace("hub", || {
-                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
             })
             .map_err(backend)?;
         Ok(FjallStore { db, data })
