@@ -41,12 +41,6 @@ const SWEEP_BATCH: usize = 4096;
 const WIDE_RECIPIENTS: usize = 16;
 /// ... among this many such records, the latest.
 const WIDE_KEPT: usize = 64;
-/// Checkpoint signatures take at most one part in this many of the writer's time: while more
-/// requests wait, the next checkpoint waits this many times the last signature's duration
-/// (receipts of the groups in between wait for it); once none wait, it is signed at once.
-const SIGN_SHARE: u32 = 5;
-/// The longest a receipt waits for its checkpoint because of [`SIGN_SHARE`].
-const SIGN_GAP_MAX: Duration = Duration::from_millis(10);
 
 /// Why the engine could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -493,9 +487,6 @@ impl Engine {
         let nodes = Arc::new(NodeCache::default());
         let mut writer = Writer {
             nodes: nodes.clone(),
-            held: Vec::new(),
-            sign_gap: Duration::ZERO,
-            carried: None,
             outbox: outbox.clone(),
             outbox_dirty: false,
             inboxes: inboxes.clone(),
@@ -1113,34 +1104,15 @@ struct Writer {
     wide: BTreeMap<u64, Arc<EnvelopeRecord>>,
     /// Merkle nodes in memory (see [`NodeCache`]).
     nodes: Arc<NodeCache>,
-    /// Acceptances durable but not yet under a signed checkpoint: answered by the next one.
-    held: Vec<Reply>,
-    /// How long after a signature the next one waits while the hub is busy (see
-    /// [`SIGN_SHARE`]).
-    sign_gap: Duration,
-    /// A job received to see whether any waited: the first of the next group.
-    carried: Option<Job>,
 }
 
 impl Writer {
     fn run(&mut self, rx: &Receiver<Job>) {
         loop {
-            let wait = if self.held.is_empty() {
-                SWEEP_EVERY
-            } else {
-                self.sign_gap
-                    .saturating_sub(self.last_checkpoint.elapsed())
-                    .min(SWEEP_EVERY)
-            };
-            let received = match self.carried.take() {
-                Some(job) => Ok(job),
-                None => rx.recv_timeout(wait),
-            };
-            let first = match received {
+            let first = match rx.recv_timeout(SWEEP_EVERY) {
                 Ok(job) => Some(job),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.group(Vec::new(), rx, true);
                     if let Err(e) = self.store.flush() {
                         tracing::error!(error = %e, "Final flush failed.");
                     }
@@ -1156,7 +1128,7 @@ impl Writer {
             }
             let stop = jobs.iter().position(|j| matches!(j, Job::Stop(_)));
             let stop = stop.map(|i| jobs.remove(i));
-            self.group(jobs, rx, stop.is_some());
+            self.group(jobs);
             if let Some(Job::Stop(reply)) = stop {
                 if let Err(e) = self.store.flush() {
                     tracing::error!(error = %e, "Final flush failed.");
@@ -1167,15 +1139,15 @@ impl Writer {
         }
     }
 
-    /// One group commit; the `last` one signs whatever is unsigned. `rx` tells whether more
-    /// requests wait (see [`SIGN_SHARE`]).
-    fn group(&mut self, jobs: Vec<Job>, rx: &Receiver<Job>, last: bool) {
+    /// One group commit.
+    fn group(&mut self, jobs: Vec<Job>) {
         let store = self.store.clone();
         let nodes = self.nodes.clone();
         let mut g = Group::new(store.as_ref(), &nodes);
         let before = self.state.clone();
         let mut replies = Vec::with_capacity(jobs.len());
         let now = OffsetDateTime::now_utc();
+        let mut accepted_any = false;
         for (recipient, seq) in std::mem::take(&mut self.requeue) {
             self.enqueue(&mut g, &recipient, seq);
             g.put(
@@ -1192,6 +1164,7 @@ impl Writer {
             match job {
                 Job::Accept(sub, reply) => {
                     let r = self.accept(&mut g, sub, now, &mut replies);
+                    accepted_any |= matches!(r, Ok(AcceptOutcome::New { .. }));
                     replies.push(Reply::Accepted(reply, r));
                 }
                 Job::Queried { actor, query } => {
@@ -1274,35 +1247,10 @@ impl Writer {
         let arrivals = std::mem::take(&mut g.arrivals);
         let head_moves = std::mem::take(&mut g.head_moves);
         let new_nodes = std::mem::take(&mut g.new_nodes);
-        let awaited = !self.held.is_empty()
-            || replies
-                .iter()
-                .any(|r| matches!(r, Reply::Accepted(_, Ok(_))));
-        let busy = !last && self.carried.is_none() && {
-            match rx.try_recv() {
-                Ok(job) => {
-                    self.carried = Some(job);
-                    true
-                }
-                Err(_) => false,
-            }
-        };
-        let result = self.commit(g, awaited, busy, last, now);
+        let result = self.commit(g, accepted_any, now);
         match result {
             Ok(checkpoint) => {
                 self.nodes.extend(new_nodes);
-                let replies = if checkpoint.is_some() {
-                    let mut all = std::mem::take(&mut self.held);
-                    all.extend(replies);
-                    all
-                } else {
-                    // Receipts need a checkpoint covering their entry: the next one.
-                    let (held, now): (Vec<_>, Vec<_>) = replies
-                        .into_iter()
-                        .partition(|r| matches!(r, Reply::Accepted(_, Ok(_))));
-                    self.held.extend(held);
-                    now
-                };
                 for (inbox, head) in head_moves {
                     let h = self.heads.entry(inbox).or_default();
                     *h = (*h).max(head);
@@ -1994,35 +1942,25 @@ impl Writer {
     }
 
     /// Signs a checkpoint when due, applies the group and flushes it.
-    /// Applies and flushes the group, with a signed checkpoint when one is due: receipts are
-    /// `awaited` (and either no more requests wait, the hub is not `busy`, or the last
-    /// signature is old enough), or the checkpoint interval or entry count is reached, or
-    /// this is the `last` group.
     fn commit(
         &mut self,
         mut g: Group<'_>,
-        awaited: bool,
-        busy: bool,
-        last: bool,
+        accepted_any: bool,
         now: OffsetDateTime,
     ) -> Result<Option<SignedCheckpoint>, EngineError> {
         let unsigned = self.state.journal_size - self.state.checkpoint_size;
-        let since = self.last_checkpoint.elapsed();
         let due = unsigned > 0
-            && (last
-                || (awaited && (!busy || since >= self.sign_gap))
+            && (accepted_any
                 || unsigned >= self.config.checkpoint_max_entries
-                || since >= self.config.checkpoint_interval);
+                || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval);
         let checkpoint = if due {
             let size = self.state.journal_size;
             let root = merkle::root(size, |l, i| g.node(l, i))
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
-            let signing = Instant::now();
             let signed = self
                 .hub
                 .sign(self.hub.checkpoint(size, root, now))
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
-            self.sign_gap = (signing.elapsed() * SIGN_SHARE).min(SIGN_GAP_MAX);
             g.put(
                 keys::checkpoint(size),
                 serde_json::to_vec(&signed).unwrap_or_default(),
