@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::journal::checkpoint::{CheckpointSigner, SignedCheckpoint};
 use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
-use crate::journal::nodes::NodeCache;
+use crate::journal::nodes::{NodeCache, stored_node};
 use crate::journal::receipt::Receipt;
 use crate::store::{Batch, Store, StoreError, keys};
 
@@ -2208,15 +2208,6 @@ fn receipt(
     let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
         .map_err(|e| EngineError::Journal(e.to_string()))?;
     Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
-}
-
-/// A Merkle node as the store holds it.
-fn stored_node(store: &dyn Store, level: u32, index: u64) -> Option<Hash> {
-    store
-        .get(&keys::node(level, index))
-        .ok()
-        .flatten()
-        .and_then(|v| v.try_into().ok())
 }
 
 fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {

@@ -470,13 +470,7 @@ pub struct Proof {
 }
 
 fn node(store: &dyn crate::store::Store) -> impl Fn(u32, u64) -> Option<merkle::Hash> + '_ {
-    move |l, i| {
-        store
-            .get(&keys::node(l, i))
-            .ok()
-            .flatten()
-            .and_then(|v| v.try_into().ok())
-    }
+    move |l, i| crate::journal::nodes::stored_node(store, l, i)
 }
 
 /// `GET /v1/journal/proof/inclusion?index=&size=`.

@@ -6,6 +6,16 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::merkle::Hash;
+use crate::store::{Store, keys};
+
+/// A Merkle node as the store holds it; none when it is missing or not a hash.
+pub fn stored_node(store: &dyn Store, level: u32, index: u64) -> Option<Hash> {
+    store
+        .get(&keys::node(level, index))
+        .ok()
+        .flatten()
+        .and_then(|v| v.try_into().ok())
+}
 
 /// How many nodes one generation holds before it becomes the old one (two generations at
 /// most, some 3 MiB in all): the nodes of the last few thousand entries, and the tree's edges.
