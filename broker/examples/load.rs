@@ -115,6 +115,10 @@ struct Args {
     /// `/v1/envelopes/batch` (latency is then the batch's, counted for each envelope).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// A `KEY = VALUE` line added to the hub configuration's `[hub]` table (repeatable), for
+    /// example `--hub-set "store_memtable = 16777216"`.
+    #[arg(long)]
+    hub_set: Vec<String>,
 }
 
 /// The status of a plain-HTTP GET on 127.0.0.1:`port`, or `None` when nothing answers.
@@ -365,6 +369,12 @@ async fn main() -> anyhow::Result<()> {
         ([127, 0, 0, 1], port).into(),
         Some(([127, 0, 0, 1], plain_port).into()),
     )?;
+    if !args.hub_set.is_empty() {
+        let config = std::fs::read_to_string(fed.config_path())?;
+        let lines: String = args.hub_set.iter().map(|l| format!("{l}\n")).collect();
+        let config = config.replacen("[hub]\n", &format!("[hub]\n{lines}"), 1);
+        std::fs::write(fed.config_path(), config)?;
+    }
     let amqp_prefix = format!("snodo-load-{}", std::process::id());
     if let Some(url) = &args.amqp {
         let mut config = std::fs::read_to_string(fed.config_path())?;
@@ -815,6 +825,7 @@ async fn main() -> anyhow::Result<()> {
             "http": if args.http == Http::H2 { "2" } else { "1.1" },
             "hub": format!("{:?}", args.hub),
             "stream": args.stream,
+            "hub_set": args.hub_set,
             "accepted": ok,
             "seconds": secs,
             "rate": rate,

@@ -3,6 +3,9 @@
 use clap::Parser as _;
 use snodo_broker::cli::{Cli, Command, audit, config, envelope, pki, receipt, serve};
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
