@@ -13,8 +13,8 @@ as_root() {
 }
 
 # Debian packages: libxmlsec1 and libxml2 headers for the `xmlsec` bindings (bindgen needs
-# libclang), OpenSSL headers, the xmlsec1 tool for interoperability tests.
-SNODO_DEB_PACKAGES=(curl pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev xmlsec1 python3-pip)
+# libclang), OpenSSL headers, the xmlsec1 tool for interoperability tests; make for jemalloc.
+SNODO_DEB_PACKAGES=(curl make pkg-config libssl-dev libxml2-dev libxmlsec1-dev libxmlsec1-openssl libclang-dev xmlsec1 python3-pip)
 
 install_debian_packages() {
     local missing=()

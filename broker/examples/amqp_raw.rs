@@ -10,7 +10,8 @@ use clap::Parser;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
@@ -29,6 +30,14 @@ struct Args {
     /// Publications awaiting their confirm at once.
     #[arg(long, default_value_t = 64)]
     in_flight: usize,
+    /// Publish as the hub does: through a durable topic exchange bound to the queue by a
+    /// pattern, with the hub's properties and a header of `--header-bytes` (the envelope's
+    /// record), instead of straight to the queue with no header.
+    #[arg(long)]
+    like_hub: bool,
+    /// Bytes of the header with `--like-hub` (a 1 KiB JSON envelope's record is about 560).
+    #[arg(long, default_value_t = 560)]
+    header_bytes: usize,
     /// Write the result as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -56,7 +65,41 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let payload = vec![b'x'; args.size];
-    let props = BasicProperties::default().with_delivery_mode(2);
+    let mut props = BasicProperties::default().with_delivery_mode(2);
+    let (exchange, key) = if args.like_hub {
+        let exchange = format!("{queue}.x");
+        ch.exchange_declare(
+            exchange.as_str().into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "anpr:ministero.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "snodo-record".into(),
+            AMQPValue::LongString(LongString::from(vec![b'r'; args.header_bytes])),
+        );
+        headers.insert("snodo-origin".into(), AMQPValue::LongString("hub".into()));
+        props = props
+            .with_content_type("application/jose+json".into())
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_headers(headers);
+        (exchange, "anpr:ministero.servizio.azione".to_owned())
+    } else {
+        (String::new(), queue.clone())
+    };
     let started = Instant::now();
     let mut pending = FuturesUnordered::new();
     let mut sent = 0;
@@ -65,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
         while sent < args.messages && pending.len() < args.in_flight {
             let confirm = ch
                 .basic_publish(
-                    "".into(),
-                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
@@ -88,16 +131,26 @@ async fn main() -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     let rate = confirmed as f64 / secs;
     println!(
-        "raw RabbitMQ: {confirmed} persistent {}-byte messages, confirms, one quorum queue, {} in flight: {rate:.0}/s ({secs:.2} s)",
-        args.size, args.in_flight
+        "raw RabbitMQ: {confirmed} persistent {}-byte messages, confirms, one quorum queue, {} in flight{}: {rate:.0}/s ({secs:.2} s)",
+        args.size,
+        args.in_flight,
+        if args.like_hub {
+            ", as the hub publishes"
+        } else {
+            ""
+        }
     );
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
+    if args.like_hub {
+        ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
     let _ = conn.close(200, "done".into()).await;
     if let Some(path) = &args.json {
         let summary = serde_json::json!({
             "messages": confirmed, "size": args.size, "in_flight": args.in_flight,
-            "seconds": secs, "rate": rate,
+            "seconds": secs, "rate": rate, "like_hub": args.like_hub,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }

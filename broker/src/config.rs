@@ -171,9 +171,10 @@ pub struct HubConfig {
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
     /// Bytes at which the store's memtable is written out as a table; up to five are held (the
-    /// active one and four being written). Smaller saves memory and costs compaction CPU:
-    /// 16 MiB keeps about 100 MiB less than the default 64 MiB, for about a quarter more CPU
-    /// per envelope (BENCHMARKS.md, section l). At least 1 MiB.
+    /// active one and four being written). Default 32 MiB: a backlog of a million envelopes
+    /// then keeps the hub under 300 MiB; 64 MiB took it past 400 MiB, and saves about a tenth
+    /// of the CPU per envelope only until the store's compactions set the pace (BENCHMARKS.md,
+    /// section m). At least 1 MiB.
     #[serde(default = "default_store_memtable")]
     pub store_memtable: u64,
 }
