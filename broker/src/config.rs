@@ -171,10 +171,11 @@ pub struct HubConfig {
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
     /// Bytes at which the store's memtable is written out as a table; up to five are held (the
-    /// active one and four being written). Default 32 MiB: a backlog of a million envelopes
-    /// then keeps the hub under 300 MiB; 64 MiB took it past 400 MiB, and saves about a tenth
-    /// of the CPU per envelope only until the store's compactions set the pace (BENCHMARKS.md,
-    /// section m). At least 1 MiB.
+    /// active one and four being written). Default 32 MiB: under a backlog of two million
+    /// envelopes the hub then moved between 150 and 260 MiB (peaks to 324 MiB); 64 MiB took it
+    /// past 400 MiB, and saves about a tenth of the CPU per envelope only until the store's
+    /// compactions set the pace; 16 MiB keeps it lowest (BENCHMARKS.md, section m). At least
+    /// 1 MiB.
     #[serde(default = "default_store_memtable")]
     pub store_memtable: u64,
 }

@@ -30,8 +30,8 @@ fn backend(e: fjall::Error) -> StoreError {
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The default size at which the memtable is sealed and written out as a table in the
 /// background (fjall holds writes while four sealed ones wait). Half fjall's own default:
-/// with 64 MiB a growing backlog took the hub past 400 MiB; with 32 MiB it stays under 300 MiB
-/// at the same sustained rate (BENCHMARKS.md, section m).
+/// with 64 MiB a growing backlog took the hub past 400 MiB; with 32 MiB it moved between 150
+/// and 260 MiB (peaks to 324 MiB) at the same sustained rate (BENCHMARKS.md, section m).
 pub const DEFAULT_MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
 
 impl FjallStore {
