@@ -115,6 +115,12 @@ struct Args {
     /// `/v1/envelopes/batch` (latency is then the batch's, counted for each envelope).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Offer this many envelopes per second in all, on a fixed schedule (open loop), instead of
+    /// sending the next request as soon as a worker is free: each request has a time to be
+    /// sent, and its latency counts from then, so time spent waiting for a free worker counts.
+    /// `--clients` then caps the requests in flight.
+    #[arg(long)]
+    rate: Option<f64>,
     /// A `KEY = VALUE` line added to the hub configuration's `[hub]` table (repeatable), for
     /// example `--hub-set "store_memtable = 16777216"`.
     #[arg(long)]
@@ -495,6 +501,16 @@ async fn main() -> anyhow::Result<()> {
     };
     let per_request = args.batch.max(1);
     let media_type = args.format.media_type();
+    // Open loop: request k is due at epoch + k * per_request / rate.
+    let interval = match args.rate {
+        Some(r) if r > 0.0 && r.is_finite() => {
+            Some(Duration::from_secs_f64(per_request as f64 / r))
+        }
+        Some(r) => bail!("--rate must be a positive number of envelopes per second, not {r}"),
+        None => None,
+    };
+    let tickets = Arc::new(AtomicUsize::new(0));
+    let epoch = Arc::new(std::sync::OnceLock::<Instant>::new());
 
     // Workers: open their connection (a health request), wait for everyone, then submit.
     let start_gate = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
@@ -506,6 +522,7 @@ async fn main() -> anyhow::Result<()> {
         let source = sources[sender].clone();
         let (gate, accepted, failed) = (start_gate.clone(), accepted.clone(), failed.clone());
         let (url, health) = (url.clone(), format!("{base}/healthz"));
+        let (tickets, epoch) = (tickets.clone(), epoch.clone());
         workers.spawn(async move {
             let mut r = WorkerResult::default();
             if let Err(e) = client.get(&health).send().await {
@@ -524,7 +541,16 @@ async fn main() -> anyhow::Result<()> {
                 if n == 0 {
                     break;
                 }
-                let sent = Instant::now();
+                let sent = match interval {
+                    Some(every) => {
+                        let k = u32::try_from(tickets.fetch_add(1, Ordering::Relaxed))
+                            .unwrap_or(u32::MAX);
+                        let due = *epoch.get_or_init(Instant::now) + every * k;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let request = if per_request == 1 {
                     client
                         .post(&url)
@@ -768,7 +794,12 @@ async fn main() -> anyhow::Result<()> {
     let (rss_before, _) = mem_before.unwrap_or_default();
     let (rss_after, hwm) = mem_after.unwrap_or_default();
     println!("accepted: {ok} of {} in {secs:.2} s", args.envelopes);
-    println!("throughput: {rate:.0} accepted envelopes/s");
+    match args.rate {
+        Some(offered) => println!(
+            "throughput: {rate:.0} accepted envelopes/s (offered {offered:.0}/s, open loop; latency from each request's due time)"
+        ),
+        None => println!("throughput: {rate:.0} accepted envelopes/s"),
+    }
     println!("latency: p50 {p50:.2} ms  p90 {p90:.2} ms  p99 {p99:.2} ms  max {max:.2} ms");
     println!(
         "hub memory: RSS idle {:.1} MiB, before the run {:.1} MiB, after {:.1} MiB, peak sampled {:.1} MiB, VmHWM {:.1} MiB",
@@ -826,6 +857,7 @@ async fn main() -> anyhow::Result<()> {
             "hub": format!("{:?}", args.hub),
             "stream": args.stream,
             "hub_set": args.hub_set,
+            "offered_rate": args.rate,
             "accepted": ok,
             "seconds": secs,
             "rate": rate,
