@@ -756,8 +756,23 @@ async fn main() -> anyhow::Result<()> {
             && count > 0.0
         {
             let ms = 1000.0 * sum / count;
-            println!("hub {stage}: mean {ms:.2} ms over {count} envelopes");
+            // The histogram's bucket that holds the 99th percentile: its upper bound.
+            let prefix = format!("snodo_{stage}_seconds_bucket{{le=\"");
+            let p99 = metrics_text.lines().find_map(|l| {
+                let (le, n) = l.strip_prefix(prefix.as_str())?.split_once("\"} ")?;
+                let (le, n) = (le.parse::<f64>().ok()?, n.trim().parse::<f64>().ok()?);
+                (n >= 0.99 * count).then_some(1000.0 * le)
+            });
+            match p99 {
+                Some(p99) => println!(
+                    "hub {stage}: mean {ms:.2} ms, p99 at most {p99:.1} ms, over {count} envelopes"
+                ),
+                None => println!("hub {stage}: mean {ms:.2} ms over {count} envelopes"),
+            }
             stages.insert(format!("{stage}_mean_ms"), json!(ms));
+            if let Some(p99) = p99 {
+                stages.insert(format!("{stage}_p99_bound_ms"), json!(p99));
+            }
         }
     }
 
