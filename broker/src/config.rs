@@ -174,8 +174,9 @@ pub struct HubConfig {
     /// active one and four being written). Default 32 MiB: under a backlog of two million
     /// envelopes the hub then moved between 150 and 260 MiB (peaks to 324 MiB); 64 MiB took it
     /// past 400 MiB, and saves about a tenth of the CPU per envelope only until the store's
-    /// compactions set the pace; 16 MiB keeps it lowest (BENCHMARKS.md, section m). At least
-    /// 1 MiB.
+    /// compactions set the pace; 16 MiB keeps it lowest (BENCHMARKS.md, section m). It applies
+    /// when the store is created: an existing store keeps its size, and the hub warns at start
+    /// when this asks for another. At least 1 MiB.
     #[serde(default = "default_store_memtable")]
     pub store_memtable: u64,
 }

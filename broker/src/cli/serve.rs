@@ -96,6 +96,14 @@ pub async fn start(config: Config, path: Option<PathBuf>) -> anyhow::Result<Runn
         )
         .with_context(|| format!("opening the store in {}", store_dir.display()))?,
     );
+    if store.memtable_bytes() != Some(config.hub.store_memtable) {
+        tracing::warn!(
+            configured = config.hub.store_memtable,
+            in_force = ?store.memtable_bytes(),
+            "hub.store_memtable does not apply to this store: the size is fixed when a store is \
+             created (None: created before snodo recorded it, 64 MiB unless set then)."
+        );
+    }
     let tls_listener = server::bind(config.hub.listen, "HTTPS").await?;
     let plain_listener = match config.hub.plain_listen {
         Some(addr) => Some(server::bind(addr, "plain HTTP for health and metrics").await?),

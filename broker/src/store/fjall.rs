@@ -14,6 +14,8 @@ use super::{Batch, Store, StoreError, StoreResult};
 pub struct FjallStore {
     db: Database,
     data: Keyspace,
+    /// The memtable size in force, when recorded (see [`MEMTABLE_FILE`]).
+    memtable_bytes: Option<u64>,
 }
 
 impl std::fmt::Debug for FjallStore {
@@ -25,6 +27,11 @@ impl std::fmt::Debug for FjallStore {
 fn backend(e: fjall::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
+
+/// The file, in the store's directory, that records the memtable size the store was created
+/// with: fjall fixes it when it creates the keyspace and keeps it on every later open, whatever
+/// is asked then.
+const MEMTABLE_FILE: &str = "snodo-memtable-bytes";
 
 /// The default size of the block cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
@@ -44,8 +51,9 @@ impl FjallStore {
         Self::open_with(dir, DEFAULT_CACHE_BYTES, DEFAULT_MEMTABLE_BYTES)
     }
 
-    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes` and
-    /// memtables of `memtable_bytes`.
+    /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes` and, when it
+    /// creates the store, memtables of `memtable_bytes` (an existing store keeps the size it
+    /// was created with: see [`FjallStore::memtable_bytes`]).
     ///
     /// # Errors
     /// As [`FjallStore::open`].
@@ -56,12 +64,34 @@ impl FjallStore {
             .manual_journal_persist(true)
             .open()
             .map_err(backend)?;
+        let created = !db.keyspace_exists("hub");
         let data = db
             .keyspace("hub", || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
             })
             .map_err(backend)?;
-        Ok(FjallStore { db, data })
+        let file = dir.join(MEMTABLE_FILE);
+        let memtable_bytes = if created {
+            std::fs::write(&file, memtable_bytes.to_string())
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", file.display())))?;
+            Some(memtable_bytes)
+        } else {
+            std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+        };
+        Ok(FjallStore {
+            db,
+            data,
+            memtable_bytes,
+        })
+    }
+
+    /// The memtable size this store was created with, which fjall keeps whatever a later open
+    /// asks; `None` for a store created before snodo recorded it.
+    #[must_use]
+    pub fn memtable_bytes(&self) -> Option<u64> {
+        self.memtable_bytes
     }
 }
 
@@ -171,6 +201,16 @@ impl Store for FjallStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memtable_size_is_the_one_the_store_was_created_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FjallStore::open_with(dir.path(), 1 << 20, 32 << 20).unwrap();
+        assert_eq!(s.memtable_bytes(), Some(32 << 20));
+        drop(s);
+        let s = FjallStore::open_with(dir.path(), 1 << 20, 16 << 20).unwrap();
+        assert_eq!(s.memtable_bytes(), Some(32 << 20));
+    }
 
     #[test]
     fn batches_scans_and_reopen() {
