@@ -176,7 +176,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<Summary> {
         second_homes,
         busy: Default::default(),
         log: Log::default(),
-        step_timeout: Duration::from_secs_f64((60.0 * day_secs).max(60.0)),
+        // Sixty simulated days, and at least two leases: an answer leased by a hub killed
+        // before its reader saw it comes back only when that lease runs out.
+        step_timeout: Duration::from_secs_f64(60.0 * day_secs).max(2 * crate::world::PULL_LEASE),
         prompt: Arc::default(),
     });
     let started = Instant::now();

@@ -58,6 +58,11 @@ pub const MAX_CREDITORS: usize = 100 - PROVINCES.len();
 
 /// The ZTL sector every simulated comune has: its whole territory.
 pub const ZTL_SECTOR: &str = "centro";
+
+/// How long a body's pull holds the envelopes it takes. An envelope leased just before the hub
+/// is killed stays hidden for this long after the restart, so a step waits longer (`run.rs`).
+pub const PULL_LEASE: Duration = Duration::from_secs(60);
+
 /// The document a resident's ZTL permit needs.
 pub const ZTL_DOCUMENT: &str = "carta di circolazione";
 
@@ -258,7 +263,7 @@ impl World {
         let idle = Duration::from_secs(5);
         let pull = PullConfig {
             batch: 32,
-            lease: Duration::from_secs(60),
+            lease: PULL_LEASE,
             idle,
         };
         let mut loops = BTreeMap::new();
