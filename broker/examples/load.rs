@@ -14,6 +14,9 @@
 //! send to the last byte of the answer. Envelopes are signed before the clock starts, unless
 //! `--stream` signs them while sending (for backlog runs too large to hold in memory; then the
 //! signing threads compete with the hub for the CPU and throughput is not the figure).
+//!
+//! A child hub logs to `hub.log` in the run's directory (`--keep DIR` keeps it) at the level
+//! `SNODO_LOG` gives, `warn` when unset.
 
 #[path = "../benches/support/mod.rs"]
 mod support;
@@ -273,7 +276,10 @@ async fn start_hub(args: &Args, fed: &support::Federation, port: u16) -> anyhow:
                     .arg("serve")
                     .arg("--config")
                     .arg(fed.config_path())
-                    .env("SNODO_LOG", "warn")
+                    .env(
+                        "SNODO_LOG",
+                        std::env::var("SNODO_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
                     .env("NO_COLOR", "1")
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())

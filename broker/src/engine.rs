@@ -35,6 +35,9 @@ const MAX_GROUP: usize = 1024;
 /// How often the engine sweeps expired leases and envelopes.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
+/// A group commit that takes longer is logged at debug level, with where its time went.
+const SLOW_GROUP: Duration = Duration::from_millis(15);
+
 /// The most keys of one time index a sweep handles.
 const SWEEP_BATCH: usize = 4096;
 /// An envelope with at least this many recipients has its record kept parsed...
@@ -1148,6 +1151,8 @@ impl Writer {
         let mut replies = Vec::with_capacity(jobs.len());
         let now = OffsetDateTime::now_utc();
         let mut accepted_any = false;
+        let started = Instant::now();
+        let job_count = jobs.len();
         for (recipient, seq) in std::mem::take(&mut self.requeue) {
             self.enqueue(&mut g, &recipient, seq);
             g.put(
@@ -1238,16 +1243,28 @@ impl Writer {
                 }
             }
         }
+        let jobs_done = started.elapsed();
         if self.last_sweep.elapsed() >= SWEEP_EVERY {
             self.last_sweep = Instant::now();
             if let Err(e) = self.sweep(&mut g, now) {
                 tracing::error!(error = %e, "Sweep failed.");
             }
         }
+        let swept = started.elapsed();
         let arrivals = std::mem::take(&mut g.arrivals);
         let head_moves = std::mem::take(&mut g.head_moves);
         let new_nodes = std::mem::take(&mut g.new_nodes);
         let result = self.commit(g, accepted_any, now);
+        let committed = started.elapsed();
+        if committed >= SLOW_GROUP {
+            tracing::debug!(
+                jobs = job_count,
+                jobs_ms = jobs_done.as_secs_f64() * 1e3,
+                sweep_ms = (swept - jobs_done).as_secs_f64() * 1e3,
+                commit_ms = (committed - swept).as_secs_f64() * 1e3,
+                "A slow group commit."
+            );
+        }
         match result {
             Ok(checkpoint) => {
                 self.nodes.extend(new_nodes);
@@ -1978,8 +1995,17 @@ impl Writer {
             keys::STATE.to_vec(),
             serde_json::to_vec(&self.state).unwrap_or_default(),
         );
+        let t = Instant::now();
         self.store.apply(g.batch)?;
+        let applied = t.elapsed();
         self.store.flush()?;
+        if t.elapsed() >= SLOW_GROUP {
+            tracing::debug!(
+                apply_ms = applied.as_secs_f64() * 1e3,
+                flush_ms = (t.elapsed() - applied).as_secs_f64() * 1e3,
+                "A slow store write."
+            );
+        }
         Ok(checkpoint)
     }
 
