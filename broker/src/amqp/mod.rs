@@ -41,6 +41,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 const STRIKE_EVERY: Duration = Duration::from_millis(20);
 /// How many outbox entries one pass publishes.
 const OUTBOX_BATCH: usize = 256;
+/// How long the transport's tasks have to end at shutdown, and then the connection to close:
+/// a broker that stopped answering must not hold the hub. Stopping them there loses nothing
+/// (what is unconfirmed stays in the outbox, what is unacknowledged is redelivered).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outbox entries younger than this belong to requests still publishing them (between a
 /// reconnection's first pass and the next).
 const OUTBOX_GRACE: time::Duration = time::Duration::seconds(5);
@@ -435,11 +439,19 @@ pub async fn run(hub: Arc<Hub>, amqp: Arc<Amqp>, shutdown: Shutdown) {
         tokio::spawn(inbox::expire_leases(amqp.clone(), shutdown.clone())),
         tokio::spawn(push::run(hub.clone(), amqp.clone(), shutdown.clone())),
     ];
+    let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
     for t in tasks {
-        let _ = t.await;
+        let abort = t.abort_handle();
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            tracing::warn!("A RabbitMQ task did not end in time at shutdown; stopped.");
+            abort.abort();
+        }
     }
     if let Some(link) = amqp.link.send_replace(None) {
-        let _ = link.connection.close(200, "hub stopping".into()).await;
+        let close = link.connection.close(200, "hub stopping".into());
+        if tokio::time::timeout(STOP_TIMEOUT, close).await.is_err() {
+            tracing::warn!("RabbitMQ did not answer the connection's close in time.");
+        }
     }
 }
 
