@@ -821,9 +821,9 @@ impl Keyspace {
     }
 
     pub(crate) fn request_rotation(&self) {
-        let lock = self.tree.get_version_history_lock();
-        let latest_version = lock.latest_version();
-        let active_memtable = &latest_version.active_memtable;
+        // snodo: upstream took the version history's write lock to read the active memtable's
+        // id, and so waited, on the writer's path, while a version was persisted under it.
+        let active_memtable = self.tree.active_memtable();
 
         self.worker_messager
             .try_send(WorkerMessage::RotateMemtable(
