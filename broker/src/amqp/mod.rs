@@ -37,6 +37,9 @@ const CHECK_EVERY: Duration = Duration::from_millis(200);
 /// The first and the longest wait between connection attempts.
 const RECONNECT_MIN: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// How long one connection attempt (connect, channels, topology) may take: a broker that
+/// accepts the TCP connection while it is still starting can leave the handshake unanswered.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often confirmed publications are struck from the outbox.
 const STRIKE_EVERY: Duration = Duration::from_millis(20);
 /// How many outbox entries one pass publishes.
@@ -422,6 +425,7 @@ fn uri_string(uri: &lapin::uri::AMQPUri) -> String {
 /// declaring the topology each time), publishes the outbox, consumes delivered markers and
 /// expired envelopes, pushes to entities with endpoints and returns expired pull leases.
 pub async fn run(hub: Arc<Hub>, amqp: Arc<Amqp>, shutdown: Shutdown) {
+    let mut stopping = shutdown.clone();
     let tasks = vec![
         tokio::spawn(supervise(hub.clone(), amqp.clone(), shutdown.clone())),
         tokio::spawn(outbox(hub.clone(), amqp.clone(), shutdown.clone())),
@@ -439,6 +443,12 @@ pub async fn run(hub: Arc<Hub>, amqp: Arc<Amqp>, shutdown: Shutdown) {
         tokio::spawn(inbox::expire_leases(amqp.clone(), shutdown.clone())),
         tokio::spawn(push::run(hub.clone(), amqp.clone(), shutdown.clone())),
     ];
+    // The tasks run until the shutdown; from then on they have `STOP_TIMEOUT` to end.
+    while !*stopping.borrow() {
+        if stopping.changed().await.is_err() {
+            break;
+        }
+    }
     let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
     for t in tasks {
         let abort = t.abort_handle();
@@ -491,13 +501,22 @@ async fn supervise(hub: Arc<Hub>, amqp: Arc<Amqp>, mut shutdown: Shutdown) {
     let mut generation = 0;
     while !*shutdown.borrow() {
         let attempt = async {
-            let mut link = connect(&amqp).await?;
+            let link = connect(&amqp).await?;
             topology::declare(&link.publisher, &amqp.names, &hub.registry()).await?;
-            generation += 1;
-            link.generation = generation;
             Ok::<_, lapin::Error>(link)
         };
-        match attempt.await {
+        let attempt = tokio::select! {
+            r = tokio::time::timeout(CONNECT_TIMEOUT, attempt) => match r {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {} s", CONNECT_TIMEOUT.as_secs())),
+            },
+            _ = shutdown.changed() => return,
+        };
+        match attempt.map(|mut link| {
+            generation += 1;
+            link.generation = generation;
+            link
+        }) {
             Ok(link) => {
                 tracing::info!(url = %amqp.redacted_url(), "Connected to RabbitMQ; topology declared.");
                 wait = RECONNECT_MIN;
