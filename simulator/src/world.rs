@@ -59,9 +59,12 @@ pub const MAX_CREDITORS: usize = 100 - PROVINCES.len();
 /// The ZTL sector every simulated comune has: its whole territory.
 pub const ZTL_SECTOR: &str = "centro";
 
-/// How long a body's pull holds the envelopes it takes. An envelope leased just before the hub
-/// is killed stays hidden for this long after the restart, so a step waits longer (`run.rs`).
-pub const PULL_LEASE: Duration = Duration::from_secs(60);
+/// How long a body's pull holds the envelopes it takes: far longer than a handler takes, and
+/// short beside the simulated terms. An envelope leased just before the hub is killed stays
+/// hidden for this long after the restart (15 simulated days at a second a day), so a step
+/// waits at least two leases (`run.rs`); with 60 s, a ZTL fee's answer came back after the
+/// comune's 30-day term.
+pub const PULL_LEASE: Duration = Duration::from_secs(15);
 
 /// The document a resident's ZTL permit needs.
 pub const ZTL_DOCUMENT: &str = "carta di circolazione";
