@@ -107,7 +107,9 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Keep the federation and the hub's store in this directory (created) instead of a
-    /// temporary one that is removed.
+    /// temporary one that is removed. A directory an earlier run kept is taken up again: its
+    /// PKI and store stay, so a run can start with a journal of millions of entries (give the
+    /// same `--key-type` and no more `--senders` than that run).
     #[arg(long)]
     keep: Option<PathBuf>,
     /// Queue through the RabbitMQ at this URL (the amqp transport) instead of the hub's

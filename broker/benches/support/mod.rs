@@ -31,7 +31,9 @@ pub struct Federation {
 
 impl Federation {
     /// Creates the PKI for `senders` municipalities and the recipient in `dir`, and a
-    /// configuration listening on `listen` (port 0 picks a free one).
+    /// configuration listening on `listen` (port 0 picks a free one). A PKI already in `dir`
+    /// (an earlier run's, with at least as many senders and the same key type) is kept, so a
+    /// run can go on with the store another one left.
     ///
     /// The per-entity request rate (2000/s by default) is lifted: these runs measure what the
     /// hub can do, not the policy that protects it from one partner.
@@ -50,7 +52,9 @@ impl Federation {
             .collect::<Result<_, _>>()?;
         let mut entities = senders.clone();
         entities.push(RECIPIENT.parse()?);
-        pki::init(&dir.join("pki"), &entities, key_type).context("creating the PKI")?;
+        if !dir.join("pki").join(pki::CA_KEY).exists() {
+            pki::init(&dir.join("pki"), &entities, key_type).context("creating the PKI")?;
+        }
         let mut config = format!(
             r#"[hub]
 name = "hub"
