@@ -170,9 +170,10 @@ pub struct HubConfig {
     /// beyond the requests in flight). Default 64 MiB.
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
-    /// Bytes at which the store's memtable is written out as a table; up to five are held (the
-    /// active one and four being written). Default 32 MiB: under a backlog of two million
-    /// envelopes the hub then moved between 150 and 260 MiB (peaks to 324 MiB); 64 MiB took it
+    /// Bytes at which the store's memtable is written out as a table; up to four are held (the
+    /// active one and three being written; then writes wait). Default 32 MiB: under a backlog of
+    /// two million envelopes the hub then moved between 150 and 260 MiB (peaks to 324 MiB, 345 MiB
+    /// since the store's rate rose: BENCHMARKS.md, section o); 64 MiB took it
     /// past 400 MiB, and saves about a tenth of the CPU per envelope only until the store's
     /// compactions set the pace; 16 MiB keeps it lowest (BENCHMARKS.md, section m). It applies
     /// when the store is created: an existing store keeps its size, and the hub warns at start

@@ -5,6 +5,7 @@
 use std::ops::Bound;
 use std::path::Path;
 
+use fjall::config::PartitioningPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{Batch, Store, StoreError, StoreResult};
@@ -36,7 +37,7 @@ const MEMTABLE_FILE: &str = "snodo-memtable-bytes";
 /// The default size of the block cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 /// The default size at which the memtable is sealed and written out as a table in the
-/// background (fjall holds writes while four sealed ones wait). Half fjall's own default:
+/// background (writes wait while three sealed ones do: `vendor/fjall`). Half fjall's own default:
 /// with 64 MiB a growing backlog took the hub past 400 MiB; with 32 MiB it moved between 150
 /// and 260 MiB (peaks to 324 MiB) at the same sustained rate (BENCHMARKS.md, section m).
 pub const DEFAULT_MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
@@ -67,7 +68,14 @@ impl FjallStore {
         let created = !db.keyspace_exists("hub");
         let data = db
             .keyspace("hub", || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable_bytes)
+                    // Filters and block indexes in 4 KiB partitions from L1 and L2 (fjall's
+                    // default: from L3), so that a point read loads one partition into the
+                    // block cache, not a table's whole filter (about a MiB): with millions of
+                    // envelopes the whole filters of L1 and L2 no longer fit in the cache.
+                    .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+                    .index_block_partitioning_policy(PartitioningPolicy::new([false, false, true]))
             })
             .map_err(backend)?;
         let file = dir.join(MEMTABLE_FILE);

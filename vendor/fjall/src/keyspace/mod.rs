@@ -31,6 +31,9 @@ use std::{
 };
 use write_delay::perform_write_stall;
 
+/// snodo: sealed memtables at which writes wait for a flush (upstream: 4).
+const MAX_SEALED_MEMTABLES: usize = 3;
+
 /// Keyspace key (a.k.a. column family, locality group)
 pub type KeyspaceKey = byteview::StrView;
 
@@ -808,12 +811,17 @@ impl Keyspace {
             throttled = true;
         }
 
-        while self.tree.sealed_memtable_count() >= 4 {
+        // snodo: writes waited for four sealed memtables, in steps of 100 ms; the hub waits for
+        // three, in steps of 2 ms: memtables waiting to be flushed are most of its memory when
+        // the background threads fall behind, and a 100 ms step is a 100 ms stall for every
+        // writer. (Two would hang upstream's `recover_sealed_order`, which seals three with no
+        // background thread to flush them.)
+        while self.tree.sealed_memtable_count() >= MAX_SEALED_MEMTABLES {
             log::debug!(
-                "Halting writes because we have 4+ sealed memtables in {:?} queued up",
+                "Halting writes because we have {MAX_SEALED_MEMTABLES}+ sealed memtables in {:?} queued up",
                 self.name,
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(2));
             throttled = true;
         }
 
