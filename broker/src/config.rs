@@ -170,14 +170,12 @@ pub struct HubConfig {
     /// beyond the requests in flight). Default 64 MiB.
     #[serde(default = "default_store_cache")]
     pub store_cache: u64,
-    /// Bytes at which the store's memtable is written out as a table; up to four are held (the
-    /// active one and three being written; then writes wait). Default 32 MiB: under a backlog of
-    /// two million envelopes the hub then moved between 150 and 260 MiB (peaks to 324 MiB, 345 MiB
-    /// since the store's rate rose: BENCHMARKS.md, section o); 64 MiB took it
-    /// past 400 MiB, and saves about a tenth of the CPU per envelope only until the store's
-    /// compactions set the pace; 16 MiB keeps it lowest (BENCHMARKS.md, section m). It applies
-    /// when the store is created: an existing store keeps its size, and the hub warns at start
-    /// when this asks for another. At least 1 MiB.
+    /// Bytes the store's memtables take together before they are written out as tables: half
+    /// for the raw envelopes' tree, an eighth each for the records' and the journal's, a quarter
+    /// for the tree of everything else. Each tree holds up to four (the one being written and
+    /// three waiting to be flushed; then writes wait). Default 32 MiB (BENCHMARKS.md, sections
+    /// m and p). It applies when the store is created: an existing store keeps its budget, and
+    /// the hub warns at start when this asks for another. At least 1 MiB.
     #[serde(default = "default_store_memtable")]
     pub store_memtable: u64,
 }

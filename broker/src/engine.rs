@@ -874,10 +874,7 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Store`].
     pub fn queue_depth(&self, recipient: &str, cap: usize) -> Result<usize, EngineError> {
-        Ok(self
-            .store
-            .scan(&keys::queue_prefix(recipient), None, cap)?
-            .len())
+        Ok(self.store.count(&keys::queue_prefix(recipient), cap)?)
     }
 
     /// The store (for readiness checks).

@@ -1,12 +1,14 @@
-//! The [`Store`] on fjall, a log-structured merge tree: one keyspace, atomic batches through its
-//! journal, flush as an fsync of that journal. Writes are appends (no page rewritten per key)
-//! and memory is bounded by the block cache and the memtables, whatever the store holds.
+//! The [`Store`] on fjall, log-structured merge trees: the key spaces written once and in key
+//! order (the raw envelopes, their records, the journal) each in a tree of their own, the rest
+//! in one more; atomic batches across them through fjall's journal, flush as an fsync of that
+//! journal. Writes are appends (no page rewritten per key) and memory is bounded by the block
+//! cache and the memtables, whatever the store holds.
 
 use std::ops::Bound;
 use std::path::Path;
 
-use fjall::config::PartitioningPolicy;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::config::{CompressionPolicy, PartitioningPolicy, PinningPolicy};
+use fjall::{CompressionType, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::{Batch, Store, StoreError, StoreResult};
 
@@ -14,8 +16,11 @@ use super::{Batch, Store, StoreError, StoreResult};
 #[derive(Clone)]
 pub struct FjallStore {
     db: Database,
-    data: Keyspace,
-    /// The memtable size in force, when recorded (see [`MEMTABLE_FILE`]).
+    /// The trees; the first holds every key space without a tree of its own.
+    trees: Vec<Keyspace>,
+    /// For each first byte of a key, the index of its tree in `trees`.
+    route: [u8; 256],
+    /// The memtable budget in force, when recorded (see [`MEMTABLE_FILE`]).
     memtable_bytes: Option<u64>,
 }
 
@@ -29,18 +34,59 @@ fn backend(e: fjall::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-/// The file, in the store's directory, that records the memtable size the store was created
-/// with: fjall fixes it when it creates the keyspace and keeps it on every later open, whatever
-/// is asked then.
+/// The file, in the store's directory, that records the memtable budget the store was created
+/// with: fjall fixes each tree's memtable size when it creates the tree and keeps it on every
+/// later open, whatever is asked then.
 const MEMTABLE_FILE: &str = "snodo-memtable-bytes";
 
 /// The default size of the block cache.
 pub const DEFAULT_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-/// The default size at which the memtable is sealed and written out as a table in the
-/// background (writes wait while three sealed ones do: `vendor/fjall`). Half fjall's own default:
-/// with 64 MiB a growing backlog took the hub past 400 MiB; with 32 MiB it moved between 150
-/// and 260 MiB (peaks to 324 MiB) at the same sustained rate (BENCHMARKS.md, section m).
+/// The default memtable budget: the memtables of all the trees together, before they are
+/// written out as tables in the background (writes to a tree wait while three of its memtables
+/// are sealed: `vendor/fjall`). With one tree of 64 MiB memtables a growing backlog took the hub
+/// past 400 MiB; with 32 MiB it moved between 150 and 260 MiB (BENCHMARKS.md, section m).
 pub const DEFAULT_MEMTABLE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// The key spaces (`keys.rs`) with a tree of their own, the tree's name and its share of the
+/// memtable budget (one part in this many). Their keys are sequence numbers and journal indexes,
+/// written once and in increasing order, so each table the tree writes out follows every table
+/// before it: compaction moves such tables down the levels without reading or rewriting them.
+/// Sharing a tree with keys written in random order (the idempotency keys, say) made every
+/// table overlap every other, and the whole store was merged again and again as it grew: the
+/// write stops of BENCHMARKS.md, section o.
+const OWN_TREES: [(u8, &str, u64); 3] =
+    [(b'r', "raw", 2), (b'm', "records", 8), (b'j', "journal", 8)];
+/// The tree of every other key space, with a quarter of the budget.
+const REST_TREE: (&str, u64) = ("rest", 4);
+/// The one tree of a store created before the key spaces were split; such a store keeps it.
+const SINGLE_TREE: &str = "hub";
+
+/// The options of a tree with memtables of `memtable_bytes`; `in_order` for the trees of
+/// [`OWN_TREES`].
+fn tree_options(memtable_bytes: u64, in_order: bool) -> KeyspaceCreateOptions {
+    let options = KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes);
+    if in_order {
+        // A table of these trees is moved down the levels, never rewritten, and keeps what it
+        // was written with. So its data blocks are compressed from the first level (fjall's
+        // default: from L2; a journal of ten million took 40 GB instead of 22), and its filter
+        // and block index go in 4 KiB partitions through the block cache, never pinned in
+        // memory (fjall pins a new table's whole filter and index: kept by every moved table,
+        // they grew with the store).
+        return options
+            .data_block_compression_policy(CompressionPolicy::all(CompressionType::Lz4))
+            .filter_block_partitioning_policy(PartitioningPolicy::all(true))
+            .index_block_partitioning_policy(PartitioningPolicy::all(true))
+            .filter_block_pinning_policy(PinningPolicy::all(false))
+            .index_block_pinning_policy(PinningPolicy::all(false));
+    }
+    options
+        // Filters and block indexes in 4 KiB partitions from L1 and L2 (fjall's default: from
+        // L3), so that a point read loads one partition into the block cache, not a table's
+        // whole filter (about a MiB): with millions of envelopes the whole filters of L1 and L2
+        // no longer fit in the cache.
+        .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
+        .index_block_partitioning_policy(PartitioningPolicy::new([false, false, true]))
+}
 
 impl FjallStore {
     /// Opens (or creates) the store in `dir` with the default block cache.
@@ -53,8 +99,8 @@ impl FjallStore {
     }
 
     /// Opens (or creates) the store in `dir` with a block cache of `cache_bytes` and, when it
-    /// creates the store, memtables of `memtable_bytes` (an existing store keeps the size it
-    /// was created with: see [`FjallStore::memtable_bytes`]).
+    /// creates the store, a memtable budget of `memtable_bytes` (an existing store keeps the
+    /// budget it was created with: see [`FjallStore::memtable_bytes`]).
     ///
     /// # Errors
     /// As [`FjallStore::open`].
@@ -65,19 +111,23 @@ impl FjallStore {
             .manual_journal_persist(true)
             .open()
             .map_err(backend)?;
-        let created = !db.keyspace_exists("hub");
-        let data = db
-            .keyspace("hub", || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable_bytes)
-                    // Filters and block indexes in 4 KiB partitions from L1 and L2 (fjall's
-                    // default: from L3), so that a point read loads one partition into the
-                    // block cache, not a table's whole filter (about a MiB): with millions of
-                    // envelopes the whole filters of L1 and L2 no longer fit in the cache.
-                    .filter_block_partitioning_policy(PartitioningPolicy::new([false, true]))
-                    .index_block_partitioning_policy(PartitioningPolicy::new([false, false, true]))
-            })
-            .map_err(backend)?;
+        let single = db.keyspace_exists(SINGLE_TREE);
+        let created = !single && !db.keyspace_exists(REST_TREE.0);
+        let tree = |name: &str, share: u64, in_order: bool| {
+            db.keyspace(name, || tree_options(memtable_bytes / share, in_order))
+                .map_err(backend)
+        };
+        let mut route = [0u8; 256];
+        let trees = if single {
+            vec![tree(SINGLE_TREE, 1, false)?]
+        } else {
+            let mut trees = vec![tree(REST_TREE.0, REST_TREE.1, false)?];
+            for (space, name, share) in OWN_TREES {
+                route[usize::from(space)] = u8::try_from(trees.len()).unwrap_or(0);
+                trees.push(tree(name, share, true)?);
+            }
+            trees
+        };
         let file = dir.join(MEMTABLE_FILE);
         let memtable_bytes = if created {
             std::fs::write(&file, memtable_bytes.to_string())
@@ -90,17 +140,73 @@ impl FjallStore {
         };
         Ok(FjallStore {
             db,
-            data,
+            trees,
+            route,
             memtable_bytes,
         })
     }
 
-    /// The memtable size this store was created with, which fjall keeps whatever a later open
+    /// The memtable budget this store was created with, which fjall keeps whatever a later open
     /// asks; `None` for a store created before snodo recorded it.
     #[must_use]
     pub fn memtable_bytes(&self) -> Option<u64> {
         self.memtable_bytes
     }
+
+    /// The tree that holds `key`.
+    fn tree(&self, key: &[u8]) -> &Keyspace {
+        let space = key.first().copied().unwrap_or(0);
+        &self.trees[usize::from(self.route[usize::from(space)])]
+    }
+
+    /// The trees that hold keys whose first byte is from `lo` to `hi`, both included.
+    fn trees_between(&self, lo: u8, hi: u8) -> Vec<&Keyspace> {
+        let mut seen = [false; 256];
+        let mut out = Vec::new();
+        for space in lo..=hi {
+            let i = usize::from(self.route[usize::from(space)]);
+            if !seen[i] {
+                seen[i] = true;
+                out.push(&self.trees[i]);
+            }
+        }
+        out
+    }
+
+    /// The trees a scan of keys starting with `prefix` must read.
+    fn trees_for_prefix(&self, prefix: &[u8]) -> Vec<&Keyspace> {
+        match prefix.first() {
+            Some(&space) => vec![self.tree(&[space])],
+            None => self.trees_between(0, u8::MAX),
+        }
+    }
+}
+
+/// Up to `limit` entries of `trees` in `range`, in key order: read from each tree and merged
+/// (a range within one key space reads one tree).
+fn collect(
+    trees: &[&Keyspace],
+    range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    limit: usize,
+) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    for tree in trees {
+        for (n, item) in tree.range(range.clone()).enumerate() {
+            if n >= limit {
+                break;
+            }
+            let (k, v) = item.into_inner().map_err(backend)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+    }
+    if trees.len() > 1 {
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.truncate(limit);
+    }
+    Ok(out)
 }
 
 /// The least key greater than every key starting with `prefix`; none when there is no such
@@ -118,7 +224,11 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 impl Store for FjallStore {
     fn get(&self, key: &[u8]) -> StoreResult<Option<Vec<u8>>> {
-        Ok(self.data.get(key).map_err(backend)?.map(|v| v.to_vec()))
+        Ok(self
+            .tree(key)
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.to_vec()))
     }
 
     fn scan(
@@ -135,24 +245,16 @@ impl Store for FjallStore {
             }
             None => prefix.to_vec(),
         };
-        let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
         // Bounded above by the prefix's successor: an unbounded range would walk every
         // tombstone after the prefix (other inboxes' acknowledged envelopes, say) before it
-        // found the first live key past it, and an empty inbox would cost the whole keyspace.
+        // found the first live key past it, and an empty inbox would cost the whole tree.
         let end = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
-        for item in self.data.range((Bound::Included(start), end)) {
-            let (k, v) = item.into_inner().map_err(backend)?;
-            if !k.starts_with(prefix) {
-                break;
-            }
-            out.push((k.to_vec(), v.to_vec()));
-            if out.len() >= limit {
-                break;
-            }
-        }
+        let mut out = collect(
+            &self.trees_for_prefix(prefix),
+            &(Bound::Included(start), end),
+            limit,
+        )?;
+        out.retain(|(k, _)| k.starts_with(prefix));
         Ok(out)
     }
 
@@ -162,36 +264,52 @@ impl Store for FjallStore {
         to: &[u8],
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        let mut out = Vec::new();
-        if limit == 0 || from >= to {
-            return Ok(out);
+        if from >= to {
+            return Ok(Vec::new());
         }
-        for item in self.data.range(from..to) {
-            let (k, v) = item.into_inner().map_err(backend)?;
-            out.push((k.to_vec(), v.to_vec()));
-            if out.len() >= limit {
-                break;
+        let lo = from.first().copied().unwrap_or(0);
+        let hi = to.first().copied().unwrap_or(0);
+        collect(
+            &self.trees_between(lo, hi),
+            &(Bound::Included(from.to_vec()), Bound::Excluded(to.to_vec())),
+            limit,
+        )
+    }
+
+    fn count(&self, prefix: &[u8], cap: usize) -> StoreResult<usize> {
+        let mut n = 0;
+        for tree in self.trees_for_prefix(prefix) {
+            for item in tree.prefix(prefix) {
+                if n >= cap {
+                    return Ok(n);
+                }
+                item.key().map_err(backend)?;
+                n += 1;
             }
         }
-        Ok(out)
+        Ok(n)
     }
 
     fn last(&self, prefix: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
-        match self.data.prefix(prefix).next_back() {
-            Some(item) => {
+        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+        for tree in self.trees_for_prefix(prefix) {
+            if let Some(item) = tree.prefix(prefix).next_back() {
                 let (k, v) = item.into_inner().map_err(backend)?;
-                Ok(Some((k.to_vec(), v.to_vec())))
+                if best.as_ref().is_none_or(|(b, _)| b.as_slice() < &*k) {
+                    best = Some((k.to_vec(), v.to_vec()));
+                }
             }
-            None => Ok(None),
         }
+        Ok(best)
     }
 
     fn apply(&self, batch: Batch) -> StoreResult<()> {
         let mut b = self.db.batch();
         for (k, v) in batch.ops {
+            let tree = self.tree(&k);
             match v {
-                Some(v) => b.insert(&self.data, k, v),
-                None => b.remove(&self.data, k),
+                Some(v) => b.insert(tree, k, v),
+                None => b.remove(tree, k),
             }
         }
         b.commit().map_err(backend)
@@ -202,7 +320,7 @@ impl Store for FjallStore {
     }
 
     fn is_writable(&self) -> bool {
-        self.data.insert(b"s/probe", b"1").is_ok() && self.flush().is_ok()
+        self.tree(b"s/probe").insert(b"s/probe", b"1").is_ok() && self.flush().is_ok()
     }
 }
 
@@ -289,5 +407,111 @@ mod tests {
         assert_eq!(range.len(), 2);
         assert_eq!(s.scan_range(b"a\xff\x00", b"b", 1).unwrap().len(), 1);
         assert!(s.scan_range(b"b", b"a", 10).unwrap().is_empty());
+    }
+
+    fn keys_of(rows: &[(Vec<u8>, Vec<u8>)]) -> Vec<&[u8]> {
+        rows.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    #[test]
+    fn scans_across_trees_come_back_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FjallStore::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        // Spaces of the rest tree on both sides of the raw, records and journal trees.
+        for k in [
+            "a/1", "j/1", "j/2", "k/1", "m/1", "q/1", "r/1", "r/2", "s/1", "z/1",
+        ] {
+            b.put(k, k);
+        }
+        s.apply(b).unwrap();
+        let all = s.scan(b"", None, 100).unwrap();
+        assert_eq!(
+            keys_of(&all),
+            [
+                &b"a/1"[..],
+                b"j/1",
+                b"j/2",
+                b"k/1",
+                b"m/1",
+                b"q/1",
+                b"r/1",
+                b"r/2",
+                b"s/1",
+                b"z/1"
+            ]
+        );
+        assert_eq!(
+            keys_of(&s.scan(b"", Some(b"j/2"), 3).unwrap()),
+            [&b"k/1"[..], b"m/1", b"q/1"]
+        );
+        assert_eq!(
+            keys_of(&s.scan_range(b"j/2", b"r/2", 100).unwrap()),
+            [&b"j/2"[..], b"k/1", b"m/1", b"q/1", b"r/1"]
+        );
+        assert_eq!(
+            keys_of(&s.scan(b"r/", None, 100).unwrap()),
+            [&b"r/1"[..], b"r/2"]
+        );
+        assert_eq!(s.last(b"").unwrap().unwrap().0, b"z/1");
+        assert_eq!(s.last(b"m").unwrap().unwrap().1, b"m/1");
+        assert_eq!(s.get(b"r/2").unwrap().unwrap(), b"r/2");
+        assert_eq!(s.count(b"", 100).unwrap(), 10);
+        assert_eq!(s.count(b"", 4).unwrap(), 4);
+        assert_eq!(s.count(b"j/", 100).unwrap(), 2);
+        assert_eq!(s.count(b"x/", 100).unwrap(), 0);
+        // Every write of a batch lands, whichever trees it spans, and so does every delete.
+        let mut b = Batch::default();
+        b.delete("r/1");
+        b.delete("q/1");
+        s.apply(b).unwrap();
+        assert_eq!(s.scan(b"", None, 100).unwrap().len(), 8);
+    }
+
+    #[test]
+    fn a_store_of_one_tree_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A store as snodo created it before the key spaces had trees of their own.
+            let db = Database::builder(dir.path()).open().unwrap();
+            let hub = db
+                .keyspace(SINGLE_TREE, KeyspaceCreateOptions::default)
+                .unwrap();
+            hub.insert(b"r/1", b"raw").unwrap();
+            hub.insert(b"q/1", b"queued").unwrap();
+            db.persist(PersistMode::SyncAll).unwrap();
+        }
+        let s = FjallStore::open(dir.path()).unwrap();
+        assert_eq!(s.trees.len(), 1);
+        assert_eq!(s.get(b"r/1").unwrap().unwrap(), b"raw");
+        let mut b = Batch::default();
+        b.put("m/1", "record");
+        s.apply(b).unwrap();
+        assert_eq!(
+            keys_of(&s.scan(b"", None, 10).unwrap()),
+            [&b"m/1"[..], b"q/1", b"r/1"]
+        );
+        drop(s);
+        let s = FjallStore::open(dir.path()).unwrap();
+        assert_eq!(s.trees.len(), 1);
+        assert_eq!(s.get(b"m/1").unwrap().unwrap(), b"record");
+    }
+
+    #[test]
+    fn a_new_store_splits_its_key_spaces_and_keeps_them_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FjallStore::open(dir.path()).unwrap();
+        assert_eq!(s.trees.len(), 1 + OWN_TREES.len());
+        let mut b = Batch::default();
+        b.put("r/1", "raw");
+        b.put("i/1", "idempotency");
+        s.apply(b).unwrap();
+        s.flush().unwrap();
+        drop(s);
+        let s = FjallStore::open(dir.path()).unwrap();
+        assert_eq!(s.trees.len(), 1 + OWN_TREES.len());
+        assert_eq!(s.get(b"r/1").unwrap().unwrap(), b"raw");
+        assert_eq!(s.get(b"i/1").unwrap().unwrap(), b"idempotency");
+        assert!(s.db.keyspace_exists("raw") && !s.db.keyspace_exists(SINGLE_TREE));
     }
 }

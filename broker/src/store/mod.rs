@@ -106,6 +106,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         limit: usize,
     ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>>;
 
+    /// How many keys start with `prefix`, counting up to `cap` (no more is read).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    fn count(&self, prefix: &[u8], cap: usize) -> StoreResult<usize>;
+
     /// The entry with the greatest key starting with `prefix`.
     ///
     /// # Errors

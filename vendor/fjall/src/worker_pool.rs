@@ -167,6 +167,13 @@ struct WorkerState {
 }
 
 fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
+    // snodo: a rotation hands its flush to the pool without blocking (`Keyspace::
+    // inner_rotate_memtable`), so a flush task can be queued with no message for it: the first
+    // worker (the one that leaves compactions to the others) runs queued flushes first.
+    if ctx.worker_id == 0 || ctx.pool_size == 1 {
+        while flush_next(ctx)? {}
+    }
+
     let Ok(item) = ctx.rx.recv() else {
         return Ok(true);
     };
@@ -183,69 +190,7 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
             keyspace.inner_rotate_memtable(journal_writer, memtable_id)?;
         }
         WorkerMessage::Flush => {
-            let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
-                return Ok(false);
-            };
-
-            {
-                log::trace!("acquiring journal lock to maybe rotate journal");
-                let mut journal_writer = ctx.supervisor.journal.get_writer()?;
-
-                if journal_writer.pos()? > 64_000_000 {
-                    #[expect(clippy::expect_used)]
-                    let mut journal_manager = ctx
-                        .supervisor
-                        .journal_manager
-                        .write()
-                        .expect("lock is poisoned");
-
-                    let seqno_map = {
-                        #[expect(clippy::expect_used)]
-                        let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
-
-                        ctx.supervisor.build_seqno_map(&keyspaces)
-                    };
-
-                    journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
-
-                    if journal_manager.disk_space_used()
-                        >= ctx.supervisor.db_config.max_journaling_size_in_bytes
-                    {
-                        let stragglers =
-                            journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
-
-                        for keyspace in stragglers {
-                            log::info!(
-                                "Rotating {:?} to try to reduce journal size",
-                                keyspace.name,
-                            );
-                            keyspace.request_rotation();
-                        }
-                    }
-                } else {
-                    // https://github.com/fjall-rs/fjall/issues/329
-                    journal_writer.persist(crate::PersistMode::SyncAll)?;
-                }
-            }
-
-            run_flush(
-                &task,
-                &ctx.supervisor.write_buffer_size,
-                &ctx.supervisor.snapshot_tracker,
-                &ctx.stats,
-            )?;
-
-            for _ in 0..ctx.pool_size {
-                ctx.sender
-                    .try_send(WorkerMessage::Compact(task.keyspace.clone()))
-                    .ok();
-            }
-
-            ctx.supervisor
-                .journal_manager
-                .write()
-                .expect("lock is poisoned")
-                .maintenance()?;
+            flush_next(ctx)?;
         }
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
@@ -263,6 +208,75 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
     }
 
     Ok(false)
+}
+
+/// Runs the next queued flush, if any; false when none was queued.
+fn flush_next(ctx: &WorkerState) -> crate::Result<bool> {
+    let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
+        return Ok(false);
+    };
+
+    {
+        log::trace!("acquiring journal lock to maybe rotate journal");
+        let mut journal_writer = ctx.supervisor.journal.get_writer()?;
+
+        if journal_writer.pos()? > 64_000_000 {
+            #[expect(clippy::expect_used)]
+            let mut journal_manager = ctx
+                .supervisor
+                .journal_manager
+                .write()
+                .expect("lock is poisoned");
+
+            let seqno_map = {
+                #[expect(clippy::expect_used)]
+                let keyspaces = ctx.supervisor.keyspaces.write().expect("lock is poisoned");
+
+                ctx.supervisor.build_seqno_map(&keyspaces)
+            };
+
+            journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
+
+            if journal_manager.disk_space_used()
+                >= ctx.supervisor.db_config.max_journaling_size_in_bytes
+            {
+                let stragglers =
+                    journal_manager.get_keyspaces_to_flush_for_oldest_journal_eviction();
+
+                for keyspace in stragglers {
+                    log::info!(
+                        "Rotating {:?} to try to reduce journal size",
+                        keyspace.name,
+                    );
+                    keyspace.request_rotation();
+                }
+            }
+        } else {
+            // https://github.com/fjall-rs/fjall/issues/329
+            journal_writer.persist(crate::PersistMode::SyncAll)?;
+        }
+    }
+
+    run_flush(
+        &task,
+        &ctx.supervisor.write_buffer_size,
+        &ctx.supervisor.snapshot_tracker,
+        &ctx.stats,
+    )?;
+
+    for _ in 0..ctx.pool_size {
+        ctx.sender
+            .try_send(WorkerMessage::Compact(task.keyspace.clone()))
+            .ok();
+    }
+
+    ctx.supervisor
+        .journal_manager
+        .write()
+        .expect("lock is poisoned")
+        .maintenance()?;
+
+    Ok(true)
 }
 
 #[cfg(test)]

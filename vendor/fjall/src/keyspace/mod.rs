@@ -755,7 +755,15 @@ impl Keyspace {
             keyspace: self.clone(),
         }));
 
-        self.worker_messager.send(WorkerMessage::Flush).ok();
+        // snodo: upstream sent this with a blocking `send`. The rotation runs on a worker, and
+        // when the pool's channel was full (of requests to rotate, sent by every write while
+        // the memtable is over its size, and of compaction requests) while the other worker
+        // was in a long compaction, the worker blocked here on its own channel: nothing was
+        // rotated or flushed, and the memtables grew by everything written, to gigabytes,
+        // until that compaction ended. The task is queued in the flush manager whatever
+        // happens here; a worker takes queued flushes up before its next message
+        // (`worker_pool.rs`).
+        self.worker_messager.try_send(WorkerMessage::Flush).ok();
 
         {
             // NOTE: If the difference between watermark is too large, and
@@ -833,12 +841,22 @@ impl Keyspace {
         // id, and so waited, on the writer's path, while a version was persisted under it.
         let active_memtable = self.tree.active_memtable();
 
-        self.worker_messager
+        // snodo: every write asked again while the memtable was over its size, and the requests
+        // filled the pool's channel (see `inner_rotate_memtable`). One request per memtable
+        // now; a request the full channel refused is asked again by the next write.
+        if active_memtable.is_flagged_for_rotation() {
+            return;
+        }
+        if self
+            .worker_messager
             .try_send(WorkerMessage::RotateMemtable(
                 self.clone(),
                 active_memtable.id(),
             ))
-            .ok();
+            .is_ok()
+        {
+            active_memtable.flag_rotated();
+        }
     }
 
     pub(crate) fn check_memtable_rotate(&self, size: u64) {
