@@ -176,7 +176,7 @@ impl FjallStore {
     /// The trees a scan of keys starting with `prefix` must read.
     fn trees_for_prefix(&self, prefix: &[u8]) -> Vec<&Keyspace> {
         match prefix.first() {
-            Some(&space) => vec![self.tree(&[space])],
+            Some(&space) => self.trees_between(space, space),
             None => self.trees_between(0, u8::MAX),
         }
     }

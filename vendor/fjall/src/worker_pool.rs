@@ -210,7 +210,9 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
     Ok(false)
 }
 
-/// Runs the next queued flush, if any; false when none was queued.
+/// snodo: the `WorkerMessage::Flush` arm of `worker_tick`, moved here unchanged so that the
+/// first worker can also run queued flushes before its next message. Runs the next queued
+/// flush, if any; false when none was queued.
 fn flush_next(ctx: &WorkerState) -> crate::Result<bool> {
     let Some(task) = ctx.supervisor.flush_manager.dequeue() else {
         return Ok(false);
