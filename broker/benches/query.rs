@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use snodo_broker::journal::entry::{Entry, EventKind};
-use snodo_broker::journal::query::{self, Field, Filter, index_keys};
+use snodo_broker::journal::query::{self, Field, Filter, Postings};
 use snodo_broker::store::{Batch, FjallStore, Store, keys};
 use time::OffsetDateTime;
 
@@ -19,6 +19,8 @@ fn entries() -> u64 {
         .unwrap_or(250_000)
 }
 const COMUNI: u64 = 1_181;
+/// Entries per group commit when the journal is built.
+const GROUP: u64 = 256;
 
 fn start() -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time")
@@ -28,6 +30,7 @@ fn start() -> OffsetDateTime {
 fn build(dir: &std::path::Path) -> FjallStore {
     let store = FjallStore::open(dir).expect("store");
     let mut batch = Batch::default();
+    let mut postings = Postings::default();
     for i in 0..entries() {
         let kind = [
             EventKind::Accepted,
@@ -46,12 +49,20 @@ fn build(dir: &std::path::Path) -> FjallStore {
         e.action = Some("richiesta".into());
         e.conversation = Some(format!("pratica-{}", i / 3));
         batch.put(keys::journal(i), e.to_bytes().expect("entry"));
-        for k in index_keys(&e) {
-            batch.put(k, Vec::new());
+        postings.add(&e);
+        // Index keys as the hub writes them under load: one per field and value per group
+        // commit of a few hundred entries.
+        if i % GROUP == GROUP - 1 {
+            for (k, v) in std::mem::take(&mut postings).into_writes() {
+                batch.put(k, v);
+            }
         }
         if batch.len() >= 10_000 {
             store.apply(std::mem::take(&mut batch)).expect("apply");
         }
+    }
+    for (k, v) in postings.into_writes() {
+        batch.put(k, v);
     }
     store.apply(batch).expect("apply");
     store.flush().expect("flush");

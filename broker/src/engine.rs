@@ -19,6 +19,7 @@ use crate::journal::checkpoint::{CheckpointSigner, SignedCheckpoint};
 use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
 use crate::journal::nodes::{NodeCache, stored_node};
+use crate::journal::query::Postings;
 use crate::journal::receipt::Receipt;
 use crate::store::{Batch, Store, StoreError, keys};
 
@@ -940,6 +941,8 @@ struct Group<'a> {
     arrivals: HashMap<Vec<u8>, u64>,
     /// Where this group's takes leave each inbox's head (see [`Writer::heads`]).
     head_moves: Vec<(Vec<u8>, u64)>,
+    /// The journal's secondary index entries of this group's entries.
+    postings: Postings,
 }
 
 impl<'a> Group<'a> {
@@ -952,6 +955,7 @@ impl<'a> Group<'a> {
             overlay: HashMap::new(),
             arrivals: HashMap::new(),
             head_moves: Vec::new(),
+            postings: Postings::default(),
         }
     }
 
@@ -1306,9 +1310,7 @@ impl Writer {
             g.new_nodes.push((level, index, hash));
         }
         g.put_unread(keys::journal(entry.index), bytes);
-        for k in crate::journal::query::index_keys(&entry) {
-            g.put_unread(k, Vec::new());
-        }
+        g.postings.add(&entry);
         if let Some(seq) = seq {
             g.put_unread(keys::history(seq, entry.index), Vec::new());
         }
@@ -1923,14 +1925,16 @@ impl Writer {
         now: OffsetDateTime,
     ) -> Result<(), EngineError> {
         let after = self.state.prune_from.checked_sub(1).map(keys::envelope);
+        // Most sweeps find the oldest record not yet due: it is read alone before a page.
+        let oldest = self.store.scan(b"m/", after.as_deref(), 1)?;
+        match oldest.first() {
+            Some((key, value)) if accepted_before(key, value, cutoff)?.is_some() => {}
+            _ => return Ok(()),
+        }
         for (key, value) in self.store.scan(b"m/", after.as_deref(), 512)? {
-            let rec: EnvelopeRecord =
-                serde_json::from_slice(&value).map_err(|e| StoreError::corrupt(&key, e))?;
-            let accepted = snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
-                .map_err(|e| StoreError::corrupt(&key, e))?;
-            if accepted >= cutoff {
+            let Some(rec) = accepted_before(&key, &value, cutoff)? else {
                 break;
-            }
+            };
             self.state.prune_from = rec.seq + 1;
             let mut pending = false;
             for r in &rec.recipients {
@@ -1985,6 +1989,9 @@ impl Writer {
         } else {
             None
         };
+        for (key, value) in std::mem::take(&mut g.postings).into_writes() {
+            g.put_unread(key, value);
+        }
         if g.batch.is_empty() {
             return Ok(checkpoint);
         }
@@ -2240,6 +2247,19 @@ fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {
         at: format_time(now),
     })
     .unwrap_or_default()
+}
+
+/// The envelope record stored under `key`, when it was accepted before `cutoff`.
+fn accepted_before(
+    key: &[u8],
+    value: &[u8],
+    cutoff: OffsetDateTime,
+) -> Result<Option<EnvelopeRecord>, EngineError> {
+    let rec: EnvelopeRecord =
+        serde_json::from_slice(value).map_err(|e| StoreError::corrupt(key, e))?;
+    let accepted = snodo_envelopes::header::parse_time("accepted_at", &rec.accepted_at)
+        .map_err(|e| StoreError::corrupt(key, e))?;
+    Ok((accepted < cutoff).then_some(rec))
 }
 
 fn unix_ms(t: OffsetDateTime) -> i64 {

@@ -29,6 +29,8 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // `snodo … | head`: the reader has what it wanted.
+        Err(e) if snodo_broker::cli::reader_gone(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("snodo: {e:#}");
             std::process::ExitCode::FAILURE

@@ -321,3 +321,29 @@ fn issue_an_auditor_certificate() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    init(tmp.path());
+    std::fs::write(tmp.path().join("body.json"), r#"{"x":1}"#).unwrap();
+    let signed = sign(tmp.path(), "json", &[]);
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    std::fs::write(tmp.path().join("env.json"), &signed.stdout).unwrap();
+    for args in [
+        &["config", "schema"][..],
+        &["envelope", "verify", "--ca", "pki/ca.crt", "env.json"][..],
+    ] {
+        // `snodo … | head` where head has already exited: the pipe has no reader.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_snodo"))
+            .args(args)
+            .current_dir(tmp.path())
+            .stdout(writer)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+}

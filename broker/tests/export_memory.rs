@@ -8,7 +8,7 @@ use common::child::HubProcess;
 use common::*;
 use snodo_broker::journal::entry::{Entry, EventKind};
 use snodo_broker::journal::merkle;
-use snodo_broker::journal::query::index_keys;
+use snodo_broker::journal::query::Postings;
 use snodo_broker::store::{Batch, FjallStore, Store, keys};
 
 const ENTRIES: u64 = 100_000;
@@ -27,6 +27,7 @@ fn prepare(t: &TestHub) {
     let store = FjallStore::open(&t.dir.path().join("data/store")).unwrap();
     let start = time::OffsetDateTime::now_utc() - time::Duration::days(1);
     let mut batch = Batch::default();
+    let mut postings = Postings::default();
     let mut nodes = std::collections::HashMap::new();
     for i in 0..ENTRIES {
         let mut e = Entry::new(
@@ -51,15 +52,19 @@ fn prepare(t: &TestHub) {
             batch.put(keys::node(l, k), h.to_vec());
         }
         batch.put(keys::journal(i), bytes);
-        for k in index_keys(&e) {
-            batch.put(k, Vec::new());
-        }
+        postings.add(&e);
         if batch.len() > 50_000 {
+            for (k, v) in std::mem::take(&mut postings).into_writes() {
+                batch.put(k, v);
+            }
             store.apply(std::mem::take(&mut batch)).unwrap();
         }
     }
     let state = serde_json::json!({ "journal_size": ENTRIES, "next_seq": 0, "checkpoint_size": 0 });
     batch.put(keys::STATE.to_vec(), serde_json::to_vec(&state).unwrap());
+    for (k, v) in postings.into_writes() {
+        batch.put(k, v);
+    }
     store.apply(batch).unwrap();
     store.flush().unwrap();
     drop(store);

@@ -1,5 +1,7 @@
 //! The `snodo-sim` command: `bench` (pure load) over the simulated Piedmont federation.
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 use snodo_simulator::bench::{self, BenchArgs};
 use snodo_simulator::run::{self, RunArgs};
@@ -48,16 +50,23 @@ async fn main() -> std::process::ExitCode {
                 eprintln!("snodo-sim: writing {}: {e}", path.display());
                 return std::process::ExitCode::FAILURE;
             }
-            if json {
+            let text = if json {
                 match serde_json::to_string_pretty(&s) {
-                    Ok(text) => println!("{text}"),
+                    Ok(text) => text + "\n",
                     Err(e) => {
                         eprintln!("snodo-sim: {e}");
                         return std::process::ExitCode::FAILURE;
                     }
                 }
             } else {
-                print!("{}", s.table());
+                s.table()
+            };
+            // A reader that has gone (`snodo-sim … | head`) has what it wanted.
+            if let Err(e) = snodo_broker::cli::Stdout::lock().write_all(text.as_bytes())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                eprintln!("snodo-sim: writing the summary: {e}");
+                return std::process::ExitCode::FAILURE;
             }
             if s.ok() {
                 std::process::ExitCode::SUCCESS

@@ -214,7 +214,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Prints one report as before, several (a bundle of several nodes) one after the other, or
 /// as `{"nodes": [...]}` in JSON.
 fn print_reports(reports: &[Report], json: bool) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
+    let mut out = super::Stdout::lock();
     match (reports, json) {
         ([one], true) => serde_json::to_writer_pretty(&mut out, one)?,
         (many, true) => {
@@ -351,7 +351,7 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 Format::Json => OutputFormat::Json,
                 Format::Csv => OutputFormat::Csv,
             };
-            let stdout = std::io::stdout().lock();
+            let stdout = super::Stdout::lock();
             runtime()?.block_on(client::query(
                 &connection,
                 &Filters::from(filters),

@@ -32,16 +32,16 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
             let tls = config
                 .load_tls()
                 .with_context(|| file.display().to_string())?;
-            println!(
+            super::print_line(format_args!(
                 "ok: {}; hub `{}` on {}, certificate for {}",
                 config.summary(),
                 config.hub.name,
                 config.hub.listen,
                 tls.signer.identity
-            );
+            ))?;
         }
         ConfigCommand::Schema => {
-            println!("{}", serde_json::to_string_pretty(&Config::json_schema())?);
+            super::print_line(serde_json::to_string_pretty(&Config::json_schema())?)?;
         }
     }
     Ok(())

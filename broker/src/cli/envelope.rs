@@ -157,7 +157,7 @@ pub fn run(cmd: EnvelopeCommand) -> anyhow::Result<()> {
             }
             let envelope = b.build()?;
             let signed = snodo_envelopes::sign(&envelope, &signer, format)?;
-            let mut out = std::io::stdout().lock();
+            let mut out = super::Stdout::lock();
             out.write_all(&signed)?;
             out.write_all(b"\n")?;
         }
@@ -176,10 +176,7 @@ pub fn run(cmd: EnvelopeCommand) -> anyhow::Result<()> {
             let verified = Verifier::new(Arc::new(trust), limits)
                 .verify(trim_newline(&input))
                 .map_err(Refused)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&verified.envelope.header)?
-            );
+            super::print_line(serde_json::to_string_pretty(&verified.envelope.header)?)?;
         }
     }
     Ok(())

@@ -71,13 +71,13 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
             key_type,
         } => {
             let issued = pki::init(&dir, &entities, key_type)?;
-            println!("CA:  {}", dir.join(pki::CA_CERT).display());
+            super::print_line(format_args!("CA:  {}", dir.join(pki::CA_CERT).display()))?;
             for i in issued {
-                println!(
+                super::print_line(format_args!(
                     "key: {}  cert: {}",
                     i.key_path.display(),
                     i.cert_path.display()
-                );
+                ))?;
             }
         }
         PkiCommand::Issue {
@@ -106,11 +106,11 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 not_after: now + i64::from(days) * 86_400,
             };
             let i = pki::issue(&dir, &ca, &subject, key_type, validity)?;
-            println!(
+            super::print_line(format_args!(
                 "key: {}  cert: {}",
                 i.key_path.display(),
                 i.cert_path.display()
-            );
+            ))?;
         }
         PkiCommand::Revoke { dir, cert, entity } => {
             let cert = match (cert, entity) {
@@ -119,11 +119,11 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --cert or --entity"),
             };
             let crl = pki::revoke(&dir, &cert)?;
-            println!(
+            super::print_line(format_args!(
                 "revoked {}; revocation list: {}",
                 cert.display(),
                 crl.display()
-            );
+            ))?;
         }
     }
     Ok(())

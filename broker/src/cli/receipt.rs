@@ -101,10 +101,7 @@ pub fn run(cmd: ReceiptCommand) -> anyhow::Result<()> {
                 (result, _) => result,
             }
             .map_err(Refused)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&Summary::from(&verified))?
-            );
+            super::print_line(serde_json::to_string_pretty(&Summary::from(&verified))?)?;
         }
     }
     Ok(())

@@ -189,7 +189,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let instructions = args.dev.then(|| dev::instructions(&path, &config));
     let running = start(config, Some(path)).await?;
     if let Some(text) = instructions {
-        println!("{text}");
+        // The hub runs on without a reader for its instructions.
+        if let Err(e) = super::print_line(text) {
+            tracing::warn!("could not print the development instructions: {e}");
+        }
     }
     let signals = tokio::spawn(signals.run(running.hub.clone(), running.stop.clone()));
     running.wait().await?;

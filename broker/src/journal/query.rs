@@ -1,6 +1,8 @@
-//! Journal queries over the store's secondary indexes: which keys an entry is indexed under,
+//! Journal queries over the store's secondary indexes: the index keys of a batch of entries,
 //! a filter, and paging in journal order that reads only the index of the most selective
 //! field (never a scan of the whole log when a field is given).
+
+use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -84,11 +86,9 @@ fn status_values(e: &Entry) -> Vec<&str> {
     }
 }
 
-/// The index keys of `e`: one per indexed field it has a value in.
-#[must_use]
-pub fn index_keys(e: &Entry) -> Vec<Vec<u8>> {
+/// The index terms of `e`: one per indexed field it has a value in.
+fn terms(e: &Entry) -> Vec<(Field, String)> {
     let mut out = Vec::with_capacity(12);
-    let mut push = |f: Field, v: &str| out.push(keys::journal_index(f.letter(), v, e.index));
     let mut parties: Vec<&str> = Vec::with_capacity(3);
     for p in [&e.sender, &e.recipient, &e.actor].into_iter().flatten() {
         if p != "*" && !parties.contains(&p.as_str()) {
@@ -96,7 +96,7 @@ pub fn index_keys(e: &Entry) -> Vec<Vec<u8>> {
         }
     }
     for p in parties {
-        push(Field::Entity, p);
+        out.push((Field::Entity, p.to_owned()));
     }
     for (f, v) in [
         (Field::Sender, &e.sender),
@@ -106,17 +106,88 @@ pub fn index_keys(e: &Entry) -> Vec<Vec<u8>> {
         (Field::Conversation, &e.conversation),
     ] {
         if let Some(v) = v {
-            push(f, v);
+            out.push((f, v.clone()));
         }
     }
     if let Some(id) = e.envelope_id {
-        push(Field::EnvelopeId, &id.to_string());
+        out.push((Field::EnvelopeId, id.to_string()));
     }
-    push(Field::Kind, e.kind.as_str());
+    out.push((Field::Kind, e.kind.as_str().to_owned()));
     for s in status_values(e) {
-        push(Field::Status, s);
+        out.push((Field::Status, s.to_owned()));
     }
     out
+}
+
+/// The secondary index entries of the journal entries one write adds: one key per field and
+/// value, whatever the number of entries that have it. The key names the first of them
+/// (`keys::journal_index`); the value lists the others, each as the LEB128 difference from
+/// the one before. A key with an empty value names one entry.
+///
+/// One key per entry and field was most of the keys the hub wrote per envelope, and the
+/// store's work grows with keys more than with bytes.
+#[derive(Debug, Default)]
+pub struct Postings(BTreeMap<(u8, String), Vec<u64>>);
+
+impl Postings {
+    /// Indexes `e`; entries must be added in journal order.
+    pub fn add(&mut self, e: &Entry) {
+        for (field, value) in terms(e) {
+            let indices = self.0.entry((field.letter(), value)).or_default();
+            if indices.last() != Some(&e.index) {
+                indices.push(e.index);
+            }
+        }
+    }
+
+    /// The keys and values to write.
+    pub fn into_writes(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        self.0.into_iter().filter_map(|((letter, value), indices)| {
+            let (&first, rest) = indices.split_first()?;
+            let mut deltas = Vec::with_capacity(rest.len());
+            let mut prev = first;
+            for &i in rest {
+                put_leb128(&mut deltas, i - prev);
+                prev = i;
+            }
+            Some((keys::journal_index(letter, &value, first), deltas))
+        })
+    }
+}
+
+fn put_leb128(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// The journal indices an index key names (see [`Postings`]).
+fn posting(key: &[u8], value: &[u8]) -> Result<Vec<u64>, StoreError> {
+    let bad = |what: &str| StoreError::corrupt(key, format!("index posting: {what}"));
+    let mut index = keys::trailing_u64(key).ok_or_else(|| bad("no index in the key"))?;
+    let mut out = vec![index];
+    let (mut delta, mut shift) = (0u64, 0u32);
+    for &b in value {
+        if shift > 63 {
+            return Err(bad("a difference longer than 64 bits"));
+        }
+        delta |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            index = index
+                .checked_add(delta)
+                .filter(|_| delta > 0)
+                .ok_or_else(|| bad("indices out of order"))?;
+            out.push(index);
+            (delta, shift) = (0, 0);
+        }
+    }
+    if shift != 0 {
+        return Err(bad("a truncated difference"));
+    }
+    Ok(out)
 }
 
 /// What a query asks for: every condition must hold.
@@ -238,33 +309,39 @@ pub fn page(
     match driver {
         Some((field, value)) => {
             let prefix = keys::journal_index_prefix(field.letter(), value);
-            let mut cursor = if start > 0 {
-                Some(keys::journal_index(field.letter(), value, start - 1))
-            } else {
-                None
+            // The key naming `start` may be one that begins before it.
+            let mut pending = match start {
+                0 => None,
+                s => store.last_below(&prefix, &keys::journal_index(field.letter(), value, s))?,
             };
+            let mut cursor: Option<Vec<u8>> = None;
             'walk: loop {
-                let batch = store.scan(&prefix, cursor.as_deref(), 512)?;
+                let batch = match pending.take() {
+                    Some(first) => vec![first],
+                    None => store.scan(&prefix, cursor.as_deref(), 512)?,
+                };
                 if batch.is_empty() {
                     return Ok(out);
                 }
-                for (key, _) in &batch {
-                    let Some(index) = keys::trailing_u64(key) else {
-                        continue;
-                    };
-                    if index >= size {
-                        return Ok(out);
-                    }
-                    last_seen = Some(index);
-                    scanned += 1;
-                    let Some(found) = entry_at(store, index)? else {
-                        continue;
-                    };
-                    if !consider(found, &mut out) {
-                        return Ok(out);
-                    }
-                    if out.entries.len() >= limit || scanned >= SCAN_BUDGET {
-                        break 'walk;
+                for (key, value) in &batch {
+                    for index in posting(key, value)? {
+                        if index < start {
+                            continue;
+                        }
+                        if index >= size {
+                            return Ok(out);
+                        }
+                        last_seen = Some(index);
+                        scanned += 1;
+                        let Some(found) = entry_at(store, index)? else {
+                            continue;
+                        };
+                        if !consider(found, &mut out) {
+                            return Ok(out);
+                        }
+                        if out.entries.len() >= limit || scanned >= SCAN_BUDGET {
+                            break 'walk;
+                        }
                     }
                 }
                 cursor = batch.last().map(|(k, _)| k.clone());
@@ -328,18 +405,115 @@ mod tests {
         e
     }
 
-    fn store_with(entries: &[Entry]) -> (tempfile::TempDir, FjallStore) {
+    /// A store holding `entries`, written as the engine writes them: in groups, here of
+    /// `group` entries each, with one index key per field and value in each group.
+    fn store_in_groups(entries: &[Entry], group: usize) -> (tempfile::TempDir, FjallStore) {
         let dir = tempfile::tempdir().unwrap();
         let s = FjallStore::open(dir.path()).unwrap();
-        let mut b = Batch::default();
-        for e in entries {
-            b.put(keys::journal(e.index), e.to_bytes().unwrap());
-            for k in index_keys(e) {
-                b.put(k, Vec::new());
+        for chunk in entries.chunks(group.max(1)) {
+            let mut b = Batch::default();
+            let mut postings = Postings::default();
+            for e in chunk {
+                b.put(keys::journal(e.index), e.to_bytes().unwrap());
+                postings.add(e);
+            }
+            for (k, v) in postings.into_writes() {
+                b.put(k, v);
+            }
+            s.apply(b).unwrap();
+        }
+        (dir, s)
+    }
+
+    fn store_with(entries: &[Entry]) -> (tempfile::TempDir, FjallStore) {
+        store_in_groups(entries, 13)
+    }
+
+    /// Every page, in order, of the entries `f` matches.
+    fn all_pages(store: &FjallStore, f: &Filter, size: u64, limit: usize) -> Vec<u64> {
+        let mut all = Vec::new();
+        let mut after = None;
+        loop {
+            let p = page(store, f, size, after, limit).unwrap();
+            all.extend(p.entries.iter().map(|e| e.entry.index));
+            match p.next {
+                Some(n) => after = Some(n),
+                None => return all,
             }
         }
-        s.apply(b).unwrap();
-        (dir, s)
+    }
+
+    #[test]
+    fn index_keys_of_a_store_before_postings_still_answer() {
+        // One key per entry and field, with an empty value: how stores were written before.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FjallStore::open(dir.path()).unwrap();
+        let mut b = Batch::default();
+        for i in 0..40u64 {
+            let s = if i % 4 == 0 {
+                "comune:001272"
+            } else {
+                "comune:004078"
+            };
+            let e = entry(i, EventKind::Accepted, s, "anpr:ministero", i as i64);
+            b.put(keys::journal(i), e.to_bytes().unwrap());
+            for (field, value) in terms(&e) {
+                b.put(keys::journal_index(field.letter(), &value, i), Vec::new());
+            }
+        }
+        store.apply(b).unwrap();
+        let mut f = Filter::default();
+        f.with(Field::Sender, "comune:001272");
+        assert_eq!(
+            all_pages(&store, &f, 40, 3),
+            (0..40).step_by(4).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_corrupt_posting_is_named_not_misread() {
+        let key = keys::journal_index(b's', "comune:001272", 7);
+        assert_eq!(posting(&key, &[]).unwrap(), vec![7]);
+        assert_eq!(posting(&key, &[1, 0x81, 0x01]).unwrap(), vec![7, 8, 137]);
+        for bad in [&[0x80][..], &[0][..], &[0xff; 11][..]] {
+            let e = posting(&key, bad).unwrap_err().to_string();
+            assert!(e.contains("index posting"), "{bad:?}: {e}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Postings carry any increasing indices through their encoding.
+        #[test]
+        fn postings_round_trip(first in 0u64..1 << 40, gaps in proptest::collection::vec(1u64..1 << 35, 0..50)) {
+            let mut e = entry(first, EventKind::Accepted, "comune:001272", "anpr:ministero", 0);
+            let mut postings = Postings::default();
+            let mut want = vec![first];
+            postings.add(&e);
+            for g in gaps {
+                e.index += g;
+                want.push(e.index);
+                postings.add(&e);
+            }
+            for (k, v) in postings.into_writes() {
+                proptest::prop_assert_eq!(posting(&k, &v).unwrap(), want.clone());
+            }
+        }
+
+        /// Paging by an indexed field finds the same entries whatever the groups they were
+        /// written in and the page size.
+        #[test]
+        fn pages_do_not_depend_on_groups(group in 1usize..40, limit in 1usize..20, senders in proptest::collection::vec(0u8..3, 1..120)) {
+            let entries: Vec<Entry> = senders
+                .iter()
+                .enumerate()
+                .map(|(i, s)| entry(i as u64, EventKind::Accepted, &format!("comune:00{s}"), "anpr:ministero", i as i64))
+                .collect();
+            let (_d, store) = store_in_groups(&entries, group);
+            let mut f = Filter::default();
+            f.with(Field::Sender, "comune:001");
+            let want: Vec<u64> = (0..senders.len() as u64).filter(|&i| senders[i as usize] == 1).collect();
+            proptest::prop_assert_eq!(all_pages(&store, &f, senders.len() as u64, limit), want);
+        }
     }
 
     #[test]
@@ -361,17 +535,10 @@ mod tests {
         let (_d, store) = store_with(&entries);
         let mut f = Filter::default();
         f.with(Field::Sender, "comune:001272");
-        let mut all = Vec::new();
-        let mut after = None;
-        loop {
-            let p = page(&store, &f, 300, after, 7).unwrap();
-            all.extend(p.entries.iter().map(|e| e.entry.index));
-            match p.next {
-                Some(n) => after = Some(n),
-                None => break,
-            }
-        }
-        assert_eq!(all, (0..300).filter(|i| i % 3 == 0).collect::<Vec<_>>());
+        assert_eq!(
+            all_pages(&store, &f, 300, 7),
+            (0..300).filter(|i| i % 3 == 0).collect::<Vec<_>>()
+        );
 
         let mut f = Filter::default();
         f.with(Field::Status, "sender-not-allowed")

@@ -303,6 +303,20 @@ impl Store for FjallStore {
         Ok(best)
     }
 
+    fn last_below(&self, prefix: &[u8], below: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut best: Option<(Vec<u8>, Vec<u8>)> = None;
+        for tree in self.trees_for_prefix(prefix) {
+            let range = (Bound::Included(prefix), Bound::Excluded(below));
+            if let Some(item) = tree.range::<&[u8], _>(range).next_back() {
+                let (k, v) = item.into_inner().map_err(backend)?;
+                if best.as_ref().is_none_or(|(b, _)| b.as_slice() < &*k) {
+                    best = Some((k.to_vec(), v.to_vec()));
+                }
+            }
+        }
+        Ok(best)
+    }
+
     fn apply(&self, batch: Batch) -> StoreResult<()> {
         let mut b = self.db.batch();
         for (k, v) in batch.ops {
@@ -369,6 +383,11 @@ mod tests {
         );
         assert_eq!(s.last(b"q/a\0").unwrap().unwrap().1, b"9");
         assert_eq!(s.last(b"q/c").unwrap(), None);
+        let below = |i: u64| [b"q/a\0".as_slice(), &i.to_be_bytes()].concat();
+        assert_eq!(s.last_below(b"q/a\0", &below(5)).unwrap().unwrap().1, b"4");
+        // 3 was deleted.
+        assert_eq!(s.last_below(b"q/a\0", &below(4)).unwrap().unwrap().1, b"2");
+        assert_eq!(s.last_below(b"q/a\0", &below(0)).unwrap(), None);
         assert!(s.scan(b"q/a\0", None, 0).unwrap().is_empty());
         assert!(s.is_writable());
     }

@@ -16,7 +16,7 @@
 //! | `w/` | retry time (ms), recipient, seq | nothing: pushes waiting to be retried |
 //! | `v/` | recipient, seq | nothing: the dead-letter queue |
 //! | `j/` | journal index | journal entry (canonical bytes) |
-//! | `y/` | field, value, journal index | nothing: the journal's secondary indexes |
+//! | `y/` | field, value, journal index | the further journal indices with that value, written in the same batch (LEB128 differences; empty: none): the journal's secondary indexes |
 //! | `n/` | level, index | Merkle tree node hash |
 //! | `k/` | tree size | signed checkpoint (JSON) |
 //! | `s/` | name | hub state (journal size, next seq) |
@@ -169,7 +169,8 @@ pub fn journal(index: u64) -> Vec<u8> {
     join(b"j/", &[&index.to_be_bytes()])
 }
 
-/// A secondary index of the journal: entries whose `field` (one letter) has `value`.
+/// A secondary index of the journal: entries whose `field` (one letter) has `value`, from
+/// entry `index` on (see `journal::query::Postings`).
 #[must_use]
 pub fn journal_index(field: u8, value: &str, index: u64) -> Vec<u8> {
     join(b"y/", &[&[field], value.as_bytes(), &index.to_be_bytes()])

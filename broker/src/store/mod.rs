@@ -118,6 +118,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// [`StoreError`] when the backend fails.
     fn last(&self, prefix: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>>;
 
+    /// The entry with the greatest key starting with `prefix` and below `below` (which
+    /// starts with `prefix`).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the backend fails.
+    fn last_below(&self, prefix: &[u8], below: &[u8]) -> StoreResult<Option<(Vec<u8>, Vec<u8>)>>;
+
     /// Applies every write of `batch` atomically (not yet durable).
     ///
     /// # Errors
