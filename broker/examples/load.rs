@@ -32,8 +32,13 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use serde_json::json;
+use snodo_broker::api::batch;
 use snodo_envelopes::Format;
 use snodo_envelopes::pki::KeyType;
+
+// As the hub: the load generator shares its cores, and `--hub in-process` measures both.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Http {
@@ -565,16 +570,13 @@ async fn main() -> anyhow::Result<()> {
                         .header("content-type", media_type)
                         .body(bodies.swap_remove(0))
                 } else {
-                    let items: Vec<serde_json::Value> = bodies
-                        .iter()
-                        .map(|b| {
-                            serde_json::json!({"media_type": media_type,
-                                               "envelope": String::from_utf8_lossy(b)})
-                        })
-                        .collect();
                     client
                         .post(&url)
-                        .json(&serde_json::json!({ "envelopes": items }))
+                        .header("content-type", "application/json")
+                        .body(batch::request_body(
+                            bodies.iter().map(|b| &b[..]),
+                            media_type,
+                        ))
                 };
                 let resp = match request.send().await {
                     Ok(resp) => resp,
@@ -601,16 +603,9 @@ async fn main() -> anyhow::Result<()> {
                 let us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
                 // One status per envelope: the response's, or each result of a batch.
                 let statuses: Vec<(u16, String)> = if per_request > 1 && status == 200 {
-                    serde_json::from_slice::<serde_json::Value>(&body)
-                        .ok()
-                        .and_then(|v| v["results"].as_array().cloned())
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|x| {
-                            let s = x["status"].as_u64().unwrap_or(0);
-                            let code = x["problem"]["code"].as_str().unwrap_or_default();
-                            (u16::try_from(s).unwrap_or(0), format!("{s} {code}"))
-                        })
+                    batch::answer_statuses(&body)
+                        .into_iter()
+                        .map(|(s, code)| (s, format!("{s} {code}")))
                         .collect()
                 } else {
                     vec![(status, error_key(status, &body)); n]

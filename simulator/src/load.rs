@@ -229,7 +229,10 @@ pub async fn drive(
                     client
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(batch_body(envs, media_type))
+                        .body(snodo_broker::api::batch::request_body(
+                            envs.iter().map(|e| &e.bytes[..]),
+                            media_type,
+                        ))
                 };
                 // Each envelope's status, or why the request as a whole has none (and whether
                 // its envelopes' fate is then unknown).
@@ -304,53 +307,11 @@ pub async fn drive(
     Ok(out)
 }
 
-/// The body of a `/v1/envelopes/batch` request, written straight from the signed bytes (the
-/// load generator's own CPU is taken from the hub's two cores).
-fn batch_body(envs: &[Signed], media_type: &str) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Item<'a> {
-        media_type: &'a str,
-        envelope: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct Batch<'a> {
-        envelopes: Vec<Item<'a>>,
-    }
-    let envelopes = envs
-        .iter()
-        .map(|e| Item {
-            media_type,
-            // Signed envelopes are UTF-8 text, JSON or XML; `from_utf8` only checks.
-            envelope: std::str::from_utf8(&e.bytes).unwrap_or_default(),
-        })
-        .collect();
-    serde_json::to_vec(&Batch { envelopes }).unwrap_or_default()
-}
-
-/// Each envelope's status in a batch's answer, with `HTTP <status> <problem code>`. Only the
-/// statuses and problem codes are read; the receipts are skipped over.
+/// Each envelope's status in a batch's answer, with `HTTP <status> <problem code>`.
 fn results(body: &[u8]) -> Vec<(u16, String)> {
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        results: Vec<Status>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Status {
-        status: u16,
-        problem: Option<Problem>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Problem {
-        code: Option<String>,
-    }
-    serde_json::from_slice::<Answer>(body)
-        .map(|a| a.results)
-        .unwrap_or_default()
+    snodo_broker::api::batch::answer_statuses(body)
         .into_iter()
-        .map(|r| {
-            let code = r.problem.and_then(|p| p.code).unwrap_or_default();
-            (r.status, format!("HTTP {} {code}", r.status))
-        })
+        .map(|(status, code)| (status, format!("HTTP {status} {code}")))
         .collect()
 }
 

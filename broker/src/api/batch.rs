@@ -62,6 +62,59 @@ pub struct ItemResult {
     pub problem: Option<serde_json::Value>,
 }
 
+/// The body of a batch request for `envelopes` (each its exact signed text), as a client
+/// writes it: straight from the bytes, with no copy into an intermediate JSON value.
+/// Envelopes that are not UTF-8 text go as empty strings, which the hub refuses.
+#[must_use]
+pub fn request_body<'a>(
+    envelopes: impl IntoIterator<Item = &'a [u8]>,
+    media_type: &str,
+) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct ItemOut<'a> {
+        media_type: &'a str,
+        envelope: &'a str,
+    }
+    #[derive(Serialize)]
+    struct BatchOut<'a> {
+        envelopes: Vec<ItemOut<'a>>,
+    }
+    let envelopes = envelopes
+        .into_iter()
+        .map(|e| ItemOut {
+            media_type,
+            envelope: std::str::from_utf8(e).unwrap_or_default(),
+        })
+        .collect();
+    serde_json::to_vec(&BatchOut { envelopes }).unwrap_or_default()
+}
+
+/// Each envelope's status and problem code (empty when it has none) in the answer to a batch,
+/// as a client reads it: the receipts are skipped over, not parsed. Empty when `body` is not
+/// such an answer.
+#[must_use]
+pub fn answer_statuses(body: &[u8]) -> Vec<(u16, String)> {
+    #[derive(Deserialize)]
+    struct Answer {
+        results: Vec<Status>,
+    }
+    #[derive(Deserialize)]
+    struct Status {
+        status: u16,
+        problem: Option<Problem>,
+    }
+    #[derive(Deserialize)]
+    struct Problem {
+        code: Option<String>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .map(|a| a.results)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| (r.status, r.problem.and_then(|p| p.code).unwrap_or_default()))
+        .collect()
+}
+
 /// Submits a batch of signed envelopes.
 ///
 /// # Errors
@@ -156,4 +209,40 @@ pub async fn submit(
         })
         .collect();
     Ok(Json(Results { results }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_body_is_what_the_hub_reads_and_its_answer_reads_back() {
+        let envelopes: [&[u8]; 2] = [br#"{"protected":"a\"b"}"#, b"<Envelope/>\n"];
+        let body = request_body(envelopes, "application/jose+json");
+        let batch: Batch = serde_json::from_slice(&body).unwrap();
+        assert_eq!(batch.envelopes.len(), 2);
+        assert_eq!(batch.envelopes[0].envelope.as_bytes(), envelopes[0]);
+        assert_eq!(batch.envelopes[1].envelope.as_bytes(), envelopes[1]);
+        assert_eq!(batch.envelopes[1].media_type, "application/jose+json");
+
+        let answer = Results {
+            results: vec![
+                ItemResult {
+                    status: 200,
+                    receipt: None,
+                    problem: None,
+                },
+                ItemResult {
+                    status: 403,
+                    receipt: None,
+                    problem: Some(serde_json::json!({"code": "sender-not-allowed", "title": "x"})),
+                },
+            ],
+        };
+        assert_eq!(
+            answer_statuses(&serde_json::to_vec(&answer).unwrap()),
+            vec![(200, String::new()), (403, "sender-not-allowed".into())]
+        );
+        assert!(answer_statuses(b"not json").is_empty());
+    }
 }
