@@ -1,5 +1,5 @@
 //! `snodo-sim bench`: pure load. Pre-signed envelopes from the comuni to the region at the
-//! highest rate the hub sustains, then the invariants of every run (each receipted envelope
+//! highest rate the hub sustains (or at a fixed offered rate, `--rate`), then the invariants of every run (each receipted envelope
 //! delivered exactly once, the journal verified) and the figures.
 
 use std::sync::Arc;
@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// `/v1/envelopes/batch` (each envelope's latency is then its request's).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Offer this many envelopes per second on a fixed schedule (open loop: each latency counts
+    /// from when its request was due) instead of as many as the hub answers.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// Runs the bench and returns its summary.
@@ -62,6 +66,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         args.clients,
         args.senders
     );
+    if let Some(r) = args.rate {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate {r} is not a positive number of envelopes per second"
+        );
+    }
     std::fs::create_dir_all(&c.data_dir)?;
     let fed = Federation::ensure(&c.data_dir, &c.csv, c.comuni, c.key_type)?;
     let run_dir = tempfile::Builder::new()
@@ -121,9 +131,12 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
         &fed,
         pool,
         &urls,
-        args.clients,
-        args.batch,
-        args.duration,
+        load::Shape {
+            clients: args.clients,
+            batch: args.batch,
+            duration: args.duration,
+            rate: args.rate,
+        },
         move |n, t| {
             if let Ok(mut s) = record.lock() {
                 s.push((t.as_secs_f64(), n));
@@ -251,6 +264,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Summary> {
     s.details
         .insert("format".into(), json!(format!("{:?}", args.format)));
     s.details.insert("body_size".into(), json!(args.body_size));
+    if let Some(r) = args.rate {
+        s.details.insert("offered_per_s".into(), json!(r));
+    }
     s.details.insert("signed_size".into(), json!(signed_size));
     s.details.insert("sent".into(), json!(sent));
     s.details

@@ -159,10 +159,24 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
-/// Sends the pool to the hubs at `urls` (connections spread over them) from `clients`
-/// workers on as many TLS connections, `batch` envelopes per request (more than one through
-/// `/v1/envelopes/batch`), for at most `duration`; calls `progress` every second with the
-/// count answered so far.
+/// How the pool is sent: from how many workers, how many envelopes per request, for how
+/// long, and on what schedule.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Workers, each on its own TLS connection, one request in flight each.
+    pub clients: usize,
+    /// Envelopes per request: more than one go through `/v1/envelopes/batch`.
+    pub batch: usize,
+    /// The longest the load runs.
+    pub duration: Duration,
+    /// Envelopes per second offered on a fixed schedule (open loop: a request's latency
+    /// counts from when it was due, so waiting for a free worker counts too); `None`: as fast
+    /// as the hub answers.
+    pub rate: Option<f64>,
+}
+
+/// Sends the pool to the hubs at `urls` (connections spread over them) as `shape` says;
+/// calls `progress` every second with the count answered so far.
 ///
 /// # Errors
 /// When a TLS client cannot be built.
@@ -170,13 +184,19 @@ pub async fn drive(
     fed: &Federation,
     pool: Pool,
     urls: &[String],
-    clients: usize,
-    batch: usize,
-    duration: Duration,
+    shape: Shape,
     progress: impl Fn(usize, Duration) + Send + 'static,
 ) -> anyhow::Result<Outcome> {
-    let clients = clients.max(1);
-    let batch = batch.max(1);
+    let clients = shape.clients.max(1);
+    let batch = shape.batch.max(1);
+    let duration = shape.duration;
+    // The schedule: request k is due `k * every` after the start.
+    let every = shape
+        .rate
+        .filter(|r| *r > 0.0)
+        .map(|r| Duration::from_secs_f64(batch as f64 / r));
+    let epoch = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let tickets = Arc::new(AtomicUsize::new(0));
     let media_type = pool.format.media_type();
     let mut sources = Vec::new();
     let mut http = Vec::new();
@@ -205,12 +225,14 @@ pub async fn drive(
         };
         let health = format!("{base}/healthz");
         let (gate, answered, stop) = (gate.clone(), answered.clone(), stop.clone());
+        let (epoch, tickets) = (epoch.clone(), tickets.clone());
         workers.spawn(async move {
             let mut o = Outcome::default();
             if let Err(e) = client.get(&health).send().await {
                 *o.errors.entry(format!("connect: {e}")).or_default() += 1;
             }
             gate.wait().await;
+            let epoch = *epoch.get_or_init(Instant::now);
             while !stop.load(Ordering::Relaxed) {
                 let first = source.1.fetch_add(batch, Ordering::Relaxed);
                 let Some(envs) = source.0.get(first..(first + batch).min(source.0.len())) else {
@@ -219,7 +241,16 @@ pub async fn drive(
                 if envs.is_empty() {
                     break;
                 }
-                let sent = Instant::now();
+                let sent = match every {
+                    Some(every) => {
+                        let k = u32::try_from(tickets.fetch_add(1, Ordering::Relaxed))
+                            .unwrap_or(u32::MAX);
+                        let due = epoch + every * k;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
                 let request = if batch == 1 {
                     client
                         .post(&url)

@@ -182,7 +182,12 @@ async fn faults_that_cannot_act_are_refused_before_anything_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_delivers_every_receipted_envelope_once_in_both_encodings_and_in_batches() {
     let dir = tempfile::tempdir().unwrap();
-    for (format, batch) in [(Format::Json, 1), (Format::Xml, 1), (Format::Json, 7)] {
+    for (format, batch, rate) in [
+        (Format::Json, 1, None),
+        (Format::Xml, 1, None),
+        (Format::Json, 7, None),
+        (Format::Json, 7, Some(3000.0)),
+    ] {
         let b = BenchArgs {
             common: common(dir.path(), Placement::Embedded, None, 1),
             duration: Duration::from_secs(60),
@@ -192,6 +197,7 @@ async fn bench_delivers_every_receipted_envelope_once_in_both_encodings_and_in_b
             clients: 8,
             senders: 3,
             batch,
+            rate,
         };
         // Fewer clients than senders would leave some senders' envelopes unsent.
         let few = BenchArgs {
@@ -208,5 +214,25 @@ async fn bench_delivers_every_receipted_envelope_once_in_both_encodings_and_in_b
         );
         assert!(s.journal_verified);
         assert!(s.envelopes_per_sec > 0.0 && s.p99_ms >= s.p50_ms);
+        assert_eq!(
+            s.details.get("offered_per_s").and_then(|v| v.as_f64()),
+            rate
+        );
     }
+    let stopped = BenchArgs {
+        rate: Some(0.0),
+        ..BenchArgs {
+            common: common(dir.path(), Placement::Embedded, None, 1),
+            duration: Duration::from_secs(60),
+            format: Format::Json,
+            body_size: 1024,
+            envelopes: 10,
+            clients: 3,
+            senders: 3,
+            batch: 1,
+            rate: None,
+        }
+    };
+    let e = bench::run(&stopped).await.unwrap_err().to_string();
+    assert!(e.contains("--rate 0 is not a positive number"), "{e}");
 }
