@@ -67,7 +67,7 @@ async fn main() -> std::process::ExitCode {
                 s.table()
             };
             // A reader that has gone (`snodo-sim … | head`) has what it wanted.
-            if let Err(e) = snodo_broker::cli::Stdout::lock().write_all(text.as_bytes())
+            if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes())
                 && e.kind() != std::io::ErrorKind::BrokenPipe
             {
                 eprintln!("snodo-sim: writing the summary: {e}");

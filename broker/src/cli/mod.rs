@@ -97,13 +97,13 @@ pub fn print_line(line: impl std::fmt::Display) -> std::io::Result<()> {
     writeln!(Stdout::lock(), "{line}")
 }
 
-/// Whether a command failed only because the reader of its output went away.
+/// Whether a command failed only because the reader of its output went away: the chain holds
+/// the `io::Error` that [`Stdout`] marked (its marker is inside it, not a source of its own).
 #[must_use]
 pub fn reader_gone(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.is::<ReaderGone>()
-            || c.downcast_ref::<std::io::Error>()
-                .and_then(std::io::Error::get_ref)
-                .is_some_and(|inner| inner.is::<ReaderGone>())
+        c.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .is_some_and(|inner| inner.is::<ReaderGone>())
     })
 }
