@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::journal::checkpoint::{CheckpointSigner, SignedCheckpoint};
+use crate::journal::checkpoint::{CheckpointSigner, SharedCheckpoint, SignedCheckpoint};
 use crate::journal::entry::{Entry, EventKind};
 use crate::journal::merkle::{self, Hash};
 use crate::journal::nodes::{NodeCache, stored_node};
@@ -1036,7 +1036,7 @@ type AcceptReply = oneshot::Sender<Result<Admitted, EngineError>>;
 /// stage.
 enum Admitted {
     /// Accepted now, as `entry` under `checkpoint`.
-    New(Box<Entry>, Arc<SignedCheckpoint>, Option<Outbound>),
+    New(Box<Entry>, SharedCheckpoint, Option<Outbound>),
     /// Accepted before: the original receipt.
     Duplicate(Box<Receipt>, Option<Outbound>),
 }
@@ -1278,7 +1278,7 @@ impl Writer {
                         *h = (*h).min(*seq);
                     }
                 }
-                self.answer(replies, checkpoint.map(Arc::new).as_ref());
+                self.answer(replies, checkpoint.as_ref());
                 self.inboxes.wake(arrivals.keys());
             }
             Err(e) => {
@@ -1965,7 +1965,7 @@ impl Writer {
         mut g: Group<'_>,
         accepted_any: bool,
         now: OffsetDateTime,
-    ) -> Result<Option<SignedCheckpoint>, EngineError> {
+    ) -> Result<Option<SharedCheckpoint>, EngineError> {
         let unsigned = self.state.journal_size - self.state.checkpoint_size;
         let due = unsigned > 0
             && (accepted_any
@@ -1979,9 +1979,12 @@ impl Writer {
                 .hub
                 .sign(self.hub.checkpoint(size, root, now))
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
+            // Its JSON, made once: the stored record and every receipt of the group.
+            let signed = SharedCheckpoint::with_json(signed)
+                .map_err(|e| EngineError::Journal(e.to_string()))?;
             g.put(
                 keys::checkpoint(size),
-                serde_json::to_vec(&signed).unwrap_or_default(),
+                signed.json().unwrap_or_default().as_bytes().to_vec(),
             );
             self.state.checkpoint_size = size;
             self.last_checkpoint = Instant::now();
@@ -2013,7 +2016,7 @@ impl Writer {
         Ok(checkpoint)
     }
 
-    fn answer(&mut self, replies: Vec<Reply>, checkpoint: Option<&Arc<SignedCheckpoint>>) {
+    fn answer(&mut self, replies: Vec<Reply>, checkpoint: Option<&SharedCheckpoint>) {
         let mut requeue = Vec::new();
         for reply in replies {
             match reply {
@@ -2149,7 +2152,7 @@ impl Writer {
             .scan(b"k/", Some(&keys::checkpoint(rec.accepted_index)), 1)?
             .pop()
             .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
-        let cp: SignedCheckpoint =
+        let cp: SharedCheckpoint =
             serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
         receipt(store, &self.nodes, &entry, &cp)
     }
@@ -2232,7 +2235,7 @@ fn receipt(
     store: &dyn Store,
     nodes: &NodeCache,
     entry: &Entry,
-    checkpoint: &SignedCheckpoint,
+    checkpoint: &SharedCheckpoint,
 ) -> Result<Receipt, EngineError> {
     let node = |l: u32, i: u64| nodes.get_or_read(l, i, || stored_node(store, l, i));
     let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)

@@ -543,7 +543,7 @@ fn check_store(
         let size = r.checkpoint.checkpoint.size;
         assert_eq!(
             checkpoints.get(&size),
-            Some(&r.checkpoint),
+            Some(&*r.checkpoint),
             "the checkpoint of {}'s receipt is not the one stored",
             r.envelope_id
         );

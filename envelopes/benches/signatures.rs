@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use openssl::hash::MessageDigest;
+use openssl::pkey::PKey;
 use openssl::sign::Verifier as RawVerifier;
 use serde_json::json;
 use snodo_envelopes::pki::{self, KeyType};
+use snodo_envelopes::signer::{Algorithm, verify_bytes};
 use snodo_envelopes::{EntityId, Envelope, Format, Limits, Signer, TrustStore, Verifier, sign};
 
 struct Fixture {
@@ -76,6 +78,28 @@ fn raw_operations(c: &mut Criterion) {
             b.iter(|| {
                 let mut v = RawVerifier::new(MessageDigest::sha256(), &key).unwrap();
                 assert!(v.verify_oneshot(black_box(&sig), black_box(&data)).unwrap());
+            })
+        });
+        // What envelope verification calls: the digest, then the key's kept context (RS256).
+        let public = PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap();
+        let algorithm = match kind {
+            KeyType::Rsa2048 => Algorithm::Rs256,
+            KeyType::P256 => Algorithm::Es256,
+        };
+        let sig = match kind {
+            KeyType::Rsa2048 => sig.clone(),
+            KeyType::P256 => {
+                let der = openssl::ecdsa::EcdsaSig::from_der(&sig).unwrap();
+                let mut raw = der.r().to_vec_padded(32).unwrap();
+                raw.extend(der.s().to_vec_padded(32).unwrap());
+                raw
+            }
+        };
+        g.bench_function(BenchmarkId::new("verify_bytes", name), |b| {
+            b.iter(|| {
+                assert!(
+                    verify_bytes(algorithm, &public, black_box(&data), black_box(&sig)).unwrap()
+                );
             })
         });
     }

@@ -202,11 +202,7 @@ pub fn verify_bytes(
             // Digest first, then a bare public-key operation: cheaper under OpenSSL 3 than a
             // digest-and-verify context built for each signature.
             let digest = openssl::sha::sha256(data);
-            let mut ctx = openssl::pkey_ctx::PkeyCtx::new(key)?;
-            ctx.verify_init()?;
-            ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1)?;
-            ctx.set_signature_md(openssl::md::Md::sha256())?;
-            Ok(ctx.verify(&digest, signature).unwrap_or(false))
+            rs256_contexts::verify(key, &digest, signature)
         }
         Algorithm::Es256 => {
             if signature.len() != 64 {
@@ -221,5 +217,110 @@ pub fn verify_bytes(
             let digest = openssl::sha::sha256(data);
             Ok(sig.verify(&digest, &*key.ec_key()?).unwrap_or(false))
         }
+    }
+}
+
+/// RS256 verification contexts kept per thread and key. Under OpenSSL 3, making a context
+/// (provider lookups, the key's export to the provider) costs about a third of the RSA
+/// operation itself, and a context initialized once verifies any number of signatures with the
+/// same parameters (`EVP_PKEY_verify(3)`).
+mod rs256_contexts {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    use foreign_types::ForeignTypeRef as _;
+    use openssl::pkey::{PKey, Public};
+    use openssl::pkey_ctx::PkeyCtx;
+
+    use crate::error::Result;
+
+    /// Contexts per thread: one per signing key seen lately (a hub's verifying threads see
+    /// each sender's key again and again). Past this many, one is dropped for each new key.
+    const PER_THREAD: usize = 256;
+
+    thread_local! {
+        /// Keyed by the `EVP_PKEY`'s address: a context holds a reference to its key, so the
+        /// address names that same key for as long as the context is here.
+        static CONTEXTS: RefCell<HashMap<usize, PkeyCtx<Public>>> = RefCell::new(HashMap::new());
+    }
+
+    fn context(key: &PKey<Public>) -> Result<PkeyCtx<Public>> {
+        let mut ctx = PkeyCtx::new(key)?;
+        ctx.verify_init()?;
+        ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1)?;
+        ctx.set_signature_md(openssl::md::Md::sha256())?;
+        Ok(ctx)
+    }
+
+    /// Whether `signature` is `key`'s PKCS#1 v1.5 signature of the SHA-256 `digest`.
+    pub(super) fn verify(key: &PKey<Public>, digest: &[u8; 32], signature: &[u8]) -> Result<bool> {
+        let id = key.as_ptr() as usize;
+        CONTEXTS.with_borrow_mut(|contexts| {
+            if !contexts.contains_key(&id) {
+                if contexts.len() >= PER_THREAD
+                    && let Some(&old) = contexts.keys().next()
+                {
+                    contexts.remove(&old);
+                }
+                contexts.insert(id, context(key)?);
+            }
+            let ctx = contexts.get_mut(&id).expect("inserted above");
+            match ctx.verify(digest, signature) {
+                Ok(ok) => Ok(ok),
+                // A refusal that is an error (a signature of the wrong length, say): the
+                // context is not kept, in case the failure left anything in it.
+                Err(_) => {
+                    contexts.remove(&id);
+                    Ok(false)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::pkey::{PKey, Public};
+
+    use super::*;
+    use crate::pki::{KeyType, generate_key};
+
+    fn public(key: &PKey<Private>) -> PKey<Public> {
+        PKey::public_key_from_der(&key.public_key_to_der().unwrap()).unwrap()
+    }
+
+    fn sign(key: &PKey<Private>, data: &[u8]) -> Vec<u8> {
+        let mut s =
+            openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), key).unwrap();
+        s.sign_oneshot_to_vec(data).unwrap()
+    }
+
+    fn verify(key: &PKey<Public>, data: &[u8], signature: &[u8]) -> bool {
+        verify_bytes(Algorithm::Rs256, key, data, signature).unwrap()
+    }
+
+    #[test]
+    fn a_kept_rs256_context_still_tells_each_signature_and_key_apart() {
+        let (a, b) = (
+            generate_key(KeyType::Rsa2048).unwrap(),
+            generate_key(KeyType::Rsa2048).unwrap(),
+        );
+        let (pa, pb) = (public(&a), public(&b));
+        let by_a = sign(&a, b"one");
+        let by_b = sign(&b, b"one");
+        for _ in 0..3 {
+            assert!(verify(&pa, b"one", &by_a));
+            assert!(!verify(&pa, b"two", &by_a), "another message");
+            assert!(!verify(&pa, b"one", &by_b), "another key's signature");
+            assert!(!verify(&pa, b"one", &by_a[..100]), "a signature cut short");
+            assert!(verify(&pb, b"one", &by_b));
+            assert!(!verify(&pb, b"one", &by_a));
+        }
+        // A key dropped and another made: a context never answers for a key it was not made for.
+        drop(pa);
+        let c = generate_key(KeyType::Rsa2048).unwrap();
+        let pc = public(&c);
+        assert!(!verify(&pc, b"one", &by_a));
+        assert!(verify(&pc, b"one", &sign(&c, b"one")));
     }
 }

@@ -450,6 +450,85 @@ fn decode(field: &'static str, value: &str) -> Result<Vec<u8>, CheckpointError> 
 }
 
 /// Serde for [`SignedCheckpoint::checkpoint`]: the checkpoint text.
+/// A signed checkpoint shared by every receipt of one group commit: cloned by reference,
+/// and serialized from the JSON made once when the hub stored it, not once per receipt.
+///
+/// It reads as a [`SignedCheckpoint`]; changing it through `DerefMut` (tests that tamper with
+/// a receipt) drops the stored JSON, so what is serialized is always what it holds.
+#[derive(Clone, Debug)]
+pub struct SharedCheckpoint {
+    value: Arc<SignedCheckpoint>,
+    /// `value` as JSON, when it was made already.
+    json: Option<Arc<serde_json::value::RawValue>>,
+}
+
+impl SharedCheckpoint {
+    /// `checkpoint` with its JSON, made now: the bytes the hub stores, and every receipt's.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::body`], when the checkpoint cannot be written as text.
+    pub fn with_json(checkpoint: SignedCheckpoint) -> Result<Self, serde_json::Error> {
+        let json = serde_json::value::to_raw_value(&checkpoint)?;
+        Ok(SharedCheckpoint {
+            value: Arc::new(checkpoint),
+            json: Some(Arc::from(json)),
+        })
+    }
+
+    /// The JSON made by [`SharedCheckpoint::with_json`], if any.
+    #[must_use]
+    pub fn json(&self) -> Option<&str> {
+        self.json.as_deref().map(serde_json::value::RawValue::get)
+    }
+}
+
+impl From<SignedCheckpoint> for SharedCheckpoint {
+    fn from(value: SignedCheckpoint) -> Self {
+        SharedCheckpoint {
+            value: Arc::new(value),
+            json: None,
+        }
+    }
+}
+
+impl std::ops::Deref for SharedCheckpoint {
+    type Target = SignedCheckpoint;
+
+    fn deref(&self) -> &SignedCheckpoint {
+        &self.value
+    }
+}
+
+impl std::ops::DerefMut for SharedCheckpoint {
+    fn deref_mut(&mut self) -> &mut SignedCheckpoint {
+        self.json = None;
+        Arc::make_mut(&mut self.value)
+    }
+}
+
+impl PartialEq for SharedCheckpoint {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for SharedCheckpoint {}
+
+impl Serialize for SharedCheckpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.json {
+            Some(json) => json.serialize(s),
+            None => self.value.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedCheckpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        SignedCheckpoint::deserialize(d).map(Self::from)
+    }
+}
+
 mod checkpoint_text {
     use serde::{Deserialize as _, Deserializer, Serializer, de, ser};
 

@@ -19,7 +19,8 @@ pub mod query;
 pub mod receipt;
 
 pub use checkpoint::{
-    Checkpoint, CheckpointError, CheckpointSigner, SignedCheckpoint, VerifiedCheckpoint,
+    Checkpoint, CheckpointError, CheckpointSigner, SharedCheckpoint, SignedCheckpoint,
+    VerifiedCheckpoint,
 };
 pub use entry::{Entry, EntryError, EventKind};
 pub use merkle::{Hash, MemoryTree, ProofError, TreeError};

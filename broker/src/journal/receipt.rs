@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use snodo_envelopes::TrustStore;
 use uuid::Uuid;
 
-use super::checkpoint::{CheckpointError, SignedCheckpoint, VerifiedCheckpoint};
+use super::checkpoint::{CheckpointError, SharedCheckpoint, VerifiedCheckpoint};
 use super::entry::{Entry, EntryError, EventKind, format_utc, shorten};
 use super::merkle::{Hash, ProofError, verify_inclusion};
 
@@ -35,7 +35,7 @@ pub struct Receipt {
     /// first (RFC 9162 §2.1.3.1).
     pub inclusion_proof: Vec<String>,
     /// The hub's signed checkpoint of a journal that holds the entry.
-    pub checkpoint: SignedCheckpoint,
+    pub checkpoint: SharedCheckpoint,
 }
 
 /// A receipt that verified: what it proves.
@@ -130,8 +130,9 @@ impl Receipt {
     pub fn new(
         entry: &Entry,
         proof: Vec<Hash>,
-        checkpoint: SignedCheckpoint,
+        checkpoint: impl Into<SharedCheckpoint>,
     ) -> Result<Self, ReceiptError> {
+        let checkpoint = checkpoint.into();
         let (envelope_id, sender) = accepted(entry)?;
         let bytes = entry.to_bytes().map_err(ReceiptError::Entry)?;
         let leaf = super::merkle::leaf_hash(&bytes);
