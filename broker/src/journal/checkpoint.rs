@@ -577,6 +577,31 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_checkpoint_serializes_as_what_it_holds() {
+        let p = pki(KeyType::P256);
+        let signed = hub(&p).sign(checkpoint()).unwrap();
+        let plain = serde_json::to_string(&signed).unwrap();
+        let mut shared = SharedCheckpoint::with_json(signed.clone()).unwrap();
+        assert_eq!(shared.json(), Some(plain.as_str()));
+        assert_eq!(serde_json::to_string(&shared).unwrap(), plain);
+        assert_eq!(
+            serde_json::to_string(&vec![shared.clone(); 2]).unwrap(),
+            format!("[{plain},{plain}]")
+        );
+        let read: SharedCheckpoint = serde_json::from_str(&plain).unwrap();
+        assert_eq!(*read, signed);
+        assert_eq!(read, shared);
+        // Changed in place: the JSON made before is dropped, never served stale.
+        shared.signature = "AAAA".into();
+        assert_eq!(shared.json(), None);
+        assert_eq!(
+            serde_json::to_string(&shared).unwrap(),
+            plain.replace(&signed.signature, "AAAA")
+        );
+        assert_ne!(shared, read);
+    }
+
+    #[test]
     fn the_text_is_four_canonical_lines() {
         let body = checkpoint().body().unwrap();
         assert_eq!(
