@@ -10,7 +10,7 @@ use snodo_envelopes::{EntityId, Format, Identity, Profile, Recipient, Verifier};
 
 use crate::api::error::ApiError;
 use crate::config::Config;
-use crate::engine::{Accepted, Engine, Leased, RefusalRecord, Submission};
+use crate::engine::{Accepted, Engine, Leased, RefusalRecord, Submission, Waiter};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -35,6 +35,14 @@ const INLINE_VERIFY_BYTES: usize = 16 * 1024;
 
 /// Readiness fails this long before a certificate expires.
 const EXPIRY_WARNING_SECS: i64 = 7 * 86_400;
+
+/// An envelope that passed [`Hub::check`], for [`Hub::admit`].
+#[derive(Debug)]
+pub struct Checked {
+    submission: Submission,
+    /// For a request submitted with `wait`: where its response arrives, and how long to wait.
+    waiter: Option<(Waiter, Duration)>,
+}
 
 /// Everything the API handlers share.
 #[derive(Debug)]
@@ -294,7 +302,8 @@ impl Hub {
     }
 
     /// The acceptance pipeline for `body` submitted by `caller` as `media_type`, waiting up to
-    /// `wait` for the response when the envelope is a request.
+    /// `wait` for the response when the envelope is a request: [`Hub::check`], then
+    /// [`Hub::admit`].
     ///
     /// # Errors
     /// The [`ApiError`] of the first step that refuses; every refusal is journaled.
@@ -305,6 +314,24 @@ impl Hub {
         body: bytes::Bytes,
         wait: Option<Duration>,
     ) -> Result<Outcome, ApiError> {
+        let checked = self.check(caller, media_type, body, wait).await?;
+        self.admit(checked).await
+    }
+
+    /// Steps 1 to 5 of the pipeline: media type, signature and certificate chain, transport
+    /// identity, expiry, the registry's permission, the body's schema. A batch checks all its
+    /// envelopes before it admits any, so that they reach the engine together and share one
+    /// group commit (one checkpoint signature, one fsync).
+    ///
+    /// # Errors
+    /// The [`ApiError`] of the first step that refuses; every refusal is journaled.
+    pub async fn check(
+        &self,
+        caller: &Identity,
+        media_type: Option<&str>,
+        body: bytes::Bytes,
+        wait: Option<Duration>,
+    ) -> Result<Checked, ApiError> {
         let digest = openssl::sha::sha256(&body);
         let refuse = |e: ApiError, header: Option<&snodo_envelopes::Header>| {
             self.refused(caller, &digest, &e, header);
@@ -426,6 +453,17 @@ impl Hub {
             format: verified.format,
             recipients,
         };
+        Ok(Checked { submission, waiter })
+    }
+
+    /// Steps 6 to 8 of the pipeline for a checked envelope: the duplicate check, the durable
+    /// write and the receipt (with the amqp transport, after RabbitMQ's confirm); then, for a
+    /// request submitted with `wait`, the response if it comes in time.
+    ///
+    /// # Errors
+    /// `service-unavailable` (503) when RabbitMQ is unreachable; the engine's errors.
+    pub async fn admit(&self, checked: Checked) -> Result<Outcome, ApiError> {
+        let Checked { submission, waiter } = checked;
         // With RabbitMQ unreachable nothing could be confirmed: say so before journaling.
         if let Some(t) = &self.transport
             && t.link().is_none()

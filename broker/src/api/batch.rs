@@ -163,13 +163,14 @@ pub async fn submit(
     }
     let _in_flight = hub.bytes_in_flight(&entity, bytes.len())?;
     drop(bytes);
-    // Every envelope counts against the sender's request rate, as if sent alone; all of them
-    // go through the pipeline at once, so they share group commits.
-    let outcomes = batch.envelopes.into_iter().map(|item| {
+    // Every envelope counts against the sender's request rate, as if sent alone. All of them
+    // are checked before any is admitted: the engine then gets them together, in one group
+    // commit, instead of one or two as each signature is verified.
+    let checked = batch.envelopes.into_iter().map(|item| {
         let (hub, caller, entity) = (&hub, &caller, &entity);
         async move {
             hub.rate(entity)?;
-            hub.submit(
+            hub.check(
                 &caller.0,
                 Some(&item.media_type),
                 bytes::Bytes::from(item.envelope),
@@ -177,6 +178,11 @@ pub async fn submit(
             )
             .await
         }
+    });
+    let checked = futures_util::future::join_all(checked).await;
+    let outcomes = checked.into_iter().map(|checked| {
+        let hub = &hub;
+        async move { hub.admit(checked?).await }
     });
     let outcomes = futures_util::future::join_all(outcomes).await;
     let seconds = started.elapsed().as_secs_f64();
