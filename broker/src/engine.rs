@@ -1984,7 +1984,7 @@ impl Writer {
                 .map_err(|e| EngineError::Journal(e.to_string()))?;
             g.put(
                 keys::checkpoint(size),
-                signed.json().unwrap_or_default().as_bytes().to_vec(),
+                serde_json::to_vec(&signed).unwrap_or_default(),
             );
             self.state.checkpoint_size = size;
             self.last_checkpoint = Instant::now();

@@ -227,6 +227,7 @@ pub fn verify_bytes(
 mod rs256_contexts {
     use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::collections::hash_map::Entry;
 
     use foreign_types::ForeignTypeRef as _;
     use openssl::pkey::{PKey, Public};
@@ -256,24 +257,23 @@ mod rs256_contexts {
     pub(super) fn verify(key: &PKey<Public>, digest: &[u8; 32], signature: &[u8]) -> Result<bool> {
         let id = key.as_ptr() as usize;
         CONTEXTS.with_borrow_mut(|contexts| {
-            if !contexts.contains_key(&id) {
-                if contexts.len() >= PER_THREAD
-                    && let Some(&old) = contexts.keys().next()
-                {
-                    contexts.remove(&old);
-                }
-                contexts.insert(id, context(key)?);
+            if contexts.len() >= PER_THREAD
+                && !contexts.contains_key(&id)
+                && let Some(&old) = contexts.keys().next()
+            {
+                contexts.remove(&old);
             }
-            let ctx = contexts.get_mut(&id).expect("inserted above");
-            match ctx.verify(digest, signature) {
-                Ok(ok) => Ok(ok),
-                // A refusal that is an error (a signature of the wrong length, say): the
-                // context is not kept, in case the failure left anything in it.
-                Err(_) => {
-                    contexts.remove(&id);
-                    Ok(false)
-                }
+            let ctx = match contexts.entry(id) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(context(key)?),
+            };
+            let verified = ctx.verify(digest, signature);
+            // A refusal that is an error (a signature of the wrong length, say): the context
+            // is not kept, in case the failure left anything in it.
+            if verified.is_err() {
+                contexts.remove(&id);
             }
+            Ok(verified.unwrap_or(false))
         })
     }
 }
