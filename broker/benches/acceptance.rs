@@ -79,6 +79,7 @@ fn acceptance(c: &mut Criterion) {
             dir.path(),
             4,
             kind,
+            snodo_envelopes::pki::HUB_KEY_TYPE,
             "127.0.0.1:0".parse().expect("address"),
             None,
         )

@@ -35,6 +35,15 @@ struct Args {
     /// record), instead of straight to the queue with no header.
     #[arg(long)]
     like_hub: bool,
+    /// Only the route of `--like-hub`: the topic exchange, with plain properties.
+    #[arg(long, conflicts_with = "like_hub")]
+    topic_only: bool,
+    /// Only the properties of `--like-hub`: straight to the queue, with the hub's properties.
+    #[arg(long, conflicts_with_all = ["like_hub", "topic_only"])]
+    properties_only: bool,
+    /// The binding of the queue to the topic exchange (the hub binds `<entity>.#`).
+    #[arg(long, default_value = "anpr:ministero.#")]
+    binding: String,
     /// Bytes of the header with `--like-hub` (a 1 KiB JSON envelope's record is about 560).
     #[arg(long, default_value_t = 560)]
     header_bytes: usize,
@@ -66,7 +75,21 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let payload = vec![b'x'; args.size];
     let mut props = BasicProperties::default().with_delivery_mode(2);
-    let (exchange, key) = if args.like_hub {
+    let topic = args.like_hub || args.topic_only;
+    let hub_properties = args.like_hub || args.properties_only;
+    if hub_properties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "snodo-record".into(),
+            AMQPValue::LongString(LongString::from(vec![b'r'; args.header_bytes])),
+        );
+        headers.insert("snodo-origin".into(), AMQPValue::LongString("hub".into()));
+        props = props
+            .with_content_type("application/jose+json".into())
+            .with_message_id(uuid::Uuid::now_v7().to_string().into())
+            .with_headers(headers);
+    }
+    let (exchange, key) = if topic {
         let exchange = format!("{queue}.x");
         ch.exchange_declare(
             exchange.as_str().into(),
@@ -81,21 +104,11 @@ async fn main() -> anyhow::Result<()> {
         ch.queue_bind(
             queue.as_str().into(),
             exchange.as_str().into(),
-            "anpr:ministero.#".into(),
+            args.binding.as_str().into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
         .await?;
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "snodo-record".into(),
-            AMQPValue::LongString(LongString::from(vec![b'r'; args.header_bytes])),
-        );
-        headers.insert("snodo-origin".into(), AMQPValue::LongString("hub".into()));
-        props = props
-            .with_content_type("application/jose+json".into())
-            .with_message_id(uuid::Uuid::now_v7().to_string().into())
-            .with_headers(headers);
         (exchange, "anpr:ministero.servizio.azione".to_owned())
     } else {
         (String::new(), queue.clone())
@@ -134,15 +147,16 @@ async fn main() -> anyhow::Result<()> {
         "raw RabbitMQ: {confirmed} persistent {}-byte messages, confirms, one quorum queue, {} in flight{}: {rate:.0}/s ({secs:.2} s)",
         args.size,
         args.in_flight,
-        if args.like_hub {
-            ", as the hub publishes"
-        } else {
-            ""
+        match (topic, hub_properties) {
+            (true, true) => ", as the hub publishes",
+            (true, false) => ", through the hub's topic exchange",
+            (false, true) => ", with the hub's properties",
+            (false, false) => "",
         }
     );
     ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
-    if args.like_hub {
+    if topic {
         ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
             .await?;
     }
@@ -150,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         let summary = serde_json::json!({
             "messages": confirmed, "size": args.size, "in_flight": args.in_flight,
-            "seconds": secs, "rate": rate, "like_hub": args.like_hub,
+            "seconds": secs, "rate": rate, "topic": topic, "hub_properties": hub_properties,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }

@@ -77,9 +77,12 @@ struct Args {
     /// Bytes of each envelope's body (the signed envelope is larger).
     #[arg(long, default_value_t = 1024)]
     body_size: usize,
-    /// Key type of the whole federation: `rsa2048` or `p256`.
+    /// Key type of the CA and the members: `rsa2048` or `p256`.
     #[arg(long, default_value = "rsa2048")]
     key_type: KeyType,
+    /// Key type of the hub's key (it signs the checkpoints): `p256` or `rsa2048`.
+    #[arg(long, default_value = "p256")]
+    hub_key_type: KeyType,
     /// Sending entities (all send to one recipient's inbox).
     #[arg(long, default_value_t = 4)]
     senders: usize,
@@ -385,6 +388,7 @@ async fn main() -> anyhow::Result<()> {
         &dir,
         args.senders,
         args.key_type,
+        args.hub_key_type,
         ([127, 0, 0, 1], port).into(),
         Some(([127, 0, 0, 1], plain_port).into()),
     )?;
@@ -424,7 +428,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = hub.pid();
     let mem_idle = memory(pid);
     println!(
-        "hub: {} pid {pid} on 127.0.0.1:{port}; {} senders -> {}; {:?} keys; {:?}, {} B bodies; \
+        "hub: {} pid {pid} on 127.0.0.1:{port}; {} senders -> {}; {:?} keys, the hub's {:?}; {:?}, {} B bodies; \
          {} clients on {connections} connections, HTTP/{}",
         match args.hub {
             HubMode::Child => "child `snodo serve`",
@@ -433,6 +437,7 @@ async fn main() -> anyhow::Result<()> {
         args.senders,
         support::RECIPIENT,
         args.key_type,
+        args.hub_key_type,
         args.format,
         args.body_size,
         args.clients,
@@ -869,6 +874,7 @@ async fn main() -> anyhow::Result<()> {
             "envelopes": args.envelopes,
             "format": format!("{:?}", args.format),
             "key_type": format!("{:?}", args.key_type),
+            "hub_key_type": format!("{:?}", args.hub_key_type),
             "body_size": args.body_size,
             "signed_size": sample.len(),
             "http": if args.http == Http::H2 { "2" } else { "1.1" },

@@ -224,7 +224,11 @@ impl Federation {
                         for (subject, cert) in part {
                             // A key without its certificate is from an interrupted run.
                             let _ = std::fs::remove_file(cert.with_extension("key"));
-                            pki::issue(dir, ca, subject, self.key_type, Validity::default())?;
+                            let kind = match subject {
+                                Subject::Hub { .. } => pki::HUB_KEY_TYPE,
+                                _ => self.key_type,
+                            };
+                            pki::issue(dir, ca, subject, kind, Validity::default())?;
                         }
                         Ok(())
                     })

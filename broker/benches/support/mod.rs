@@ -25,7 +25,7 @@ pub struct Federation {
     pub dir: PathBuf,
     /// The sending municipalities, `comune:900001`…
     pub senders: Vec<EntityId>,
-    /// RSA-2048 or P-256, for every key of the federation (hub and CA included).
+    /// RSA-2048 or P-256, for the CA's and the members' keys.
     pub key_type: KeyType,
 }
 
@@ -33,7 +33,7 @@ impl Federation {
     /// Creates the PKI for `senders` municipalities and the recipient in `dir`, and a
     /// configuration listening on `listen` (port 0 picks a free one). A PKI already in `dir`
     /// (an earlier run's, with at least as many senders and the same key type) is kept, so a
-    /// run can go on with the store another one left.
+    /// run can go on with the store another one left. The hub's key is of `hub_key_type`.
     ///
     /// The per-entity request rate (2000/s by default) is lifted: these runs measure what the
     /// hub can do, not the policy that protects it from one partner.
@@ -44,6 +44,7 @@ impl Federation {
         dir: &Path,
         senders: usize,
         key_type: KeyType,
+        hub_key_type: KeyType,
         listen: SocketAddr,
         plain_listen: Option<SocketAddr>,
     ) -> anyhow::Result<Federation> {
@@ -53,7 +54,8 @@ impl Federation {
         let mut entities = senders.clone();
         entities.push(RECIPIENT.parse()?);
         if !dir.join("pki").join(pki::CA_KEY).exists() {
-            pki::init(&dir.join("pki"), &entities, key_type).context("creating the PKI")?;
+            pki::init_with_hub(&dir.join("pki"), &entities, key_type, hub_key_type)
+                .context("creating the PKI")?;
         }
         let mut config = format!(
             r#"[hub]

@@ -18,9 +18,13 @@ pub enum PkiCommand {
         /// Entities to issue, comma-separated: `comune:001272,anpr:ministero`.
         #[arg(long, value_delimiter = ',', required = true)]
         entities: Vec<EntityId>,
-        /// Key type of every key created.
+        /// Key type of the CA's and the entities' keys.
         #[arg(long, default_value = "rsa2048", value_parser = parse_key_type)]
         key_type: KeyType,
+        /// Key type of the hub's key, which signs a checkpoint at every group commit (P-256
+        /// signs about thirty times faster than RSA-2048).
+        #[arg(long, default_value = "p256", value_parser = parse_key_type)]
+        hub_key_type: KeyType,
     },
     /// Issue a key and certificate for one more entity, signed by the directory's CA.
     Issue {
@@ -69,8 +73,9 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<()> {
             dir,
             entities,
             key_type,
+            hub_key_type,
         } => {
-            let issued = pki::init(&dir, &entities, key_type)?;
+            let issued = pki::init_with_hub(&dir, &entities, key_type, hub_key_type)?;
             super::print_line(format_args!("CA:  {}", dir.join(pki::CA_CERT).display()))?;
             for i in issued {
                 super::print_line(format_args!(

@@ -559,7 +559,13 @@ mod tests {
     fn pki(kind: KeyType) -> Pki {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("pki");
-        pki::init(&dir, &["comune:001272".parse::<EntityId>().unwrap()], kind).unwrap();
+        pki::init_with_hub(
+            &dir,
+            &["comune:001272".parse::<EntityId>().unwrap()],
+            kind,
+            kind,
+        )
+        .unwrap();
         let trust = TrustStore::load(&dir.join(pki::CA_CERT), None).unwrap();
         Pki {
             _dir: tmp,
