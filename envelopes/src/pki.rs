@@ -500,6 +500,24 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     #[test]
+    fn the_hub_key_is_p256_unless_asked_whatever_the_members_use() {
+        let id = |k: &PKey<Private>| k.id();
+        let entities: Vec<EntityId> = vec!["comune:001272".parse().unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &entities, KeyType::Rsa2048).unwrap();
+        let hub = load_key(&dir.path().join(HUB_KEY)).unwrap();
+        let member = load_key(&dir.path().join("comune-001272.key")).unwrap();
+        assert_eq!(id(&hub), openssl::pkey::Id::EC);
+        assert_eq!(id(&member), openssl::pkey::Id::RSA);
+        let dir = tempfile::tempdir().unwrap();
+        init_with_hub(dir.path(), &entities, KeyType::P256, KeyType::Rsa2048).unwrap();
+        let hub = load_key(&dir.path().join(HUB_KEY)).unwrap();
+        let member = load_key(&dir.path().join("comune-001272.key")).unwrap();
+        assert_eq!(id(&hub), openssl::pkey::Id::RSA);
+        assert_eq!(id(&member), openssl::pkey::Id::EC);
+    }
+
+    #[test]
     fn init_writes_every_file_and_private_keys_are_0600() {
         let dir = tempfile::tempdir().unwrap();
         let entities: Vec<EntityId> = vec![
