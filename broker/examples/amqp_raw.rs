@@ -41,10 +41,12 @@ struct Args {
     /// Only the properties of `--like-hub`: straight to the queue, with the hub's properties.
     #[arg(long, conflicts_with_all = ["like_hub", "topic_only"])]
     properties_only: bool,
-    /// The binding of the queue to the topic exchange (the hub binds `<entity>.#`).
+    /// With `--like-hub` or `--topic-only`, the queue's binding to the topic exchange (the hub
+    /// binds `<entity>.#`); it must match the key `anpr:ministero.servizio.azione`.
     #[arg(long, default_value = "anpr:ministero.#")]
     binding: String,
-    /// Bytes of the header with `--like-hub` (a 1 KiB JSON envelope's record is about 560).
+    /// Bytes of the record header with `--like-hub` or `--properties-only` (a 1 KiB JSON
+    /// envelope's record is about 560).
     #[arg(long, default_value_t = 560)]
     header_bytes: usize,
     /// Write the result as JSON to this file too.
