@@ -115,6 +115,8 @@ pub enum Route {
 pub struct Outbound {
     /// Its record.
     pub record: EnvelopeRecord,
+    /// The record's JSON as stored, which its messages carry as a header.
+    pub record_json: Vec<u8>,
     /// The exact signed bytes.
     pub raw: Vec<u8>,
     /// Where it goes.
@@ -137,15 +139,17 @@ fn load_outbound(store: &dyn Store, seq: u64, value: &[u8]) -> Result<Outbound, 
     let pending: Pending =
         serde_json::from_slice(value).map_err(|e| StoreError::corrupt(&okey, e))?;
     let rkey = keys::envelope(seq);
-    let record: EnvelopeRecord = match store.get(&rkey)? {
-        Some(v) => serde_json::from_slice(&v).map_err(|e| StoreError::corrupt(&rkey, e))?,
-        None => return Err(StoreError::corrupt(&okey, "envelope record missing").into()),
-    };
+    let record_json = store
+        .get(&rkey)?
+        .ok_or_else(|| StoreError::corrupt(&okey, "envelope record missing"))?;
+    let record: EnvelopeRecord =
+        serde_json::from_slice(&record_json).map_err(|e| StoreError::corrupt(&rkey, e))?;
     let raw = store
         .get(&keys::raw(seq))?
         .ok_or_else(|| StoreError::corrupt(&okey, "envelope bytes missing"))?;
     Ok(Outbound {
         record,
+        record_json,
         raw,
         route: pending.route,
         by_request: pending.by_request,
@@ -935,7 +939,9 @@ struct Group<'a> {
     /// The Merkle nodes this group wrote: kept in memory once it is durable.
     new_nodes: Vec<(u32, u64, Hash)>,
     batch: Batch,
-    overlay: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// For each key the group wrote or deleted, where its last write is in `batch` (the value
+    /// is not copied: envelopes are kilobytes).
+    overlay: HashMap<Vec<u8>, usize>,
     /// The inboxes (queue prefixes) this group put envelopes in, with the lowest sequence
     /// number put in each.
     arrivals: HashMap<Vec<u8>, u64>,
@@ -959,9 +965,16 @@ impl<'a> Group<'a> {
         }
     }
 
+    /// What the group last wrote under `key`: `Some(None)` for a deletion, `None` when the
+    /// group has not touched it.
+    fn written(&self, key: &[u8]) -> Option<Option<&Vec<u8>>> {
+        let at = *self.overlay.get(key)?;
+        self.batch.ops.get(at).map(|(_, v)| v.as_ref())
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.overlay.get(key) {
-            Some(v) => Ok(v.clone()),
+        match self.written(key) {
+            Some(v) => Ok(v.cloned()),
             None => self.store.get(key),
         }
     }
@@ -971,7 +984,7 @@ impl<'a> Group<'a> {
             let lowest = self.arrivals.entry(inbox.to_vec()).or_insert(seq);
             *lowest = (*lowest).min(seq);
         }
-        self.overlay.insert(key.clone(), Some(value.clone()));
+        self.overlay.insert(key.clone(), self.batch.len());
         self.batch.put(key, value);
     }
 
@@ -982,18 +995,18 @@ impl<'a> Group<'a> {
     }
 
     fn delete(&mut self, key: Vec<u8>) {
-        self.overlay.insert(key.clone(), None);
+        self.overlay.insert(key.clone(), self.batch.len());
         self.batch.delete(key);
     }
 
     fn is_deleted(&self, key: &[u8]) -> bool {
-        matches!(self.overlay.get(key), Some(None))
+        matches!(self.written(key), Some(None))
     }
 
     fn node(&self, level: u32, index: u64) -> Option<Hash> {
         let key = keys::node(level, index);
-        if let Some(v) = self.overlay.get(&key) {
-            return v.as_ref()?.as_slice().try_into().ok();
+        if let Some(v) = self.written(&key) {
+            return v?.as_slice().try_into().ok();
         }
         self.nodes
             .get_or_read(level, index, || stored_node(self.store, level, index))
@@ -1178,7 +1191,7 @@ impl Writer {
                         0,
                         EventKind::Queried,
                         now,
-                        hex::encode(openssl::sha::sha256(query.as_bytes())),
+                        hex::encode(snodo_envelopes::sha256(query.as_bytes())),
                     );
                     e.actor = Some(actor);
                     e.detail = Some(query);
@@ -1382,10 +1395,8 @@ impl Writer {
             accepted_at: format_time(now),
             accepted_index: entry.index,
         };
-        g.put(
-            keys::envelope(seq),
-            serde_json::to_vec(&record).unwrap_or_default(),
-        );
+        let record_json = serde_json::to_vec(&record).unwrap_or_default();
+        g.put(keys::envelope(seq), record_json.clone());
         g.put(keys::raw(seq), sub.raw.clone());
         g.put(idem, seq.to_be_bytes().to_vec());
         g.put(keys::by_id(&h.id, seq), Vec::new());
@@ -1445,6 +1456,7 @@ impl Writer {
             g.put(keys::outbox(seq), pending_bytes(&route, true));
             Some(Box::new(Outbound {
                 record: record.clone(),
+                record_json,
                 raw: sub.raw.clone(),
                 route,
                 by_request: true,
@@ -1738,7 +1750,7 @@ impl Writer {
         .map_err(|e| EngineError::Journal(format!("notice: {e}")))?;
         let raw = snodo_envelopes::sign(&envelope, &self.notices, Format::Json)
             .map_err(|e| EngineError::Journal(format!("notice: {e}")))?;
-        let digest = openssl::sha::sha256(&raw);
+        let digest = snodo_envelopes::sha256(&raw);
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
         let h = &envelope.header;

@@ -332,7 +332,7 @@ impl Hub {
         body: bytes::Bytes,
         wait: Option<Duration>,
     ) -> Result<Checked, ApiError> {
-        let digest = openssl::sha::sha256(&body);
+        let digest = snodo_envelopes::sha256(&body);
         let refuse = |e: ApiError, header: Option<&snodo_envelopes::Header>| {
             self.refused(caller, &digest, &e, header);
             e

@@ -8,6 +8,7 @@
 //! Parsing is hardened: no DTDs, no entity expansion, no network or file access, bounded size
 //! and depth ([`Limits`]), exactly one signature that covers the whole document.
 
+pub mod digest;
 pub mod entity;
 pub mod envelope;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod verify;
 pub mod xml;
 pub mod xmldsig;
 
+pub use digest::sha256;
 pub use entity::{EntityId, Recipient};
 pub use envelope::{Body, Envelope, EnvelopeBuilder};
 pub use error::{Error, Result};

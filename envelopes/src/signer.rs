@@ -140,7 +140,7 @@ impl Signer {
         Ok(Signer {
             algorithm: Algorithm::for_key(&key)?,
             key_pem: key.private_key_to_pem_pkcs8()?,
-            fingerprint: crate::trust::sha256(&cert.to_der()?)?,
+            fingerprint: crate::digest::sha256(&cert.to_der()?),
             cert_der: cert.to_der()?,
             chain_der: chain[1..]
                 .iter()
@@ -166,7 +166,7 @@ impl Signer {
     /// # Errors
     /// [`Error::Crypto`] if the library fails.
     pub fn sign_bytes(&self, data: &[u8]) -> Result<Vec<u8>> {
-        let digest = openssl::sha::sha256(data);
+        let digest = crate::digest::sha256(data);
         match self.algorithm {
             Algorithm::Rs256 => {
                 let mut s =
@@ -201,7 +201,7 @@ pub fn verify_bytes(
         Algorithm::Rs256 => {
             // Digest first, then a bare public-key operation: cheaper under OpenSSL 3 than a
             // digest-and-verify context built for each signature.
-            let digest = openssl::sha::sha256(data);
+            let digest = crate::digest::sha256(data);
             rs256_contexts::verify(key, &digest, signature)
         }
         Algorithm::Es256 => {
@@ -214,7 +214,7 @@ pub fn verify_bytes(
             let r = openssl::bn::BigNum::from_slice(&signature[..32])?;
             let s = openssl::bn::BigNum::from_slice(&signature[32..])?;
             let sig = openssl::ecdsa::EcdsaSig::from_private_components(r, s)?;
-            let digest = openssl::sha::sha256(data);
+            let digest = crate::digest::sha256(data);
             Ok(sig.verify(&digest, &*key.ec_key()?).unwrap_or(false))
         }
     }

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
-use openssl::hash::{MessageDigest, hash};
 use openssl::pkey::{PKey, Public};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -163,7 +162,7 @@ impl TrustStore {
         let cert = match cached {
             Some(c) => c,
             None => {
-                let c = Arc::new(self.verify_chain(der, intermediates, sha256(der)?)?);
+                let c = Arc::new(self.verify_chain(der, intermediates, crate::digest::sha256(der))?);
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= CACHE_CAPACITY {
                         cache.clear();
@@ -275,13 +274,6 @@ pub fn identity_of(cert: &X509) -> Result<Identity> {
             "{n} identity URIs; exactly one is allowed"
         ))),
     }
-}
-
-pub(crate) fn sha256(data: &[u8]) -> Result<[u8; 32]> {
-    let d = hash(MessageDigest::sha256(), data)?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&d);
-    Ok(out)
 }
 
 fn asn1_to_unix(t: &Asn1TimeRef) -> Result<i64> {

@@ -22,6 +22,9 @@ pub struct Signed {
     pub id: Uuid,
     /// The signed bytes.
     pub bytes: Bytes,
+    /// The same as an item of a batch request (`api::batch::request_item`), escaped once
+    /// here rather than for every request the load sends.
+    pub item: Bytes,
 }
 
 /// What each sender sends, signed in advance.
@@ -68,9 +71,11 @@ pub fn sign_one(
     }
     .build()?;
     let bytes = Bytes::from(snodo_envelopes::sign(&env, signer, format)?);
+    let item = snodo_broker::api::batch::request_item(&bytes, format.media_type()).into();
     Ok(Signed {
         id: env.header.id,
         bytes,
+        item,
     })
 }
 
@@ -260,9 +265,8 @@ pub async fn drive(
                     client
                         .post(&url)
                         .header("content-type", "application/json")
-                        .body(snodo_broker::api::batch::request_body(
-                            envs.iter().map(|e| &e.bytes[..]),
-                            media_type,
+                        .body(snodo_broker::api::batch::request_body_of(
+                            envs.iter().map(|e| &e.item[..]),
                         ))
                 };
                 // Each envelope's status, or why the request as a whole has none (and whether

@@ -26,9 +26,7 @@ pub(super) fn properties(out: &Outbound, node: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         RECORD.into(),
-        AMQPValue::LongString(LongString::from(
-            serde_json::to_vec(rec).unwrap_or_default(),
-        )),
+        AMQPValue::LongString(LongString::from(out.record_json.clone())),
     );
     headers.insert(ORIGIN.into(), AMQPValue::LongString(node.into()));
     let mut props = BasicProperties::default()

@@ -70,23 +70,42 @@ pub fn request_body<'a>(
     envelopes: impl IntoIterator<Item = &'a [u8]>,
     media_type: &str,
 ) -> Vec<u8> {
+    let items: Vec<Vec<u8>> = envelopes
+        .into_iter()
+        .map(|e| request_item(e, media_type))
+        .collect();
+    request_body_of(items.iter().map(Vec::as_slice))
+}
+
+/// One envelope as an item of a batch request, `{"media_type":…,"envelope":…}`: the JSON
+/// escaping of its text, done once by a client that prepares its envelopes in advance (a load
+/// generator) and joined into requests by [`request_body_of`].
+#[must_use]
+pub fn request_item(envelope: &[u8], media_type: &str) -> Vec<u8> {
     #[derive(Serialize)]
     struct ItemOut<'a> {
         media_type: &'a str,
         envelope: &'a str,
     }
-    #[derive(Serialize)]
-    struct BatchOut<'a> {
-        envelopes: Vec<ItemOut<'a>>,
+    serde_json::to_vec(&ItemOut {
+        media_type,
+        envelope: std::str::from_utf8(envelope).unwrap_or_default(),
+    })
+    .unwrap_or_default()
+}
+
+/// The body of a batch request for `items`, each made by [`request_item`].
+#[must_use]
+pub fn request_body_of<'a>(items: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut body = br#"{"envelopes":["#.to_vec();
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
     }
-    let envelopes = envelopes
-        .into_iter()
-        .map(|e| ItemOut {
-            media_type,
-            envelope: std::str::from_utf8(e).unwrap_or_default(),
-        })
-        .collect();
-    serde_json::to_vec(&BatchOut { envelopes }).unwrap_or_default()
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// Each envelope's status and problem code (empty when it has none) in the answer to a batch,
@@ -230,6 +249,15 @@ mod tests {
         assert_eq!(batch.envelopes[0].envelope.as_bytes(), envelopes[0]);
         assert_eq!(batch.envelopes[1].envelope.as_bytes(), envelopes[1]);
         assert_eq!(batch.envelopes[1].media_type, "application/jose+json");
+        let items: Vec<Vec<u8>> = envelopes
+            .iter()
+            .map(|e| request_item(e, "application/jose+json"))
+            .collect();
+        assert_eq!(request_body_of(items.iter().map(Vec::as_slice)), body);
+        assert_eq!(
+            serde_json::from_slice::<Batch>(&request_body_of([])).unwrap().envelopes.len(),
+            0
+        );
 
         let answer = Results {
             results: vec![

@@ -55,7 +55,7 @@ pub async fn submit(
                 format!("the envelope is larger than {limit} bytes"),
             );
             // Only the first `limit` bytes were read: the digest is of nothing.
-            hub.refused(&caller.0, &openssl::sha::sha256(b""), &e, None);
+            hub.refused(&caller.0, &snodo_envelopes::sha256(b""), &e, None);
             return Err(e);
         }
     };

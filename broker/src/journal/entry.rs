@@ -184,7 +184,7 @@ impl Entry {
     /// The digest an entry records for `bytes`: lowercase hex SHA-256.
     #[must_use]
     pub fn digest_of(bytes: &[u8]) -> String {
-        hex::encode(openssl::sha::sha256(bytes))
+        hex::encode(snodo_envelopes::sha256(bytes))
     }
 
     /// The canonical bytes: the leaf data in the Merkle tree.

@@ -39,7 +39,7 @@ pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
 /// The root of the empty tree: SHA-256 of the empty string.
 #[must_use]
 pub fn empty_root() -> Hash {
-    openssl::sha::sha256(b"")
+    snodo_envelopes::sha256(b"")
 }
 
 /// Why the tree could not compute a root or a proof from its store.

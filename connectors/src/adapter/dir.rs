@@ -343,7 +343,7 @@ impl DirAdapter {
             }
             Err(e) => return Err(io(&path)(e)),
         };
-        let digest = hex::encode(openssl::sha::sha256(&content));
+        let digest = hex::encode(snodo_envelopes::sha256(&content));
         let signed = match self.files.get(name)? {
             Some(record) if record.digest == digest => Signed {
                 id: record.id,

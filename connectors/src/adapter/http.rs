@@ -227,7 +227,7 @@ impl HttpAdapter {
 }
 
 async fn send(State(adapter): State<Arc<HttpAdapter>>, Json(m): Json<Outbound>) -> Response {
-    let digest = hex::encode(openssl::sha::sha256(
+    let digest = hex::encode(snodo_envelopes::sha256(
         serde_json::to_vec(&m).unwrap_or_default().as_slice(),
     ));
     let internal = |e: &dyn std::fmt::Display| {

@@ -22,7 +22,7 @@ pub struct Allegato {
 /// The SHA-256 of `bytes`, 64 lowercase hex digits.
 #[must_use]
 pub fn sha256(bytes: &[u8]) -> String {
-    hex::encode(openssl::sha::sha256(bytes))
+    hex::encode(snodo_envelopes::sha256(bytes))
 }
 
 /// Checks `contenuti` against the documents `documenti` declare: the attached documents when
