@@ -1,6 +1,9 @@
 //! The JSON envelope: a JWS in flattened JSON serialization (RFC 7515 §7.2.2), RS256 or ES256,
 //! the signer certificate in `x5c`, the payload the JSON encoding of the envelope.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
@@ -77,11 +80,17 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<Vec<u8>> {
 /// What a JWS claims before anything is trusted: its algorithm, its certificates, its payload.
 pub(crate) struct Parsed {
     pub(crate) algorithm: Algorithm,
-    pub(crate) leaf: Vec<u8>,
-    pub(crate) intermediates: Vec<Vec<u8>>,
+    claimed: Arc<Claimed>,
     signing_input: Vec<u8>,
     signature: Vec<u8>,
     payload: Vec<u8>,
+}
+
+/// What a protected header says: the algorithm and the certificates in `x5c`.
+struct Claimed {
+    algorithm: Algorithm,
+    leaf: Vec<u8>,
+    intermediates: Vec<Vec<u8>>,
 }
 
 /// Parses a flattened JWS and checks its protected header against the allow-list.
@@ -90,7 +99,48 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     crate::json::check_depth(input, limits.max_depth)?;
     let jws: Flattened<'_> = serde_json::from_slice(input)
         .map_err(|e| Error::malformed_json(format!("not a flattened JWS: {e}")))?;
-    let protected_raw = b64url("protected", &jws.protected)?;
+    let claimed = claimed(&jws.protected, limits)?;
+    let signature = b64url("signature", &jws.signature)?;
+    let payload = b64url("payload", &jws.payload)?;
+    let mut signing_input = Vec::with_capacity(jws.protected.len() + jws.payload.len() + 1);
+    signing_input.extend_from_slice(jws.protected.as_bytes());
+    signing_input.push(b'.');
+    signing_input.extend_from_slice(jws.payload.as_bytes());
+    Ok(Parsed {
+        algorithm: claimed.algorithm,
+        claimed,
+        signing_input,
+        signature,
+        payload,
+    })
+}
+
+/// The protected header `protected` parsed, or the same header's parse kept from the last
+/// envelope this thread parsed. A sender's envelopes all carry the same protected header (its
+/// algorithm and certificate), and a batch is checked on one thread, so most envelopes skip
+/// decoding it and its certificate again. The parse depends only on the text and the nesting
+/// limit, which together name it.
+fn claimed(protected: &str, limits: &Limits) -> Result<Arc<Claimed>> {
+    type Last = Option<(usize, String, Arc<Claimed>)>;
+    thread_local! {
+        static LAST: RefCell<Last> = const { RefCell::new(None) };
+    }
+    let kept = LAST.with_borrow(|last| match last {
+        Some((depth, text, c)) if *depth == limits.max_depth && text == protected => {
+            Some(c.clone())
+        }
+        _ => None,
+    });
+    if let Some(c) = kept {
+        return Ok(c);
+    }
+    let c = Arc::new(parse_protected(protected, limits)?);
+    LAST.with_borrow_mut(|last| *last = Some((limits.max_depth, protected.to_owned(), c.clone())));
+    Ok(c)
+}
+
+fn parse_protected(protected: &str, limits: &Limits) -> Result<Claimed> {
+    let protected_raw = b64url("protected", protected)?;
     // Base64 hid it from the check above: bound its nesting before serde sees it.
     crate::json::check_depth(&protected_raw, limits.max_depth)?;
     let protected: ProtectedIn = serde_json::from_slice(&protected_raw)
@@ -123,23 +173,24 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
         }
     };
     let leaf = certs.remove(0);
-    let signature = b64url("signature", &jws.signature)?;
-    let payload = b64url("payload", &jws.payload)?;
-    let mut signing_input = Vec::with_capacity(jws.protected.len() + jws.payload.len() + 1);
-    signing_input.extend_from_slice(jws.protected.as_bytes());
-    signing_input.push(b'.');
-    signing_input.extend_from_slice(jws.payload.as_bytes());
-    Ok(Parsed {
+    Ok(Claimed {
         algorithm,
         leaf,
         intermediates: certs,
-        signing_input,
-        signature,
-        payload,
     })
 }
 
 impl Parsed {
+    /// The signer certificate the header carries (DER).
+    pub(crate) fn leaf(&self) -> &[u8] {
+        &self.claimed.leaf
+    }
+
+    /// The intermediate certificates the header carries (DER).
+    pub(crate) fn intermediates(&self) -> &[Vec<u8>] {
+        &self.claimed.intermediates
+    }
+
     /// Checks the signature with the verified signer certificate, then decodes the payload.
     pub(crate) fn verify(self, signer: &VerifiedCert, limits: &Limits) -> Result<Envelope> {
         let key_alg = Algorithm::for_key(&signer.public_key)?;

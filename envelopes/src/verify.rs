@@ -139,7 +139,7 @@ impl Verifier {
                 let parsed = jws::parse(input, &self.limits)?;
                 let signer = self
                     .trust
-                    .verify_cert(&parsed.leaf, &parsed.intermediates, now)?;
+                    .verify_cert(parsed.leaf(), parsed.intermediates(), now)?;
                 let algorithm = parsed.algorithm;
                 (parsed.verify(&signer, &self.limits)?, signer, algorithm)
             }
