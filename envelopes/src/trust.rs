@@ -162,7 +162,8 @@ impl TrustStore {
         let cert = match cached {
             Some(c) => c,
             None => {
-                let c = Arc::new(self.verify_chain(der, intermediates, crate::digest::sha256(der))?);
+                let c =
+                    Arc::new(self.verify_chain(der, intermediates, crate::digest::sha256(der))?);
                 if let Ok(mut cache) = self.cache.lock() {
                     if cache.len() >= CACHE_CAPACITY {
                         cache.clear();

@@ -50,3 +50,45 @@ fn json_rsa() {
 fn json_p256() {
     round_trip(KeyType::P256, Format::Json, false);
 }
+
+/// A thread keeps the last protected header it parsed: envelopes of two senders verified in
+/// turn on one thread each name their own signer, and an envelope that carries the header just
+/// kept but claims another sender is still refused.
+#[test]
+fn json_envelopes_of_two_senders_in_turn_each_name_their_own_signer() {
+    let fed = Fed::new(KeyType::Rsa2048);
+    let v = fed.verifier();
+    let turin = fed.signer("comune:001272");
+    let from_turin = sign(&json_envelope(), &turin, Format::Json).unwrap();
+    let answer = snodo_envelopes::Envelope::builder(
+        entity("anpr:ministero"),
+        entity("comune:001272"),
+        "residenza.cambio",
+        "esito",
+    )
+    .json(serde_json::json!({"esito": "registrato"}))
+    .build()
+    .unwrap();
+    let from_anpr = sign(&answer, &fed.signer("anpr:ministero"), Format::Json).unwrap();
+    for (signed, who) in [
+        (&from_turin, "comune:001272"),
+        (&from_turin, "comune:001272"),
+        (&from_anpr, "anpr:ministero"),
+        (&from_turin, "comune:001272"),
+        (&from_anpr, "anpr:ministero"),
+        (&from_anpr, "anpr:ministero"),
+    ] {
+        let ok = v.verify(signed).unwrap();
+        assert_eq!(ok.envelope.header.sender, entity(who));
+        assert_eq!(ok.signer.entity(), Some(&entity(who)));
+    }
+    let forged = sign(&answer, &turin, Format::Json).unwrap();
+    v.verify(&from_turin).unwrap();
+    match v.verify(&forged) {
+        Err(snodo_envelopes::Error::SenderMismatch { sender, signer }) => {
+            assert_eq!(sender, entity("anpr:ministero"));
+            assert_eq!(signer, entity("comune:001272"));
+        }
+        other => panic!("expected a sender mismatch, got {other:?}"),
+    }
+}

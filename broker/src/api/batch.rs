@@ -255,7 +255,10 @@ mod tests {
             .collect();
         assert_eq!(request_body_of(items.iter().map(Vec::as_slice)), body);
         assert_eq!(
-            serde_json::from_slice::<Batch>(&request_body_of([])).unwrap().envelopes.len(),
+            serde_json::from_slice::<Batch>(&request_body_of([]))
+                .unwrap()
+                .envelopes
+                .len(),
             0
         );
 
