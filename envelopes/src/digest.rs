@@ -1,10 +1,10 @@
 //! SHA-256, the one digest of the federation: of signing inputs, envelopes and certificates.
 //!
 //! Under OpenSSL 3 the one-shot `SHA256()` (`openssl::sha::sha256`) and `EVP_Digest*` with a
-//! legacy `EVP_MD` fetch the algorithm from the provider on every call, which costs about as
-//! much as hashing a kilobyte. The low-level `SHA256_Init`/`Update`/`Final` behind
-//! [`openssl::sha::Sha256`] run the same assembly without the fetch, so every SHA-256 of snodo
-//! goes through here.
+//! legacy `EVP_MD` fetch the algorithm from the provider on every call: about 270 ns, almost
+//! half the time of hashing a kilobyte (BENCHMARKS.md, section t). The low-level
+//! `SHA256_Init`/`Update`/`Final` behind [`openssl::sha::Sha256`] run the same assembly without
+//! the fetch, so every SHA-256 of snodo goes through here.
 
 use openssl::sha::Sha256;
 
