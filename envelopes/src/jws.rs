@@ -79,7 +79,6 @@ pub fn sign(envelope: &Envelope, signer: &Signer) -> Result<Vec<u8>> {
 
 /// What a JWS claims before anything is trusted: its algorithm, its certificates, its payload.
 pub(crate) struct Parsed {
-    pub(crate) algorithm: Algorithm,
     claimed: Arc<Claimed>,
     signing_input: Vec<u8>,
     signature: Vec<u8>,
@@ -107,7 +106,6 @@ pub(crate) fn parse(input: &[u8], limits: &Limits) -> Result<Parsed> {
     signing_input.push(b'.');
     signing_input.extend_from_slice(jws.payload.as_bytes());
     Ok(Parsed {
-        algorithm: claimed.algorithm,
         claimed,
         signing_input,
         signature,
@@ -181,6 +179,11 @@ fn parse_protected(protected: &str, limits: &Limits) -> Result<Claimed> {
 }
 
 impl Parsed {
+    /// The algorithm the header names.
+    pub(crate) fn algorithm(&self) -> Algorithm {
+        self.claimed.algorithm
+    }
+
     /// The signer certificate the header carries (DER).
     pub(crate) fn leaf(&self) -> &[u8] {
         &self.claimed.leaf
@@ -194,15 +197,16 @@ impl Parsed {
     /// Checks the signature with the verified signer certificate, then decodes the payload.
     pub(crate) fn verify(self, signer: &VerifiedCert, limits: &Limits) -> Result<Envelope> {
         let key_alg = Algorithm::for_key(&signer.public_key)?;
-        if key_alg != self.algorithm {
+        let algorithm = self.algorithm();
+        if key_alg != algorithm {
             return Err(Error::AlgorithmNotAllowed(format!(
                 "{} with a key that signs {}",
-                self.algorithm.jws_name(),
+                algorithm.jws_name(),
                 key_alg.jws_name()
             )));
         }
         let ok = crate::signer::verify_bytes(
-            self.algorithm,
+            algorithm,
             &signer.public_key,
             &self.signing_input,
             &self.signature,

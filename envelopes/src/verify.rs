@@ -140,7 +140,7 @@ impl Verifier {
                 let signer = self
                     .trust
                     .verify_cert(parsed.leaf(), parsed.intermediates(), now)?;
-                let algorithm = parsed.algorithm;
+                let algorithm = parsed.algorithm();
                 (parsed.verify(&signer, &self.limits)?, signer, algorithm)
             }
         };
