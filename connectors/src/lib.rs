@@ -9,7 +9,8 @@
 //!   durable effect, idempotence by envelope id, a durable outbox.
 //! - [`clock`] and [`working_days`]: time that tests drive, and Italian working days.
 //! - [`store`]: typed durable state in sled, with atomic multi-key updates; [`agenda`]:
-//!   durable deadlines that fire on a clock.
+//!   durable deadlines that fire on a clock; [`storia`]: a practice's states in time order,
+//!   whatever the order they arrive in.
 //! - [`catalog`]: the message types a connector checks before sending.
 //! - [`mail`]: e-mail to officials, by SMTP or as `.eml` files.
 //! - [`pagamenti`] and [`tributi`]: the payment provider and property tax (tax office and
@@ -48,6 +49,7 @@ pub mod residenza_cambio;
 pub mod service;
 pub mod shutdown;
 pub mod store;
+pub mod storia;
 pub mod tributi;
 pub mod typed;
 pub mod viabilita;

@@ -20,16 +20,17 @@ use snodo_connectors::edilizia::sportello::{
     self, ErroreSportello, Impostazioni, Pratica, Scadenza, Sportello,
 };
 use snodo_connectors::pagamenti::{Creditore, Impostazioni as NodoImpostazioni, Nodo};
-use snodo_connectors::{Dispatcher, ManualClock, Store};
-use snodo_envelopes::EntityId;
+use snodo_connectors::typed;
+use snodo_connectors::{Dispatcher, HubClient, ManualClock, Store};
+use snodo_envelopes::{EntityId, Profile};
 use snodo_schemas::formats::{
     CodiceBelfiore, CodiceFiscale, CodiceFiscalePersona, CodiceIstat, Data, Elenco, Importo,
-    PuntiBase,
+    Istante, PuntiBase,
 };
 use snodo_schemas::services::dati::{Catasto, Documento, Indirizzo, Motivo, RiferimentoCatastale};
 use snodo_schemas::services::edilizia_permessi::{
     Contenuto, EsitoControllo, EsitoProvvedimento, Integrazione, Intervento, Istanza,
-    ProtocolloIstanza, StatoIstanza, Tecnico, Titolo,
+    ProtocolloIstanza, Stato, StatoIstanza, Tecnico, Titolo,
 };
 use snodo_schemas::services::pagamenti::{Canale, EsitoRegistrato};
 use time::OffsetDateTime;
@@ -52,6 +53,8 @@ struct Federation {
     clock: Arc<ManualClock>,
     sportello: Arc<Sportello>,
     portale: Arc<Portale>,
+    /// The comune's own client, to send the portal what the building office would.
+    comune: HubClient,
     stop: watch::Sender<bool>,
 }
 
@@ -187,6 +190,7 @@ impl Federation {
 
         let store = Store::open(&dir.path().join("comune")).unwrap();
         let c = client(TURIN);
+        let comune = c.clone();
         let sportello = Sportello::open(
             c.clone(),
             store.clone(),
@@ -241,6 +245,7 @@ impl Federation {
             clock,
             sportello,
             portale,
+            comune,
             stop,
         }
     }
@@ -798,6 +803,57 @@ async fn a_scia_starts_works_at_once_and_is_checked_within_thirty_days() {
         .await
         .unwrap_err();
     assert!(matches!(e, ErroreSportello::NonAmmessa(_)), "{e}");
+    f.stop().await;
+}
+
+/// A sender that retries lands a state after a later one: the portal shows the latest by
+/// the comune's clock, and keeps the history in time order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn states_that_arrive_backwards_leave_the_latest_at_the_portal() {
+    let f = Federation::start().await;
+    // Protocolled at 2026-03-02 09:00, the federation's start.
+    f.presenta(&istanza("SCIA-3", Titolo::Scia, false)).await;
+    f.al_portale("SCIA-3", "the SCIA under way", |p| {
+        p.stato == Some(StatoIstanza::Istruttoria)
+    })
+    .await;
+    let portal: EntityId = PORTAL.parse().unwrap();
+    let stato = |stato, il: &str, nota: &str| Stato {
+        pratica: "SCIA-3".into(),
+        stato,
+        il: Istante::parse(il).unwrap(),
+        nota: Some(nota.into()),
+    };
+    for s in [
+        stato(
+            StatoIstanza::Rilasciata,
+            "2026-04-20T00:00:00Z",
+            "consolidata",
+        ),
+        stato(
+            StatoIstanza::Integrazione,
+            "2026-03-10T10:00:00Z",
+            "integrare",
+        ),
+    ] {
+        let e = typed::message(&f.comune, &portal, Profile::Oneway, None, None, &s).unwrap();
+        f.comune.submit(&e).await.unwrap();
+    }
+    let p = f
+        .al_portale("SCIA-3", "both states at the portal", |p| {
+            p.stati.len() == 3
+        })
+        .await;
+    assert_eq!(p.stato, Some(StatoIstanza::Rilasciata), "{:?}", p.stati);
+    let order: Vec<StatoIstanza> = p.stati.iter().map(|s| s.stato).collect();
+    assert_eq!(
+        order,
+        [
+            StatoIstanza::Istruttoria,
+            StatoIstanza::Integrazione,
+            StatoIstanza::Rilasciata
+        ]
+    );
     f.stop().await;
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use snodo_envelopes::EntityId;
-use snodo_schemas::formats::Data;
+use snodo_schemas::formats::{Data, Istante};
 use snodo_schemas::services::residenza_cambio::{
     Dichiarazione, Esito, EsitoDichiarazione, Osservazioni, PreavvisoRigetto, Stato, StatoPratica,
 };
@@ -30,7 +30,7 @@ pub struct PraticaPortale {
     /// The declaration's envelope, once sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inviata: Option<Uuid>,
-    /// Every state the comune told, in order.
+    /// Every state the comune told, in time order (not of arrival).
     #[serde(default)]
     pub stati: Vec<Passo>,
     /// The comune's answer to the declaration.
@@ -266,11 +266,12 @@ impl crate::residenza_cambio::Portale for Portale {
 
     fn stato(&self, m: &Inbound, s: Stato) -> crate::residenza_cambio::Result {
         self.aggiorna(m, &s.pratica.clone(), |p| {
-            p.stati.push(Passo {
+            let passo = Passo {
                 stato: s.stato,
                 il: s.il.as_str().to_owned(),
                 nota: s.nota,
-            });
+            };
+            crate::storia::in_ordine(&mut p.stati, passo, |p| Istante::parse(&p.il).ok());
         })
     }
 

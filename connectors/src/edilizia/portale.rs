@@ -34,9 +34,9 @@ use crate::typed::{self, Answers, Route, Sender};
 pub struct PraticaPortale {
     /// The comune's answer to the submission: its protocol, or why it was refused.
     pub protocollo: Option<ProtocolloIstanza>,
-    /// The last state the comune gave.
+    /// The latest state the comune gave, by its time (not by arrival).
     pub stato: Option<StatoIstanza>,
-    /// Every change of state, with the comune's notes.
+    /// Every change of state, with the comune's notes, in time order.
     pub stati: Vec<Stato>,
     /// The requests for integrations.
     pub richieste: Vec<RichiestaIntegrazione>,
@@ -170,10 +170,8 @@ impl Portale {
         let s: Stato = service::read(inbound)?;
         let pratica = s.pratica.clone();
         self.aggiorna(&pratica, effects, |p| {
-            if !p.stati.contains(&s) {
-                p.stato = Some(s.stato);
-                p.stati.push(s);
-            }
+            crate::storia::in_ordine(&mut p.stati, s, |s| s.il.clone());
+            p.stato = p.stati.last().map(|s| s.stato);
         })
     }
 

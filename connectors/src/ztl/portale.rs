@@ -53,7 +53,7 @@ pub struct Vista {
     /// The rejection, if it came.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rigetto: Option<Rigetto>,
-    /// Every change of state the office sent, in order.
+    /// Every change of state the office sent, in time order (not of arrival).
     #[serde(default)]
     pub stati: Vec<Stato>,
 }
@@ -199,15 +199,17 @@ impl Portale {
         let s: Stato = service::read(inbound)?;
         let pratica = s.pratica.clone();
         self.aggiorna(inbound, &pratica, effects, |v| {
-            // A late "verifying" never hides a decision already taken.
+            // A late "verifying" never hides a decision already taken, nor any state a
+            // state of a later time.
             let decisa = matches!(
                 v.stato,
                 StatoPermesso::Rilasciato | StatoPermesso::Rigettata
             );
-            if !(decisa && s.stato == StatoPermesso::InVerifica) {
+            let ultimo = v.stati.last().is_none_or(|l| l.il <= s.il);
+            if ultimo && !(decisa && s.stato == StatoPermesso::InVerifica) {
                 v.stato = s.stato;
             }
-            v.stati.push(s);
+            crate::storia::in_ordine(&mut v.stati, s, |s| s.il.clone());
         })
     }
 
