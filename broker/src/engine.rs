@@ -558,7 +558,8 @@ impl Engine {
                 Accepted::New(receipt(
                     self.store.as_ref(),
                     &self.nodes,
-                    &entry,
+                    &entry.0,
+                    entry.1,
                     &checkpoint,
                 )?),
                 outbound,
@@ -1048,8 +1049,8 @@ type AcceptReply = oneshot::Sender<Result<Admitted, EngineError>>;
 /// store) is made by the requester's task, not by the engine thread, the hub's one serial
 /// stage.
 enum Admitted {
-    /// Accepted now, as `entry` under `checkpoint`.
-    New(Box<Entry>, SharedCheckpoint, Option<Outbound>),
+    /// Accepted now, as `entry` (with its bytes in the journal) under `checkpoint`.
+    New(Box<(Entry, Vec<u8>)>, SharedCheckpoint, Option<Outbound>),
     /// Accepted before: the original receipt.
     Duplicate(Box<Receipt>, Option<Outbound>),
 }
@@ -1080,7 +1081,8 @@ enum Reply {
 
 enum AcceptOutcome {
     New {
-        entry: Box<Entry>,
+        /// The `accepted` entry and its bytes in the journal.
+        entry: Box<(Entry, Vec<u8>)>,
         /// For the transport to publish (external queues).
         outbound: Option<Box<Outbound>>,
     },
@@ -1308,9 +1310,21 @@ impl Writer {
     fn journal(
         &mut self,
         g: &mut Group<'_>,
-        mut entry: Entry,
+        entry: Entry,
         seq: Option<u64>,
     ) -> Result<Entry, EngineError> {
+        self.append(g, entry, seq, false).map(|(e, _)| e)
+    }
+
+    /// [`Writer::journal`], which also gives back the entry's bytes when `keep_bytes` (its
+    /// receipt carries them: not serialized a second time).
+    fn append(
+        &mut self,
+        g: &mut Group<'_>,
+        mut entry: Entry,
+        seq: Option<u64>,
+        keep_bytes: bool,
+    ) -> Result<(Entry, Option<Vec<u8>>), EngineError> {
         entry.index = self.state.journal_size;
         let bytes = entry
             .to_bytes()
@@ -1322,13 +1336,14 @@ impl Writer {
             g.put(keys::node(level, index), hash.to_vec());
             g.new_nodes.push((level, index, hash));
         }
+        let kept = keep_bytes.then(|| bytes.clone());
         g.put_unread(keys::journal(entry.index), bytes);
         g.postings.add(&entry);
         if let Some(seq) = seq {
             g.put_unread(keys::history(seq, entry.index), Vec::new());
         }
         self.state.journal_size += 1;
-        Ok(entry)
+        Ok((entry, kept))
     }
 
     fn accept(
@@ -1370,10 +1385,11 @@ impl Writer {
         }
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
-        let entry = self.journal(
+        let (entry, entry_bytes) = self.append(
             g,
             entry_for(EventKind::Accepted, h, &sub.digest, now, None),
             Some(seq),
+            true,
         )?;
         let record = EnvelopeRecord {
             seq,
@@ -1470,7 +1486,7 @@ impl Writer {
             )?;
         }
         Ok(AcceptOutcome::New {
-            entry: Box::new(entry),
+            entry: Box::new((entry, entry_bytes.unwrap_or_default())),
             outbound,
         })
     }
@@ -2166,7 +2182,7 @@ impl Writer {
             .ok_or_else(|| StoreError::corrupt(&jkey, "no checkpoint covers the entry"))?;
         let cp: SharedCheckpoint =
             serde_json::from_slice(&cp).map_err(|e| StoreError::corrupt(&ckey, e))?;
-        receipt(store, &self.nodes, &entry, &cp)
+        receipt(store, &self.nodes, &entry, bytes, &cp)
     }
 
     fn fail(&self, replies: Vec<Reply>, e: &EngineError) {
@@ -2241,18 +2257,21 @@ fn record_entry(
     }
 }
 
-/// The receipt of `entry` under `checkpoint`: its inclusion proof from the Merkle nodes in
-/// `store` (nodes of complete subtrees are never rewritten, so any thread may read them).
+/// The receipt of `entry`, whose bytes in the journal are `bytes`, under `checkpoint`: its
+/// inclusion proof from the Merkle nodes in `store` (nodes of complete subtrees are never
+/// rewritten, so any thread may read them).
 fn receipt(
     store: &dyn Store,
     nodes: &NodeCache,
     entry: &Entry,
+    bytes: Vec<u8>,
     checkpoint: &SharedCheckpoint,
 ) -> Result<Receipt, EngineError> {
     let node = |l: u32, i: u64| nodes.get_or_read(l, i, || stored_node(store, l, i));
     let proof = merkle::inclusion_proof(entry.index, checkpoint.checkpoint.size, node)
         .map_err(|e| EngineError::Journal(e.to_string()))?;
-    Receipt::new(entry, proof, checkpoint.clone()).map_err(|e| EngineError::Journal(e.to_string()))
+    Receipt::with_bytes(entry, bytes, proof, checkpoint.clone())
+        .map_err(|e| EngineError::Journal(e.to_string()))
 }
 
 fn delivery(state: &str, attempts: u32, now: OffsetDateTime) -> Vec<u8> {

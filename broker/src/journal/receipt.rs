@@ -132,9 +132,24 @@ impl Receipt {
         proof: Vec<Hash>,
         checkpoint: impl Into<SharedCheckpoint>,
     ) -> Result<Self, ReceiptError> {
+        let bytes = entry.to_bytes().map_err(ReceiptError::Entry)?;
+        Self::with_bytes(entry, bytes, proof, checkpoint)
+    }
+
+    /// [`Receipt::new`] for an entry whose bytes in the journal are `bytes` (the journal's
+    /// writer has them: they are not serialized again). The receipt carries `bytes`; if they
+    /// were not `entry`'s, the receipt would not verify.
+    ///
+    /// # Errors
+    /// As [`Receipt::new`].
+    pub fn with_bytes(
+        entry: &Entry,
+        bytes: Vec<u8>,
+        proof: Vec<Hash>,
+        checkpoint: impl Into<SharedCheckpoint>,
+    ) -> Result<Self, ReceiptError> {
         let checkpoint = checkpoint.into();
         let (envelope_id, sender) = accepted(entry)?;
-        let bytes = entry.to_bytes().map_err(ReceiptError::Entry)?;
         let leaf = super::merkle::leaf_hash(&bytes);
         let c = &checkpoint.checkpoint;
         verify_inclusion(&leaf, entry.index, c.size, &proof, &c.root)
@@ -407,6 +422,21 @@ mod tests {
                 .starts_with("receipt is malformed: invalid type: integer `1`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_receipt_from_the_journal_bytes_is_the_same_and_other_bytes_do_not_make_one() {
+        let f = fixture(8);
+        let r = f.receipt(4);
+        let e = &f.entries[4];
+        let proof = f.tree.inclusion_proof(4, 8).unwrap();
+        let bytes = e.to_bytes().unwrap();
+        let same = Receipt::with_bytes(e, bytes, proof.clone(), r.checkpoint.clone()).unwrap();
+        assert_eq!(same, r);
+        // The bytes of another entry: their leaf is not under the root by this proof.
+        let other = f.entries[7].to_bytes().unwrap();
+        let err = Receipt::with_bytes(e, other, proof, r.checkpoint.clone()).unwrap_err();
+        assert_eq!(err.code(), "receipt-proof-invalid");
     }
 
     #[test]
