@@ -127,7 +127,21 @@ pub async fn trasloco(ctx: Shared, seed: u64) -> Option<Move> {
         }
         return Some(mv);
     }
-    if reached(&[StatoPratica::Ricevuta]).await.is_none() {
+    // Received: told to the portal, whatever came after it (on a busy machine the fast clock
+    // may have moved the practice on before this looks).
+    let received = |ctx: &Shared| {
+        ctx.world
+            .portale
+            .pratica(&pratica)
+            .ok()
+            .flatten()
+            .filter(|p| p.stati.iter().any(|s| s.stato == StatoPratica::Ricevuta))
+    };
+    let heard = {
+        let ctx = ctx.clone();
+        async move { ctx.until(|| received(&ctx)).await }
+    };
+    if heard.await.is_none() {
         log.violation(format!(
             "practice {pratica}: complete, yet not received (at {:?})",
             stato(&ctx)
