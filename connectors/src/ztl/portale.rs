@@ -199,8 +199,8 @@ impl Portale {
         let s: Stato = service::read(inbound)?;
         let pratica = s.pratica.clone();
         self.aggiorna(inbound, &pratica, effects, |v| {
-            // A late "verifying" never hides a decision already taken, nor any state a
-            // state of a later time.
+            // A late "verifying" never hides a decision already taken, and no state hides
+            // one of a later time.
             let decisa = matches!(
                 v.stato,
                 StatoPermesso::Rilasciato | StatoPermesso::Rigettata

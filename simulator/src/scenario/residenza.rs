@@ -137,11 +137,7 @@ pub async fn trasloco(ctx: Shared, seed: u64) -> Option<Move> {
             .flatten()
             .filter(|p| p.stati.iter().any(|s| s.stato == StatoPratica::Ricevuta))
     };
-    let heard = {
-        let ctx = ctx.clone();
-        async move { ctx.until(|| received(&ctx)).await }
-    };
-    if heard.await.is_none() {
+    if ctx.until(|| received(&ctx)).await.is_none() {
         log.violation(format!(
             "practice {pratica}: complete, yet not received (at {:?})",
             stato(&ctx)
