@@ -806,8 +806,9 @@ async fn a_scia_starts_works_at_once_and_is_checked_within_thirty_days() {
     f.stop().await;
 }
 
-/// A sender that retries lands a state after a later one: the portal shows the latest by
-/// the comune's clock, and keeps the history in time order.
+/// A state lands after a later one (the office submits from a handler's outbox and from its
+/// own task): the portal shows the latest by the comune's clock, and keeps the history in time
+/// order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn states_that_arrive_backwards_leave_the_latest_at_the_portal() {
     let f = Federation::start().await;
