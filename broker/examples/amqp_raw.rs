@@ -49,6 +49,14 @@ struct Args {
     /// envelope's record is about 560).
     #[arg(long, default_value_t = 560)]
     header_bytes: usize,
+    /// Declare the queue as the hub declares an entity's inbox: expired messages dead-lettered
+    /// at least once to an exchange of their own (which needs `reject-publish` overflow).
+    #[arg(long)]
+    dead_letter: bool,
+    /// Give each message a TTL of this many milliseconds, as the hub does for an envelope
+    /// with an expiry.
+    #[arg(long)]
+    expiration_ms: Option<u64>,
     /// Write the result as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -69,6 +77,26 @@ async fn main() -> anyhow::Result<()> {
         "x-queue-type".into(),
         AMQPValue::LongString(LongString::from("quorum")),
     );
+    let dlx = format!("{queue}.dlx");
+    if args.dead_letter {
+        ch.exchange_declare(
+            dlx.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+        for (k, v) in [
+            ("x-dead-letter-exchange", dlx.as_str()),
+            ("x-dead-letter-strategy", "at-least-once"),
+            ("x-overflow", "reject-publish"),
+        ] {
+            q_args.insert(k.into(), AMQPValue::LongString(LongString::from(v)));
+        }
+    }
     ch.queue_declare(
         queue.as_str().into(),
         QueueDeclareOptions::durable(),
@@ -77,6 +105,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let payload = vec![b'x'; args.size];
     let mut props = BasicProperties::default().with_delivery_mode(2);
+    if let Some(ms) = args.expiration_ms {
+        props = props.with_expiration(ms.to_string().into());
+    }
     let topic = args.like_hub || args.topic_only;
     let hub_properties = args.like_hub || args.properties_only;
     if hub_properties {
@@ -160,6 +191,10 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     if topic {
         ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    if args.dead_letter {
+        ch.exchange_delete(dlx.as_str().into(), ExchangeDeleteOptions::default())
             .await?;
     }
     let _ = conn.close(200, "done".into()).await;
