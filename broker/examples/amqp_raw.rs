@@ -79,16 +79,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let dlx = format!("{queue}.dlx");
     if args.dead_letter {
-        ch.exchange_declare(
-            dlx.as_str().into(),
-            lapin::ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+        declare_exchange(&ch, &dlx, lapin::ExchangeKind::Fanout).await?;
         for (k, v) in [
             ("x-dead-letter-exchange", dlx.as_str()),
             ("x-dead-letter-strategy", "at-least-once"),
@@ -124,16 +115,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let (exchange, key) = if topic {
         let exchange = format!("{queue}.x");
-        ch.exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..ExchangeDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+        declare_exchange(&ch, &exchange, lapin::ExchangeKind::Topic).await?;
         ch.queue_bind(
             queue.as_str().into(),
             exchange.as_str().into(),
@@ -206,4 +188,22 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)?;
     }
     Ok(())
+}
+
+/// Declares a durable exchange of `kind` named `name`.
+async fn declare_exchange(
+    ch: &lapin::Channel,
+    name: &str,
+    kind: lapin::ExchangeKind,
+) -> lapin::Result<()> {
+    ch.exchange_declare(
+        name.into(),
+        kind,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        },
+        FieldTable::default(),
+    )
+    .await
 }
