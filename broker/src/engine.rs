@@ -21,7 +21,7 @@ use crate::journal::merkle::{self, Hash};
 use crate::journal::nodes::{NodeCache, stored_node};
 use crate::journal::query::Postings;
 use crate::journal::receipt::Receipt;
-use crate::store::{Batch, Store, StoreError, keys};
+use crate::store::{Batch, Store, StoreError, Value, keys};
 
 /// The service and action of the hub's own failure notices.
 pub const NOTICE_SERVICE: &str = "snodo.consegna";
@@ -199,7 +199,7 @@ pub struct Submission {
     /// Its verified header.
     pub header: Header,
     /// The exact bytes received.
-    pub raw: Vec<u8>,
+    pub raw: Value,
     /// SHA-256 of `raw`.
     pub digest: [u8; 32],
     /// The encoding it arrived in.
@@ -968,19 +968,19 @@ impl<'a> Group<'a> {
 
     /// What the group last wrote under `key`: `Some(None)` for a deletion, `None` when the
     /// group has not touched it.
-    fn written(&self, key: &[u8]) -> Option<Option<&Vec<u8>>> {
+    fn written(&self, key: &[u8]) -> Option<Option<&Value>> {
         let at = *self.overlay.get(key)?;
         self.batch.ops.get(at).map(|(_, v)| v.as_ref())
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         match self.written(key) {
-            Some(v) => Ok(v.cloned()),
+            Some(v) => Ok(v.map(|v| v.to_vec())),
             None => self.store.get(key),
         }
     }
 
-    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    fn put(&mut self, key: Vec<u8>, value: impl Into<Value>) {
         if let (Some(inbox), Some(seq)) = (keys::queue_of(&key), keys::trailing_u64(&key)) {
             let lowest = self.arrivals.entry(inbox.to_vec()).or_insert(seq);
             *lowest = (*lowest).min(seq);
@@ -1007,7 +1007,7 @@ impl<'a> Group<'a> {
     fn node(&self, level: u32, index: u64) -> Option<Hash> {
         let key = keys::node(level, index);
         if let Some(v) = self.written(&key) {
-            return v?.as_slice().try_into().ok();
+            return v?.as_ref().try_into().ok();
         }
         self.nodes
             .get_or_read(level, index, || stored_node(self.store, level, index))
@@ -1413,7 +1413,6 @@ impl Writer {
         };
         let record_json = serde_json::to_vec(&record).unwrap_or_default();
         g.put(keys::envelope(seq), record_json.clone());
-        g.put(keys::raw(seq), sub.raw.clone());
         g.put(idem, seq.to_be_bytes().to_vec());
         g.put(keys::by_id(&h.id, seq), Vec::new());
         if let Some(exp) = h.expires_at
@@ -1473,7 +1472,7 @@ impl Writer {
             Some(Box::new(Outbound {
                 record: record.clone(),
                 record_json,
-                raw: sub.raw.clone(),
+                raw: sub.raw.to_vec(),
                 route,
                 by_request: true,
             }))
@@ -1485,6 +1484,8 @@ impl Writer {
                 Some(seq),
             )?;
         }
+        // Moved, not copied: envelopes are kilobytes, and this is the hub's one serial stage.
+        g.put(keys::raw(seq), sub.raw);
         Ok(AcceptOutcome::New {
             entry: Box::new((entry, entry_bytes.unwrap_or_default())),
             outbound,

@@ -14,6 +14,7 @@ use crate::engine::{Accepted, Engine, Leased, RefusalRecord, Submission, Waiter}
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::store::Value;
 
 /// What may change on reload: the registry and the trust material.
 #[derive(Debug)]
@@ -448,7 +449,7 @@ impl Hub {
         };
         let submission = Submission {
             header: header.clone(),
-            raw: body.to_vec(),
+            raw: Value::from(&body[..]),
             digest,
             format: verified.format,
             recipients,

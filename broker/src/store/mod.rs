@@ -41,15 +41,20 @@ impl StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// A value to store: shared (a clone is a reference count) and handed to the store as it is.
+/// An envelope's received bytes are made one once, when it arrives, and are not copied again
+/// on their way into the store; a `Vec<u8>` turns into one by a copy.
+pub type Value = ::fjall::Slice;
+
 /// Writes applied together: all of them or none.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub(crate) ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub(crate) ops: Vec<(Vec<u8>, Option<Value>)>,
 }
 
 impl Batch {
     /// Sets `key` to `value`.
-    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Value>) {
         self.ops.push((key.into(), Some(value.into())));
     }
 

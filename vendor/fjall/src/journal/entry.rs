@@ -8,6 +8,7 @@ use lsm_tree::{
     coding::{Decode, Encode},
     CompressionType, SeqNo, UserKey, UserValue, ValueType,
 };
+use std::borrow::Cow;
 use std::io::{Read, Write};
 
 /// Journal entry. Every batch is composed as a Start, followed by N items, followed by an End.
@@ -46,21 +47,47 @@ pub fn serialize_marker_item<W: Write>(
     value_type: ValueType,
     compression: CompressionType,
 ) -> Result<(), lsm_tree::Error> {
+    let compressed_value = compress_value(value, compression);
+    serialize_marker_header(
+        writer,
+        keyspace_id,
+        key,
+        value.len(),
+        &compressed_value,
+        value_type,
+        compression,
+    )?;
+    writer.write_all(key)?;
+    writer.write_all(&compressed_value)?;
+    Ok(())
+}
+
+/// snodo: a value as it is written to the journal, compressed or not.
+pub fn compress_value(value: &[u8], compression: CompressionType) -> Cow<'_, [u8]> {
+    match compression {
+        CompressionType::None => Cow::Borrowed(value),
+
+        #[cfg(feature = "lz4")]
+        CompressionType::Lz4 => Cow::Owned(lz4_flex::compress(value)),
+    }
+}
+
+/// snodo: what [`serialize_marker_item`] writes before the key and the value, so that a
+/// writer can put the key and the value out without copying them into a buffer first.
+pub fn serialize_marker_header<W: Write>(
+    writer: &mut W,
+    keyspace_id: InternalKeyspaceId,
+    key: &[u8],
+    value_len: usize,
+    compressed_value: &[u8],
+    value_type: ValueType,
+    compression: CompressionType,
+) -> Result<(), lsm_tree::Error> {
     writer.write_u8(Tag::Item.into())?;
 
     writer.write_u8(u8::from(value_type))?;
 
     compression.encode_into(writer)?;
-
-    let compressed_value = match compression {
-        CompressionType::None => std::borrow::Cow::Borrowed(value),
-
-        #[cfg(feature = "lz4")]
-        CompressionType::Lz4 => {
-            let compressed = lz4_flex::compress(value);
-            std::borrow::Cow::Owned(compressed)
-        }
-    };
 
     // NOTE: Truncation is okay and actually needed
     writer.write_u64::<LittleEndian>(keyspace_id)?;
@@ -71,15 +98,11 @@ pub fn serialize_marker_item<W: Write>(
 
     // NOTE: Truncation is okay and actually needed
     #[expect(clippy::cast_possible_truncation)]
-    writer.write_u32::<LittleEndian>(value.len() as u32)?;
+    writer.write_u32::<LittleEndian>(value_len as u32)?;
 
     // NOTE: Truncation is okay and actually needed
     #[expect(clippy::cast_possible_truncation)]
     writer.write_u32::<LittleEndian>(compressed_value.len() as u32)?;
-
-    writer.write_all(key)?;
-
-    writer.write_all(&compressed_value)?;
 
     Ok(())
 }

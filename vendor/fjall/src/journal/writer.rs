@@ -2,7 +2,7 @@
 // This source code is licensed under both the Apache 2.0 and MIT License
 // (found in the LICENSE-* files in the repository)
 
-use super::entry::{serialize_marker_item, Entry};
+use super::entry::{compress_value, serialize_marker_header, serialize_marker_item, Entry};
 use crate::{
     batch::item::Item as BatchItem, file::fsync_directory, journal::recovery::JournalId,
     keyspace::InternalKeyspaceId,
@@ -352,24 +352,33 @@ impl Writer {
         for item in items {
             debug_assert!(self.buf.is_empty());
 
-            serialize_marker_item(
-                &mut self.buf,
-                item.keyspace.id,
-                &item.key,
-                &item.value,
-                item.value_type,
+            let compression =
                 if self.compression_threshold > 0 && item.value.len() >= self.compression_threshold
                 {
                     self.compression
                 } else {
                     CompressionType::None
-                },
+                };
+            let value = compress_value(&item.value, compression);
+
+            // snodo: the header through the buffer, the key and the value straight to the
+            // file: the same bytes and checksum, without copying each value (envelopes are
+            // kilobytes) into the buffer first.
+            serialize_marker_header(
+                &mut self.buf,
+                item.keyspace.id,
+                &item.key,
+                item.value.len(),
+                &value,
+                item.value_type,
+                compression,
             )?;
 
-            self.file.write_all(&self.buf)?;
-
-            hasher.update(&self.buf);
-            byte_count += self.buf.len();
+            for part in [&self.buf[..], &item.key[..], &value[..]] {
+                self.file.write_all(part)?;
+                hasher.update(part);
+                byte_count += part.len();
+            }
 
             self.buf.clear();
         }
