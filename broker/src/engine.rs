@@ -1413,6 +1413,9 @@ impl Writer {
         };
         let record_json = serde_json::to_vec(&record).unwrap_or_default();
         g.put(keys::envelope(seq), record_json.clone());
+        // A shared value: its clone copies no byte (envelopes are kilobytes, and this is the
+        // hub's one serial stage).
+        g.put(keys::raw(seq), sub.raw.clone());
         g.put(idem, seq.to_be_bytes().to_vec());
         g.put(keys::by_id(&h.id, seq), Vec::new());
         if let Some(exp) = h.expires_at
@@ -1484,8 +1487,6 @@ impl Writer {
                 Some(seq),
             )?;
         }
-        // Moved, not copied: envelopes are kilobytes, and this is the hub's one serial stage.
-        g.put(keys::raw(seq), sub.raw);
         Ok(AcceptOutcome::New {
             entry: Box::new((entry, entry_bytes.unwrap_or_default())),
             outbound,

@@ -41,9 +41,9 @@ impl StoreError {
 /// Result of store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A value to store: shared (a clone is a reference count) and handed to the store as it is.
-/// An envelope's received bytes are made one once, when it arrives, and are not copied again
-/// on their way into the store; a `Vec<u8>` turns into one by a copy.
+/// A value to store: shared (a clone counts a reference) and handed to the store as it is. An
+/// envelope's received bytes become one when the envelope arrives and are not copied again on
+/// their way into the store; a `Vec<u8>` becomes one by a copy.
 pub type Value = ::fjall::Slice;
 
 /// Writes applied together: all of them or none.
