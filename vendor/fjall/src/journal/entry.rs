@@ -47,6 +47,7 @@ pub fn serialize_marker_item<W: Write>(
     value_type: ValueType,
     compression: CompressionType,
 ) -> Result<(), lsm_tree::Error> {
+    // snodo: the same bytes as upstream, written by the two functions below.
     let compressed_value = compress_value(value, compression);
     serialize_marker_header(
         writer,
