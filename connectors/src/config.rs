@@ -135,10 +135,11 @@ pub struct ReceiveSection {
     /// must name this connector's URL as the entity's endpoint).
     #[serde(default)]
     pub mode: ReceiveMode,
-    /// Pull: envelopes per lease.
+    /// Pull: the most envelopes per lease (fewer after a batch slower than half the lease).
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Pull: how long a lease lasts, the longest one envelope may take to process.
+    /// Pull: how long a lease lasts; the envelopes of a batch not begun within half of it go
+    /// back to the hub at once.
     #[serde(default = "default_lease", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub lease: Duration,

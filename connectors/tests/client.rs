@@ -418,6 +418,107 @@ async fn the_pull_loop_processes_once_answers_and_acks() {
     hub.shutdown().await.unwrap();
 }
 
+/// Takes its time over each envelope, as a slow municipal system does.
+struct Slow {
+    seen: Arc<Mutex<Vec<uuid::Uuid>>>,
+    each: Duration,
+}
+
+impl Handler for Slow {
+    fn handle<'a>(
+        &'a self,
+        inbound: &'a Inbound,
+        _effects: &'a mut Effects,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            tokio::time::sleep(self.each).await;
+            self.seen.lock().unwrap().push(inbound.id());
+            Ok(())
+        })
+    }
+}
+
+/// The hub's count of one of its counters, from its metrics.
+fn counter(hub: &snodo_broker::cli::serve::Running, name: &str) -> u64 {
+    let text = hub.hub.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("snodo_{name}_total ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no snodo_{name}_total in\n{text}"))
+}
+
+#[tokio::test]
+async fn a_batch_slower_than_its_lease_goes_back_in_time_and_is_processed_once() {
+    let t = TestHub::new(&[]);
+    let hub = t.start().await;
+    let portal = t.client(&hub, PORTAL, Format::Json);
+    let turin = t.client(&hub, TURIN, Format::Json);
+    let mut sent = Vec::new();
+    for n in 0..8 {
+        let env = portal
+            .envelope(to(TURIN), "prova.scambio", "notifica")
+            .json(json!({"pratica": format!("P-{n}")}))
+            .build()
+            .unwrap();
+        portal.submit(&env).await.unwrap();
+        sent.push(env.header.id);
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let store = Store::temporary().unwrap();
+    let dispatcher = Arc::new(
+        Dispatcher::builder()
+            .route(
+                "prova.scambio",
+                "notifica",
+                Arc::new(Slow {
+                    seen: seen.clone(),
+                    each: Duration::from_millis(400),
+                }),
+            )
+            .build(turin.clone(), store)
+            .unwrap(),
+    );
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    // Eight envelopes of 0.4 s each take 3.2 s: longer than the lease.
+    let pull = tokio::spawn(dispatcher.clone().run_pull(
+        PullConfig {
+            batch: 8,
+            lease: Duration::from_secs(2),
+            idle: Duration::from_millis(50),
+        },
+        stop_rx,
+    ));
+    for id in &sent {
+        eventually(30, "every envelope processed", || async {
+            dispatcher.processed(PORTAL, *id).unwrap()
+        })
+        .await;
+    }
+    let _ = stop.send(true);
+    pull.await.unwrap();
+
+    let mut handled = seen.lock().unwrap().clone();
+    handled.sort();
+    let mut expected = sent.clone();
+    expected.sort();
+    assert_eq!(handled, expected, "each envelope handled once");
+    // What could not be begun within half the lease went back to the hub at once; every
+    // envelope handed out was acknowledged or returned, so no lease ran out (an envelope
+    // whose lease lapses is handed out again, uncounted by either).
+    let returned = counter(&hub, "envelopes_returned");
+    assert!(returned >= 1, "nothing went back");
+    assert_eq!(counter(&hub, "envelopes_acknowledged"), 8);
+    assert_eq!(counter(&hub, "envelopes_leased"), 8 + returned);
+    assert!(
+        turin
+            .lease(10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    hub.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_redelivered_envelope_is_not_processed_twice() {
     let t = TestHub::new(&[]);
