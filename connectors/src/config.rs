@@ -135,11 +135,10 @@ pub struct ReceiveSection {
     /// must name this connector's URL as the entity's endpoint).
     #[serde(default)]
     pub mode: ReceiveMode,
-    /// Pull: the most envelopes per lease (fewer after a batch slower than half the lease).
+    /// Pull: envelopes per lease.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Pull: how long a lease lasts; the envelopes of a batch not begun within half of it go
-    /// back to the hub at once.
+    /// Pull: how long a lease lasts, the longest one envelope may take to process.
     #[serde(default = "default_lease", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub lease: Duration,

@@ -333,12 +333,9 @@ impl Drop for BusyGuard<'_> {
 /// How the pull loop leases.
 #[derive(Clone, Copy, Debug)]
 pub struct PullConfig {
-    /// The most envelopes per lease. The loop asks for fewer after a batch it could not
-    /// finish within half the lease, and for more again after one done within a quarter.
+    /// Envelopes per lease.
     pub batch: usize,
-    /// How long each lease lasts. A batch's envelopes are processed in turn, so an envelope
-    /// not begun within half the lease goes back to the hub at once, rather than be
-    /// acknowledged after its lease ran out (and come back later, to be recognised).
+    /// How long each lease lasts: the longest one envelope may take to process.
     pub lease: Duration,
     /// How long to wait when the inbox is empty: the hub holds the lease request that long
     /// and answers as soon as envelopes arrive (a long poll); a hub that answers at once
@@ -557,7 +554,6 @@ impl Dispatcher {
         // Batches in a row in which some envelope could not be processed (the municipal
         // system down, say): the pause before the next lease grows with them.
         let mut failing = 0u32;
-        let mut asked_for = config.batch.max(1);
         loop {
             if *shutdown.borrow() {
                 break;
@@ -573,7 +569,7 @@ impl Dispatcher {
             let asked = tokio::time::Instant::now();
             let lease = self
                 .client
-                .lease_waiting(asked_for, config.lease, config.idle);
+                .lease_waiting(config.batch, config.lease, config.idle);
             tokio::pin!(lease);
             let batch = tokio::select! {
                 r = &mut lease => r,
@@ -613,26 +609,8 @@ impl Dispatcher {
                 }
                 continue;
             }
-            // The hub started the lease before it answered: from here, half of it is left
-            // with a wide margin.
-            let leased = tokio::time::Instant::now();
-            let full = deliveries.len() >= asked_for;
             let mut failed = false;
-            let mut begun = 0usize;
-            let mut deliveries = deliveries.into_iter();
-            for d in deliveries.by_ref() {
-                if begun > 0 && leased.elapsed() > config.lease / 2 {
-                    let rest: Vec<_> = std::iter::once(d).chain(deliveries.by_ref()).collect();
-                    tracing::info!(processed = begun, returned = rest.len(), lease = ?config.lease, "Half the lease spent: the rest of the batch goes back to the hub, and the next lease asks for fewer.");
-                    for d in rest {
-                        if let Err(e) = self.client.nack(&d.lease).await {
-                            tracing::warn!(envelope_id = %d.inbound.id(), error = %e, "Not returned; its lease will lapse.");
-                        }
-                    }
-                    asked_for = begun;
-                    break;
-                }
-                begun += 1;
+            for d in deliveries {
                 let id = d.inbound.id();
                 match self.dispatch(&d.inbound).await {
                     Ok(_) => {
@@ -649,9 +627,6 @@ impl Dispatcher {
                         }
                     }
                 }
-            }
-            if full && begun == asked_for && leased.elapsed() < config.lease / 4 {
-                asked_for = asked_for.saturating_mul(2).min(config.batch.max(1));
             }
             failing = if failed { failing.saturating_add(1) } else { 0 };
         }
