@@ -513,6 +513,10 @@ impl Dispatcher {
     /// Submits every envelope of the outbox, removing each once the hub has receipted it;
     /// returns how many are left (the hub unreachable, say). A refused one is logged and
     /// dropped from the outbox, for no retry will change the hub's mind.
+    ///
+    /// Removals are not flushed (the store writes them within its flush interval): one lost in
+    /// a crash only means the envelope is submitted again, a duplicate the hub recognises by
+    /// its id (or the same refusal). So an envelope costs one sync, its processing's, not two.
     pub async fn drain_outbox(&self) -> usize {
         let _one_at_a_time = self.draining.lock().await;
         let items = match self.outbox.scan("") {
@@ -530,13 +534,13 @@ impl Dispatcher {
             match self.client.submit_signed(&item.to_signed(id)).await {
                 Ok(s) => {
                     tracing::info!(envelope_id = %id, index = s.receipt.index, duplicate = s.duplicate, "Outgoing envelope receipted.");
-                    if let Err(e) = self.outbox.remove(&key).and_then(|()| self.store.flush()) {
+                    if let Err(e) = self.outbox.remove(&key) {
                         tracing::warn!(envelope_id = %id, error = %e, "Receipted envelope still in the outbox; it will be resubmitted (a duplicate).");
                     }
                 }
                 Err(e) if e.is_permanent() => {
                     tracing::error!(envelope_id = %id, error = %e, "Outgoing envelope refused by the hub; removed from the outbox.");
-                    let _ = self.outbox.remove(&key).and_then(|()| self.store.flush());
+                    let _ = self.outbox.remove(&key);
                 }
                 Err(e) => {
                     tracing::warn!(envelope_id = %id, error = %e, "Outgoing envelope not yet receipted; kept in the outbox.");
