@@ -117,8 +117,8 @@ pub struct Outbound {
     pub record: EnvelopeRecord,
     /// The record's JSON as stored, which its messages carry as a header.
     pub record_json: Vec<u8>,
-    /// The exact signed bytes.
-    pub raw: Vec<u8>,
+    /// The exact signed bytes (shared with the store's batch: no copy).
+    pub raw: Value,
     /// Where it goes.
     pub route: Route,
     /// A request publishes it (and gives no receipt until it is confirmed); otherwise (a
@@ -150,7 +150,7 @@ fn load_outbound(store: &dyn Store, seq: u64, value: &[u8]) -> Result<Outbound, 
     Ok(Outbound {
         record,
         record_json,
-        raw,
+        raw: Value::from(raw),
         route: pending.route,
         by_request: pending.by_request,
     })
@@ -1475,7 +1475,7 @@ impl Writer {
             Some(Box::new(Outbound {
                 record: record.clone(),
                 record_json,
-                raw: sub.raw.to_vec(),
+                raw: sub.raw.clone(),
                 route,
                 by_request: true,
             }))

@@ -298,7 +298,7 @@ impl Amqp {
                             mandatory: true,
                             ..BasicPublishOptions::default()
                         },
-                        &out.raw,
+                        &out.raw[..],
                         props.clone(),
                     )
                     .await?,
