@@ -10,6 +10,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
+use serde_json::value::RawValue;
+use snodo_broker::api::batch as wire_batch;
 use snodo_broker::journal::receipt::{Receipt, ReceiptError};
 use snodo_envelopes::{
     EntityId, Envelope, Format, Identity, Limits, Recipient, Signer, TrustStore, Verifier,
@@ -20,6 +22,14 @@ use crate::inbound::{Inbound, Refusal};
 
 /// The header that carries the receipt when the hub answers a request with its response.
 const RECEIPT_HEADER: &str = "snodo-receipt";
+
+/// The most envelopes [`HubClient::submit_all`] puts in one `POST /v1/envelopes/batch` (the hub
+/// takes up to [`snodo_broker::api::batch::MAX_BATCH`]).
+pub const BATCH_ENVELOPES: usize = 64;
+/// The most signed bytes [`HubClient::submit_all`] puts in one batch: far below the hub's
+/// default limit on a request (10 MiB), so that a batch holds as much as the hub lets one
+/// sender have in flight.
+pub const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Why a call to the hub failed.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +237,82 @@ struct WireLeased {
     envelope: String,
 }
 
+#[derive(Deserialize)]
+struct WireResults {
+    results: Vec<WireResult>,
+}
+
+#[derive(Deserialize)]
+struct WireResult {
+    status: u16,
+    #[serde(default)]
+    receipt: Option<Box<RawValue>>,
+    #[serde(default)]
+    problem: Option<Problem>,
+}
+
+/// The results of the answer `body` to a batch of `sent` envelopes, one per envelope.
+fn batch_answers(what: &str, body: &[u8], sent: usize) -> Result<Vec<WireResult>, ClientError> {
+    let protocol = |detail: String| ClientError::Protocol {
+        what: what.to_owned(),
+        detail,
+    };
+    let answer: WireResults = serde_json::from_slice(body)
+        .map_err(|e| protocol(format!("not the answer to a batch: {e}")))?;
+    if answer.results.len() != sent {
+        return Err(protocol(format!(
+            "{} results for {sent} envelopes",
+            answer.results.len()
+        )));
+    }
+    Ok(answer.results)
+}
+
+/// `signed` cut into the batches of [`HubClient::submit_all`], in order.
+fn batches(signed: &[Signed]) -> Vec<&[Signed]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, s) in signed.iter().enumerate() {
+        if i > start && (i - start == BATCH_ENVELOPES || bytes + s.bytes.len() > BATCH_BYTES) {
+            out.push(&signed[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += s.bytes.len();
+    }
+    if start < signed.len() {
+        out.push(&signed[start..]);
+    }
+    out
+}
+
+/// The error of a whole batch request, as each of its envelopes' (envelope `id`).
+fn copy_error(e: &ClientError, id: Uuid) -> ClientError {
+    let what = format!("POST /v1/envelopes/batch ({id})");
+    match e {
+        ClientError::Unreachable { detail, .. } => ClientError::Unreachable {
+            what,
+            detail: detail.clone(),
+        },
+        ClientError::Refused {
+            status,
+            code,
+            detail,
+            retry_after,
+            ..
+        } => ClientError::Refused {
+            what,
+            status: *status,
+            code: code.clone(),
+            detail: detail.clone(),
+            retry_after: *retry_after,
+        },
+        other => ClientError::Protocol {
+            what,
+            detail: other.to_string(),
+        },
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct Problem {
     #[serde(default)]
@@ -377,6 +463,133 @@ impl HubClient {
         let duplicate = resp.status == 200;
         let receipt = self.receipt_from(signed, &resp.body)?;
         Ok(Submitted { receipt, duplicate })
+    }
+
+    /// Submits envelopes signed earlier, several to a request through
+    /// `POST /v1/envelopes/batch`, in the order given: at most [`BATCH_ENVELOPES`] and about
+    /// [`BATCH_BYTES`] in each. Returns one result per envelope, in order, each what
+    /// [`HubClient::submit_signed`] would have given for it. Envelopes the hub turned away for
+    /// a passing reason (429, 5xx) are sent again after the retry policy's backoff; a hub
+    /// without the batch endpoint (404), or whose limit on a request's size refuses the batch
+    /// (413), gets them one at a time. Once the hub could not be reached at all, the envelopes
+    /// not yet sent are not tried: they get that error too.
+    pub async fn submit_all(&self, signed: &[Signed]) -> Vec<Result<Submitted, ClientError>> {
+        let mut results = Vec::with_capacity(signed.len());
+        let mut down: Option<ClientError> = None;
+        for chunk in batches(signed) {
+            if let Some(e) = &down {
+                results.extend(chunk.iter().map(|s| Err(copy_error(e, s.id))));
+                continue;
+            }
+            let outcome = if chunk.len() == 1 {
+                vec![self.submit_signed(&chunk[0]).await]
+            } else {
+                self.submit_batch(chunk).await
+            };
+            if let Some(Err(e @ ClientError::Unreachable { .. })) = outcome.last() {
+                down = Some(copy_error(e, Uuid::nil()));
+            }
+            results.extend(outcome);
+        }
+        results
+    }
+
+    /// One batch of [`HubClient::submit_all`].
+    async fn submit_batch(&self, signed: &[Signed]) -> Vec<Result<Submitted, ClientError>> {
+        let url = format!("{}/v1/envelopes/batch", self.inner.base);
+        let mut results: Vec<Option<Result<Submitted, ClientError>>> =
+            signed.iter().map(|_| None).collect();
+        let mut pending: Vec<usize> = (0..signed.len()).collect();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            attempt += 1;
+            let items: Vec<Vec<u8>> = pending
+                .iter()
+                .map(|&i| wire_batch::request_item(&signed[i].bytes, signed[i].format.media_type()))
+                .collect();
+            let body = Bytes::from(wire_batch::request_body_of(items.iter().map(Vec::as_slice)));
+            let what = format!("POST /v1/envelopes/batch ({} envelopes)", pending.len());
+            let reply = self
+                .with_retries(&what, Duration::ZERO, || {
+                    self.inner
+                        .http
+                        .post(&url)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.clone())
+                })
+                .await;
+            let answers = match reply.and_then(|r| batch_answers(&what, &r.body, pending.len())) {
+                Ok(answers) => answers,
+                Err(ClientError::Refused {
+                    status: 404 | 413, ..
+                }) => {
+                    for &i in &pending {
+                        results[i] = Some(self.submit_signed(&signed[i]).await);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    for &i in &pending {
+                        results[i] = Some(Err(copy_error(&e, signed[i].id)));
+                    }
+                    break;
+                }
+            };
+            let mut again = Vec::new();
+            for (&i, answer) in pending.iter().zip(answers) {
+                let result = self.batch_result(&signed[i], answer);
+                if matches!(&result, Err(e) if e.is_retryable()) {
+                    again.push(i);
+                }
+                results[i] = Some(result);
+            }
+            if again.is_empty() || attempt >= self.inner.retry.attempts {
+                break;
+            }
+            let policy = self.inner.retry;
+            let wait = snodo_broker::delivery::backoff(attempt, policy.initial, policy.max);
+            tracing::info!(%what, attempt, ?wait, turned_away = again.len(), "Retrying the envelopes the hub turned away for now.");
+            tokio::time::sleep(wait).await;
+            pending = again;
+        }
+        results
+            .into_iter()
+            .zip(signed)
+            .map(|(r, s)| {
+                r.unwrap_or_else(|| {
+                    Err(ClientError::Protocol {
+                        what: format!("POST /v1/envelopes/batch ({})", s.id),
+                        detail: "no result for this envelope".into(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// One envelope's result in the answer to a batch, as [`HubClient::submit_signed`] gives
+    /// it: its receipt verified, or the hub's refusal.
+    fn batch_result(&self, signed: &Signed, answer: WireResult) -> Result<Submitted, ClientError> {
+        let what = format!("POST /v1/envelopes/batch ({})", signed.id);
+        match (answer.status, answer.receipt) {
+            (200 | 202, Some(receipt)) => Ok(Submitted {
+                receipt: self.receipt_from(signed, receipt.get().as_bytes())?,
+                duplicate: answer.status == 200,
+            }),
+            (200 | 202, None) => Err(ClientError::Protocol {
+                what,
+                detail: format!("status {} without a receipt", answer.status),
+            }),
+            (status, _) => {
+                let problem = answer.problem.unwrap_or_default();
+                Err(ClientError::Refused {
+                    what,
+                    status,
+                    code: problem.code,
+                    detail: problem.detail,
+                    retry_after: None,
+                })
+            }
+        }
     }
 
     /// Signs and submits a request, waiting up to `wait` (bounded by the hub) for the

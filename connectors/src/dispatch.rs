@@ -45,7 +45,7 @@ use snodo_envelopes::{Envelope, Format};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::client::{HubClient, Signed};
+use crate::client::{ClientError, HubClient, Signed, Submitted};
 use crate::inbound::{BoxFuture, Inbound, Sink, SinkError};
 use crate::store::{Store, StoreError, Tree, Update};
 
@@ -207,6 +207,37 @@ impl Outgoing {
             bytes: bytes::Bytes::from(self.signed.clone().into_bytes()),
         }
     }
+}
+
+/// Submits `signed`, each already in `outbox`, in batches ([`HubClient::submit_all`]), and
+/// removes from the outbox each envelope the hub receipted or refused for good (no retry
+/// changes a refusal); one not receipted yet (the hub unreachable, say) stays for the next
+/// pass. The removals are not flushed: one lost in a crash only means a resubmission, a
+/// duplicate the hub recognises by its id. Returns each envelope's result, in order.
+pub(crate) async fn submit_outgoing(
+    client: &HubClient,
+    outbox: &Tree<Outgoing>,
+    signed: &[Signed],
+) -> Vec<Result<Submitted, ClientError>> {
+    let results = client.submit_all(signed).await;
+    for (s, result) in signed.iter().zip(&results) {
+        match result {
+            Ok(r) => {
+                tracing::info!(envelope_id = %s.id, index = r.receipt.index, duplicate = r.duplicate, "Outgoing envelope receipted.");
+            }
+            Err(e) if e.is_permanent() => {
+                tracing::error!(envelope_id = %s.id, error = %e, "Outgoing envelope refused by the hub; removed from the outbox.");
+            }
+            Err(e) => {
+                tracing::warn!(envelope_id = %s.id, error = %e, "Outgoing envelope not yet receipted; kept in the outbox.");
+                continue;
+            }
+        }
+        if let Err(e) = outbox.remove(&s.id.to_string()) {
+            tracing::warn!(envelope_id = %s.id, error = %e, "Settled envelope still in the outbox; it will be submitted again (a duplicate).");
+        }
+    }
+    results
 }
 
 /// What became of one envelope.
@@ -510,9 +541,10 @@ impl Dispatcher {
         }
     }
 
-    /// Submits every envelope of the outbox, removing each once the hub has receipted it;
-    /// returns how many are left (the hub unreachable, say). A refused one is logged and
-    /// dropped from the outbox, for no retry will change the hub's mind.
+    /// Submits every envelope of the outbox, in batches and in the order of their ids (which
+    /// is the order they were made in), removing each once the hub has receipted it; returns
+    /// how many are left (the hub unreachable, say). A refused one is logged and dropped from
+    /// the outbox, for no retry will change the hub's mind.
     ///
     /// Removals are not flushed (the store writes them within its flush interval): one lost in
     /// a crash only means the envelope is submitted again, a duplicate the hub recognises by
@@ -526,27 +558,14 @@ impl Dispatcher {
                 return self.outbox.len();
             }
         };
+        let mut signed = Vec::with_capacity(items.len());
         for (key, item) in items {
-            let Ok(id) = Uuid::parse_str(&key) else {
-                tracing::error!(%key, "Outbox key is not an envelope id; left alone.");
-                continue;
-            };
-            match self.client.submit_signed(&item.to_signed(id)).await {
-                Ok(s) => {
-                    tracing::info!(envelope_id = %id, index = s.receipt.index, duplicate = s.duplicate, "Outgoing envelope receipted.");
-                    if let Err(e) = self.outbox.remove(&key) {
-                        tracing::warn!(envelope_id = %id, error = %e, "Receipted envelope still in the outbox; it will be resubmitted (a duplicate).");
-                    }
-                }
-                Err(e) if e.is_permanent() => {
-                    tracing::error!(envelope_id = %id, error = %e, "Outgoing envelope refused by the hub; removed from the outbox.");
-                    let _ = self.outbox.remove(&key);
-                }
-                Err(e) => {
-                    tracing::warn!(envelope_id = %id, error = %e, "Outgoing envelope not yet receipted; kept in the outbox.");
-                }
+            match Uuid::parse_str(&key) {
+                Ok(id) => signed.push(item.to_signed(id)),
+                Err(_) => tracing::error!(%key, "Outbox key is not an envelope id; left alone."),
             }
         }
+        submit_outgoing(&self.client, &self.outbox, &signed).await;
         self.outbox.len()
     }
 

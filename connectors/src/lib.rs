@@ -57,7 +57,7 @@ pub mod working_days;
 pub mod ztl;
 
 pub use client::{
-    Answer, ClientError, Delivery, HubClient, HubClientConfig, RetryPolicy, Submitted,
+    Answer, ClientError, Delivery, HubClient, HubClientConfig, RetryPolicy, Signed, Submitted,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatch::{Dispatcher, Effects, Handler, HandlerError};

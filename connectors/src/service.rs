@@ -318,15 +318,12 @@ impl Committer {
             .map_err(|e| {
                 ServiceError::Store(StoreError::Sled(sled::Error::Unsupported(e.to_string())))
             })??;
-        let mut ids = Vec::with_capacity(signed.len());
+        let ids = signed.iter().map(|s| s.id).collect();
         let mut first_error = None;
-        for s in signed {
-            ids.push(s.id);
-            match self.client.submit_signed(&s).await {
-                Ok(_) => self.outbox.remove(&s.id.to_string())?,
+        for result in crate::dispatch::submit_outgoing(&self.client, &self.outbox, &signed).await {
+            match result {
+                Ok(_) => {}
                 Err(e) if e.is_permanent() => {
-                    self.outbox.remove(&s.id.to_string())?;
-                    tracing::warn!(envelope_id = %s.id, error = %e, "Message refused by the hub.");
                     first_error.get_or_insert(ServiceError::Hub {
                         code: e.code().unwrap_or("refused").to_owned(),
                         detail: e.to_string(),

@@ -183,20 +183,7 @@ impl Sender {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        for s in signed {
-            match self.client.submit_signed(&s).await {
-                Ok(_) => {
-                    let _ = self.outbox.remove(&s.id.to_string());
-                }
-                Err(e) if e.is_permanent() => {
-                    tracing::error!(envelope_id = %s.id, error = %e, "Envelope refused by the hub; removed from the outbox.");
-                    let _ = self.outbox.remove(&s.id.to_string());
-                }
-                Err(e) => {
-                    tracing::warn!(envelope_id = %s.id, error = %e, "Envelope not yet receipted; kept in the outbox.");
-                }
-            }
-        }
+        crate::dispatch::submit_outgoing(&self.client, &self.outbox, &signed).await;
         Ok(())
     }
 

@@ -13,7 +13,8 @@ use snodo_connectors::dispatch::{Disposition, PullConfig};
 use snodo_connectors::inbound::BoxFuture;
 use snodo_connectors::push::{PushConfig, PushReceiver};
 use snodo_connectors::{
-    Answer, Dispatcher, Effects, Handler, HandlerError, HubClient, Inbound, Store,
+    Answer, ClientError, Dispatcher, Effects, Handler, HandlerError, HubClient, Inbound, Signed,
+    Store, Submitted,
 };
 use snodo_envelopes::{EntityId, Format, Profile, Recipient};
 
@@ -590,5 +591,184 @@ async fn pushes_are_verified_processed_once_and_only_the_hub_may_push() {
 
     let _ = stop.send(true);
     receiver.stopped().await;
+    hub.shutdown().await.unwrap();
+}
+
+/// `n` notices from the portal to Turin, signed alternately in JSON and XML (one client each
+/// for the same entity), in the order made.
+fn notices(json: &HubClient, xml: &HubClient, n: usize) -> Vec<Signed> {
+    (0..n)
+        .map(|i| {
+            let c = if i % 2 == 0 { json } else { xml };
+            let env = c
+                .envelope(to(TURIN), "prova.scambio", "notifica")
+                .json(json!({ "pratica": format!("P-{i}") }))
+                .build()
+                .unwrap();
+            c.sign(&env).unwrap()
+        })
+        .collect()
+}
+
+/// Leases Turin's inbox until `n` envelopes came, acknowledging each; their ids in order.
+async fn drain_inbox(turin: &HubClient, n: usize) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        if ids.len() >= n {
+            break;
+        }
+        for d in turin.lease(100, Duration::from_secs(30)).await.unwrap() {
+            ids.push(d.inbound.id());
+            turin.ack(&d.lease).await.unwrap();
+        }
+    }
+    ids
+}
+
+/// How many distinct checkpoints (by journal size) the receipts among `results` carry.
+fn checkpoints(results: &[Result<Submitted, ClientError>]) -> usize {
+    let sizes: std::collections::HashSet<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|s| s.receipt.checkpoint.checkpoint.size)
+        .collect();
+    sizes.len()
+}
+
+/// Appends `[limits]` with `settings` to the test hub's configuration.
+fn limit(t: &TestHub, settings: &str) {
+    let mut config = std::fs::read_to_string(&t.config_path).unwrap();
+    config.push_str(&format!("\n[limits]\n{settings}\n"));
+    std::fs::write(&t.config_path, config).unwrap();
+}
+
+#[tokio::test]
+async fn submit_all_sends_batches_in_order_with_a_verified_result_for_each() {
+    let t = TestHub::new(&[]);
+    let hub = t.start().await;
+    let json = t.client(&hub, PORTAL, Format::Json);
+    let xml = t.client(&hub, PORTAL, Format::Xml);
+    let mut signed = notices(&json, &xml, 150);
+    // One the hub has already receipted: a duplicate, with the original receipt.
+    let earlier = json.submit_signed(&signed[70]).await.unwrap();
+    // One for a service this hub does not know: refused on its own, the rest accepted.
+    let unknown = json
+        .envelope(to(TURIN), "anpr.feed", "variazione")
+        .build()
+        .unwrap();
+    signed[100] = json.sign(&unknown).unwrap();
+
+    let results = json.submit_all(&signed).await;
+    assert_eq!(results.len(), signed.len());
+    for (i, (s, r)) in signed.iter().zip(&results).enumerate() {
+        match i {
+            100 => {
+                let e = r.as_ref().unwrap_err();
+                assert_eq!(e.code(), Some("unknown-service"), "{e}");
+                assert!(e.is_permanent());
+            }
+            _ => {
+                let ok = r.as_ref().unwrap_or_else(|e| panic!("envelope {i}: {e}"));
+                assert_eq!(ok.receipt.envelope_id, s.id, "envelope {i}'s own receipt");
+                assert_eq!(ok.duplicate, i == 70, "envelope {i}");
+            }
+        }
+    }
+    assert_eq!(
+        results[70].as_ref().unwrap().receipt.index,
+        earlier.receipt.index
+    );
+    // Sent 64 to a request, each batch committed together: receipts share checkpoints,
+    // where envelopes sent one after the other each have their own.
+    assert!(
+        checkpoints(&results) <= 30,
+        "{} checkpoints for 149 receipts",
+        checkpoints(&results)
+    );
+    // Delivered once each, in the order given.
+    let turin = t.client(&hub, TURIN, Format::Json);
+    let expected: Vec<uuid::Uuid> = signed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 100 && *i != 70)
+        .map(|(_, s)| s.id)
+        .collect();
+    let mut delivered = drain_inbox(&turin, 149).await;
+    assert_eq!(delivered.remove(0), signed[70].id, "the one sent first");
+    assert_eq!(delivered, expected);
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_past_the_hubs_size_limit_is_sent_one_envelope_at_a_time() {
+    let t = TestHub::new(&[]);
+    // Room for one envelope (about 1 KiB signed), not for ten in one request.
+    limit(&t, "max_envelope_bytes = 6000");
+    let hub = t.start().await;
+    let json = t.client(&hub, PORTAL, Format::Json);
+    let xml = t.client(&hub, PORTAL, Format::Xml);
+    let signed = notices(&json, &xml, 10);
+    let results = json.submit_all(&signed).await;
+    for (s, r) in signed.iter().zip(&results) {
+        assert_eq!(r.as_ref().unwrap().receipt.envelope_id, s.id);
+    }
+    assert_eq!(
+        checkpoints(&results),
+        10,
+        "each sent and committed on its own"
+    );
+    let turin = t.client(&hub, TURIN, Format::Json);
+    let ids: Vec<uuid::Uuid> = signed.iter().map(|s| s.id).collect();
+    assert_eq!(drain_inbox(&turin, 10).await, ids);
+    hub.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn envelopes_of_a_batch_turned_away_for_the_rate_are_retried_then_left_to_the_caller() {
+    let t = TestHub::new(&[]);
+    limit(&t, "requests_per_second = 10\nburst = 10");
+    let hub = t.start().await;
+    let json = t.client(&hub, PORTAL, Format::Json);
+    let xml = t.client(&hub, PORTAL, Format::Xml);
+    let signed = notices(&json, &xml, 64);
+    let first = json.submit_all(&signed).await;
+    let accepted = first.iter().filter(|r| r.is_ok()).count();
+    // The burst's ten at once, then what the rate lets through while the client retries.
+    assert!(accepted >= 10, "{accepted} accepted");
+    let left: Vec<Signed> = signed
+        .iter()
+        .zip(&first)
+        .filter(|(_, r)| r.is_err())
+        .map(|(s, r)| {
+            let e = r.as_ref().unwrap_err();
+            assert!(e.is_retryable(), "{e}");
+            assert_eq!(e.code(), Some("rate-limited"), "{e}");
+            s.clone()
+        })
+        .collect();
+    // Five attempts with backoffs of at most 500 ms: not time enough for 64 at 10/s.
+    assert!(!left.is_empty(), "all 64 accepted at 10/s");
+    // The caller (a connector's outbox) sends the rest again later: each accepted once.
+    let mut rest = left;
+    for _ in 0..20 {
+        if rest.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let results = json.submit_all(&rest).await;
+        rest = rest
+            .into_iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_err())
+            .map(|(s, _)| s)
+            .collect();
+    }
+    assert!(rest.is_empty(), "{} never accepted", rest.len());
+    let turin = t.client(&hub, TURIN, Format::Json);
+    let mut delivered = drain_inbox(&turin, 64).await;
+    delivered.sort();
+    let mut ids: Vec<uuid::Uuid> = signed.iter().map(|s| s.id).collect();
+    ids.sort();
+    assert_eq!(delivered, ids, "each delivered once");
     hub.shutdown().await.unwrap();
 }
