@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use snodo_broker::api::batch as wire_batch;
+use snodo_broker::journal::VerifiedCheckpoints;
 use snodo_broker::journal::receipt::{Receipt, ReceiptError};
 use snodo_envelopes::{
     EntityId, Envelope, Format, Identity, Limits, Recipient, Signer, TrustStore, Verifier,
@@ -338,6 +339,8 @@ struct Inner {
     verifier: Verifier,
     format: Format,
     retry: RetryPolicy,
+    /// The hub's checkpoints already verified: the receipts of a batch share them.
+    checkpoints: VerifiedCheckpoints,
 }
 
 impl HubClient {
@@ -388,6 +391,7 @@ impl HubClient {
                     attempts: config.retry.attempts.max(1),
                     ..config.retry
                 },
+                checkpoints: VerifiedCheckpoints::default(),
             }),
         })
     }
@@ -671,7 +675,11 @@ impl HubClient {
         };
         let receipt = Receipt::from_json(body).map_err(bad)?;
         receipt
-            .verify(self.inner.verifier.trust(), Some(&signed.bytes))
+            .verify_cached(
+                self.inner.verifier.trust(),
+                Some(&signed.bytes),
+                &self.inner.checkpoints,
+            )
             .map_err(bad)?;
         if receipt.envelope_id != signed.id || receipt.sender != self.inner.entity.as_str() {
             return Err(bad(ReceiptError::Mismatch {

@@ -13,8 +13,9 @@
 //! as [`Signer::sign_bytes`] makes it) and the hub's certificate, whose SAN URI
 //! `urn:snodo:hub:<name>` must name the hub of the origin line.
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -348,7 +349,7 @@ pub struct SignedCheckpoint {
 }
 
 /// A checkpoint whose signature verified, with the hub that signed it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct VerifiedCheckpoint {
     /// The checkpoint.
     pub checkpoint: Checkpoint,
@@ -437,6 +438,48 @@ impl SignedCheckpoint {
             }
             Err(e) => Err(CheckpointError::SignatureInvalid(e.to_string())),
         }
+    }
+}
+
+/// How many signed checkpoints [`VerifiedCheckpoints`] keeps.
+const VERIFIED_KEPT: usize = 16;
+
+/// The last signed checkpoints that verified against one trust store, found by their whole
+/// signed form. The receipts of one group commit share their checkpoint, so whoever checks
+/// them (a connector submitting a batch) verifies its signature once. A checkpoint's
+/// verification depends on nothing but its signed form and the trust store (the certificate
+/// is checked at the checkpoint's own time), so one found here would verify again; one that
+/// differs in any byte is verified afresh. Use one per trust store.
+#[derive(Debug, Default)]
+pub struct VerifiedCheckpoints {
+    last: Mutex<VecDeque<(SignedCheckpoint, VerifiedCheckpoint)>>,
+}
+
+impl VerifiedCheckpoints {
+    /// [`SignedCheckpoint::verify`] at the checkpoint's own time, or what it gave when
+    /// `signed` verified here before.
+    ///
+    /// # Errors
+    /// As [`SignedCheckpoint::verify`].
+    pub fn verify(
+        &self,
+        signed: &SignedCheckpoint,
+        trust: &TrustStore,
+    ) -> Result<VerifiedCheckpoint, CheckpointError> {
+        let known = self.last.lock().ok().and_then(|last| {
+            last.iter()
+                .find(|(s, _)| s == signed)
+                .map(|(_, v)| v.clone())
+        });
+        if let Some(v) = known {
+            return Ok(v);
+        }
+        let v = signed.verify(trust, signed.checkpoint.time)?;
+        if let Ok(mut last) = self.last.lock() {
+            last.push_front((signed.clone(), v.clone()));
+            last.truncate(VERIFIED_KEPT);
+        }
+        Ok(v)
     }
 }
 

@@ -20,7 +20,7 @@ pub mod receipt;
 
 pub use checkpoint::{
     Checkpoint, CheckpointError, CheckpointSigner, SharedCheckpoint, SignedCheckpoint,
-    VerifiedCheckpoint,
+    VerifiedCheckpoint, VerifiedCheckpoints,
 };
 pub use entry::{Entry, EntryError, EventKind};
 pub use merkle::{Hash, MemoryTree, ProofError, TreeError};

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use snodo_envelopes::TrustStore;
 use uuid::Uuid;
 
-use super::checkpoint::{CheckpointError, SharedCheckpoint, VerifiedCheckpoint};
+use super::checkpoint::{
+    CheckpointError, SharedCheckpoint, VerifiedCheckpoint, VerifiedCheckpoints,
+};
 use super::entry::{Entry, EntryError, EventKind, format_utc, shorten};
 use super::merkle::{Hash, ProofError, verify_inclusion};
 
@@ -191,7 +193,32 @@ impl Receipt {
             .checkpoint
             .verify(trust, self.checkpoint.checkpoint.time)
             .map_err(ReceiptError::Checkpoint)?;
+        self.verify_under(checkpoint, envelope)
+    }
 
+    /// As [`Receipt::verify`], the checkpoint's signature checked through `verified`: once
+    /// for all the receipts that share the checkpoint.
+    ///
+    /// # Errors
+    /// As [`Receipt::verify`].
+    pub fn verify_cached(
+        &self,
+        trust: &TrustStore,
+        envelope: Option<&[u8]>,
+        verified: &VerifiedCheckpoints,
+    ) -> Result<VerifiedReceipt, ReceiptError> {
+        let checkpoint = verified
+            .verify(&self.checkpoint, trust)
+            .map_err(ReceiptError::Checkpoint)?;
+        self.verify_under(checkpoint, envelope)
+    }
+
+    /// The checks of [`Receipt::verify`] after the checkpoint's signature.
+    fn verify_under(
+        &self,
+        checkpoint: VerifiedCheckpoint,
+        envelope: Option<&[u8]>,
+    ) -> Result<VerifiedReceipt, ReceiptError> {
         let bytes = STANDARD
             .decode(&self.entry)
             .map_err(|e| ReceiptError::Encoding {
@@ -385,6 +412,38 @@ mod tests {
         assert_eq!(v.checkpoint.checkpoint.size, 40);
         assert!(v.envelope_checked);
         assert!(!r.verify(&f.trust, None).unwrap().envelope_checked);
+    }
+
+    #[test]
+    fn a_checkpoint_verified_once_serves_every_receipt_under_it_and_nothing_else() {
+        let f = fixture(40);
+        let verified = VerifiedCheckpoints::default();
+        let r = f.receipt(22);
+        let mut same = f.receipt(25);
+        same.checkpoint = r.checkpoint.clone();
+        for receipt in [&r, &same, &r] {
+            let v = receipt.verify_cached(&f.trust, None, &verified).unwrap();
+            assert_eq!(v.checkpoint.checkpoint.size, 40);
+            assert_eq!(v.entry.index, receipt.index);
+        }
+        // Found, the signature is not checked again: not even against a store trusting no
+        // CA, which refuses it afresh (hence one cache per trust store).
+        let nobody = TrustStore::new(Vec::new(), None).unwrap();
+        assert!(same.verify(&nobody, None).is_err());
+        assert!(same.verify_cached(&nobody, None, &verified).is_ok());
+        // A receipt is still checked against the checkpoint found: the proof of another entry.
+        let mut wrong = r.clone();
+        wrong.inclusion_proof = same.inclusion_proof.clone();
+        let e = wrong.verify_cached(&f.trust, None, &verified).unwrap_err();
+        assert_eq!(e.code(), "receipt-proof-invalid");
+        // A checkpoint that differs in any field is verified afresh, and refused.
+        let mut forged = r.clone();
+        forged.checkpoint.checkpoint.size = 41;
+        let e = forged.verify_cached(&f.trust, None, &verified).unwrap_err();
+        assert_eq!(e.code(), "checkpoint-signature-invalid", "{e}");
+        let mut resigned = r.clone();
+        resigned.checkpoint.signature = same.checkpoint.signature.replace('A', "B");
+        assert!(resigned.verify_cached(&f.trust, None, &verified).is_err());
     }
 
     #[test]
