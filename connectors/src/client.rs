@@ -28,8 +28,7 @@ const RECEIPT_HEADER: &str = "snodo-receipt";
 /// takes up to [`snodo_broker::api::batch::MAX_BATCH`]).
 pub const BATCH_ENVELOPES: usize = 64;
 /// The most signed bytes [`HubClient::submit_all`] puts in one batch: far below the hub's
-/// default limit on a request (10 MiB), so that a batch holds as much as the hub lets one
-/// sender have in flight.
+/// default limits on a request's body (10 MiB) and on one sender's bytes in flight (64 MiB).
 pub const BATCH_BYTES: usize = 1024 * 1024;
 
 /// Why a call to the hub failed.
